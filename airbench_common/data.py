@@ -1,0 +1,226 @@
+"""CIFAR-10 on disk: find it, download it (MD5 verified), check it, cache it as arrays.
+
+Both frameworks get plain numpy arrays from here: images uint8 (N, 32, 32, 3) NHWC RGB and labels
+int64 (N,). Accepted layouts in the data directory, first match wins:
+  1. train.npz / test.npz with keys `images`, `labels` (our cache format; also ../shared's copies)
+  2. cifar-10-batches-py/ (the official python-version folder, extracted)
+  3. cifar-10-python.tar.gz (the official archive; MD5 checked)
+  4. nothing: the official archive is downloaded (MD5 checked), then converted to 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+BATCHES_DIR = "cifar-10-batches-py"
+SPLIT_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class DatasetError(RuntimeError):
+    """A missing, truncated or corrupt dataset; the message says what to do."""
+
+
+def default_data_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "airbench" / "cifar10"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """An explicit argument, else $AIRBENCH_DATA, else ~/.cache/airbench/cifar10."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("AIRBENCH_DATA")
+    return Path(env).expanduser() if env else default_data_dir()
+
+
+def dataset_label(data_dir: str | os.PathLike | None = None) -> str:
+    """How results on this data must be labelled. ../shared's JPEG copy says so in SOURCE.md."""
+    d = resolve_data_dir(data_dir)
+    source = d / "SOURCE.md"
+    if source.exists():
+        head = source.read_text(errors="replace")[:2000].lower()
+        if "jpeg" in head:
+            return "JPEG CIFAR-10"
+        if "subset" in head:
+            return "CIFAR-10 lossless subset"
+    return "CIFAR-10"
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(fileobj) on a temporary file beside `path`, fsync, then rename it into place,
+    so a reader never sees a half-written file and an interrupted write leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate shape, dtype and label range; return (uint8 NHWC images, int64 labels)."""
+    fix = "re-create it (delete the file to re-download) or point --data-dir/AIRBENCH_DATA at a good copy"
+    if images.dtype != np.uint8:
+        raise DatasetError(f"{where}: images have dtype {images.dtype}, expected uint8 0-255; {fix}")
+    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise DatasetError(f"{where}: images have shape {images.shape}, expected (N, 32, 32, 3) "
+                           f"NHWC; {fix}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DatasetError(f"{where}: {len(labels)} labels (shape {labels.shape}) for "
+                           f"{len(images)} images; {fix}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{where}: labels have dtype {labels.dtype}, expected integers; {fix}")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DatasetError(f"{where}: labels range {labels.min()}..{labels.max()}, expected 0-9; {fix}")
+    return images, labels.astype(np.int64)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"images", "labels"} - set(z.files)
+            if missing:
+                raise DatasetError(f"{path}: missing key(s) {sorted(missing)} (has {z.files}); "
+                                   "expected keys images (uint8 NHWC) and labels")
+            images, labels = z["images"], z["labels"]
+    except DatasetError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                           "delete it and run again to rebuild it") from None
+    return check_arrays(images, labels, str(path))
+
+
+def _unpickle_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        d = pickle.loads(raw, encoding="bytes")
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d[b"labels"], dtype=np.int64)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt batch
+        raise DatasetError(f"{where} is corrupt ({type(exc).__name__}); delete it and download "
+                           "the official archive again") from None
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise DatasetError(f"{where}: data has shape {data.shape}, expected (N, 3072)")
+    # the official rows are CHW-planar (1024 R, 1024 G, 1024 B), row-major
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _read_batches(read_member, split: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    parts = [_unpickle_batch(read_member(name), f"{where}/{name}") for name in SPLIT_FILES[split]]
+    images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
+    labels = np.concatenate([p[1] for p in parts])
+    return check_arrays(images, labels, where)
+
+
+def _read_batches_dir(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(name):
+        path = folder / name
+        if not path.exists():
+            raise DatasetError(f"{path} is missing; extract the full official archive there or "
+                               "remove the folder so the archive is downloaded again")
+        return path.read_bytes()
+    return _read_batches(read, split, str(folder))
+
+
+def _read_archive(archive: Path, split: str, md5: str | None) -> tuple[np.ndarray, np.ndarray]:
+    if md5 is not None:
+        got = md5sum(archive)
+        if got != md5:
+            raise DatasetError(f"{archive} has MD5 {got}, expected {md5} (truncated or corrupt "
+                               "download): delete it and run again to re-download")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            def read(name):
+                try:
+                    return tar.extractfile(f"{BATCHES_DIR}/{name}").read()
+                except KeyError:
+                    raise DatasetError(f"{archive} has no {BATCHES_DIR}/{name}; it is not the "
+                                       "CIFAR-10 python archive: delete it and re-download") from None
+            return _read_batches(read, split, str(archive))
+    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{archive} is truncated or corrupt ({type(exc).__name__}); delete it "
+                           "and run again to re-download") from None
+
+
+def download_archive(data_dir: Path, url: str | None = None, md5: str | None = None) -> Path:
+    """Download the official archive into data_dir (atomically) and verify its MD5."""
+    url = url or os.environ.get("AIRBENCH_CIFAR10_URL", CIFAR10_URL)
+    md5 = md5 or os.environ.get("AIRBENCH_CIFAR10_MD5", CIFAR10_MD5)
+    target = data_dir / ARCHIVE_NAME
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            atomic_write_bytes(target, lambda f: shutil.copyfileobj(response, f, 1 << 20))
+    except OSError as exc:
+        raise DatasetError(f"could not download CIFAR-10 from {url} ({exc}); download "
+                           f"{ARCHIVE_NAME} by hand into {data_dir}, or set AIRBENCH_DATA / "
+                           "--data-dir to a folder holding train.npz and test.npz") from None
+    got = md5sum(target)
+    if got != md5:
+        target.unlink()
+        raise DatasetError(f"downloaded {url} has MD5 {got}, expected {md5}; the download was "
+                           "corrupt or is not the official archive: try again")
+    return target
+
+
+def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    def write(f):
+        buf = io.BytesIO()
+        np.savez(buf, images=images, labels=labels.astype(np.uint8))
+        f.write(buf.getbuffer())
+    atomic_write_bytes(path, write)
+
+
+def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None,
+                 download: bool = True, md5: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N,32,32,3), labels int64 (N,)) for split 'train' or 'test'."""
+    if split not in SPLIT_FILES:
+        raise DatasetError(f"unknown split {split!r}; use 'train' or 'test'")
+    d = resolve_data_dir(data_dir)
+    npz = d / f"{split}.npz"
+    if npz.exists():
+        return _read_npz(npz)
+    md5 = md5 or os.environ.get("AIRBENCH_CIFAR10_MD5", CIFAR10_MD5)
+    if (d / BATCHES_DIR).is_dir():
+        images, labels = _read_batches_dir(d / BATCHES_DIR, split)
+    else:
+        archive = d / ARCHIVE_NAME
+        if not archive.exists():
+            if not download:
+                raise DatasetError(f"no CIFAR-10 in {d} (expected {split}.npz, {BATCHES_DIR}/ or "
+                                   f"{ARCHIVE_NAME}); set AIRBENCH_DATA or --data-dir, or allow "
+                                   "the download")
+            archive = download_archive(d, md5=md5)
+        images, labels = _read_archive(archive, split, md5)
+    try:  # cache as arrays for next time; a read-only folder is fine, we just don't cache
+        _save_npz(npz, images, labels)
+    except OSError:
+        pass
+    return images, labels
