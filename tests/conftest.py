@@ -1,0 +1,31 @@
+"""Shared fixtures. Real-data tests use $AIRBENCH_DATA (CI points it at ../shared's JPEG copy)."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+LOSSLESS = SHARED / "cifar10-lossless-subset"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The configured CIFAR-10 folder; skip (with the reason) when none is configured."""
+    d = os.environ.get("AIRBENCH_DATA")
+    if not d:
+        pytest.skip("no dataset configured: set AIRBENCH_DATA to a folder with train.npz/test.npz "
+                    "(.ci/run uses ../shared/data/cifar10-jpeg)")
+    if not Path(d, "train.npz").exists() and not Path(d, "cifar-10-batches-py").exists():
+        pytest.skip(f"AIRBENCH_DATA={d} holds no train.npz / cifar-10-batches-py")
+    return Path(d)
+
+
+@pytest.fixture(scope="session")
+def lossless_subset():
+    """Exact official pixels of train 0..3999 and test 0..999 (skip if ../shared lacks them)."""
+    if not (LOSSLESS / "train.npz").exists():
+        pytest.skip(f"{LOSSLESS} not present (it sits beside the repo in ../shared)")
+    with np.load(LOSSLESS / "train.npz") as tr, np.load(LOSSLESS / "test.npz") as te:
+        return (tr["images"], tr["labels"]), (te["images"], te["labels"])

@@ -1,0 +1,151 @@
+"""Dataset access: formats, the download path (MD5 verified, served from 127.0.0.1), bad input."""
+import functools
+import hashlib
+import http.server
+import io
+import pickle
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+
+from airbench_common import data as D
+from airbench_common.data import DatasetError, load_cifar10
+
+
+def _official_archive(train, test, per_batch=800) -> bytes:
+    """Build a cifar-10-python.tar.gz in the official layout from (images, labels) arrays:
+    5 train batches + test_batch, rows CHW-planar uint8, labels as lists."""
+    def batch(images, labels):
+        rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+        return pickle.dumps({b"data": rows, b"labels": [int(x) for x in labels],
+                             b"batch_label": b"test"})
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        members = {f"data_batch_{i + 1}": batch(train[0][i * per_batch:(i + 1) * per_batch],
+                                                train[1][i * per_batch:(i + 1) * per_batch])
+                   for i in range(5)}
+        members["test_batch"] = batch(*test)
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"{D.BATCHES_DIR}/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def archive_bytes(lossless_subset):
+    return _official_archive(*lossless_subset)
+
+
+@pytest.fixture()
+def http_server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1 (loopback only) for the download path."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_verifies_md5_and_reproduces_exact_pixels(tmp_path, http_server, archive_bytes,
+                                                          lossless_subset, monkeypatch):
+    www, base = http_server
+    (www / D.ARCHIVE_NAME).write_bytes(archive_bytes)
+    md5 = hashlib.md5(archive_bytes).hexdigest()
+    monkeypatch.setenv("AIRBENCH_CIFAR10_URL", f"{base}/{D.ARCHIVE_NAME}")
+    data_dir = tmp_path / "cache"
+    images, labels = load_cifar10("train", data_dir, md5=md5)
+    (train_images, train_labels), _ = lossless_subset
+    assert images.shape == (4000, 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, train_images)  # official pixel layout decoded exactly
+    np.testing.assert_array_equal(labels, train_labels)
+    assert (data_dir / "train.npz").exists()  # cached as arrays
+    # the cache is used next time: removing the archive changes nothing
+    (data_dir / D.ARCHIVE_NAME).unlink()
+    np.testing.assert_array_equal(load_cifar10("train", data_dir)[0], train_images)
+    test_images, test_labels = load_cifar10("test", tmp_path / "cache2", md5=md5)
+    assert test_images.shape == (1000, 32, 32, 3) and test_labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+
+
+def test_download_with_wrong_md5_is_rejected_and_removed(tmp_path, http_server, archive_bytes, monkeypatch):
+    www, base = http_server
+    (www / D.ARCHIVE_NAME).write_bytes(archive_bytes)
+    monkeypatch.setenv("AIRBENCH_CIFAR10_URL", f"{base}/{D.ARCHIVE_NAME}")
+    with pytest.raises(DatasetError, match="MD5"):
+        load_cifar10("train", tmp_path / "d")  # the official MD5 cannot match our test archive
+    assert not (tmp_path / "d" / D.ARCHIVE_NAME).exists()
+    assert not list((tmp_path / "d").glob("*.tmp"))  # nothing half-written left behind
+
+
+def test_unreachable_download_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRBENCH_CIFAR10_URL", "http://127.0.0.1:9/cifar.tar.gz")
+    with pytest.raises(DatasetError, match="could not download") as e:
+        load_cifar10("train", tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_truncated_archive(tmp_path, archive_bytes):
+    (tmp_path / D.ARCHIVE_NAME).write_bytes(archive_bytes[: len(archive_bytes) // 2])
+    with pytest.raises(DatasetError, match="MD5"):
+        load_cifar10("train", tmp_path)
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        load_cifar10("train", tmp_path, md5=hashlib.md5(archive_bytes[: len(archive_bytes) // 2]).hexdigest())
+
+
+def test_extracted_batches_folder(tmp_path, archive_bytes, lossless_subset):
+    with tarfile.open(fileobj=io.BytesIO(archive_bytes)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    images, labels = load_cifar10("test", tmp_path)
+    np.testing.assert_array_equal(images, lossless_subset[1][0])
+    (tmp_path / D.BATCHES_DIR / "data_batch_3").unlink()
+    with pytest.raises(DatasetError, match="data_batch_3 is missing"):
+        load_cifar10("train", tmp_path)
+
+
+@pytest.mark.parametrize("images,labels,match", [
+    (np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, np.uint8), "dtype float32"),
+    (np.zeros((4, 3, 32, 32), np.uint8), np.zeros(4, np.uint8), "shape"),
+    (np.zeros((4, 32, 32, 3), np.uint8), np.zeros(3, np.uint8), "3 labels"),
+    (np.zeros((4, 32, 32, 3), np.uint8), np.array([0, 1, 2, 10], np.uint8), "expected 0-9"),
+])
+def test_bad_arrays_give_one_line_errors(tmp_path, images, labels, match):
+    np.savez(tmp_path / "train.npz", images=images, labels=labels)
+    with pytest.raises(DatasetError, match=match) as e:
+        load_cifar10("train", tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_corrupt_npz_and_missing_keys(tmp_path):
+    (tmp_path / "train.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        load_cifar10("train", tmp_path)
+    np.savez(tmp_path / "test.npz", x=np.zeros(3))
+    with pytest.raises(DatasetError, match="missing key"):
+        load_cifar10("test", tmp_path)
+
+
+def test_missing_dataset_without_download(tmp_path):
+    with pytest.raises(DatasetError, match="AIRBENCH_DATA"):
+        load_cifar10("train", tmp_path / "empty", download=False)
+
+
+def test_data_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRBENCH_DATA", str(tmp_path / "env"))
+    assert D.resolve_data_dir() == tmp_path / "env"
+    assert D.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("AIRBENCH_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert D.resolve_data_dir() == tmp_path / "xdg" / "airbench" / "cifar10"
+
+
+def test_real_data_is_labelled(real_data_dir):
+    images, labels = load_cifar10("test", real_data_dir)
+    assert images.shape == (10000, 32, 32, 3) and np.bincount(labels).tolist() == [1000] * 10
+    label = D.dataset_label(real_data_dir)
+    assert label in ("JPEG CIFAR-10", "CIFAR-10")

@@ -1,0 +1,109 @@
+"""The recipe table: DESIGN.md's numbers, schedules at chosen steps, validation of overrides."""
+import math
+
+import numpy as np
+import pytest
+
+from airbench_common import RECIPES, RecipeError, get_recipe, lookahead_decays, lr_schedules, param_groups
+from airbench_common.recipes import parse_overrides
+
+N = 50000
+
+
+def test_every_design_recipe_is_present():
+    assert set(RECIPES) == {"airbench94_muon", "airbench94", "airbench93", "airbench95",
+                            "airbench96", "airbench96_faster"}
+
+
+@pytest.mark.parametrize("name,widths,depth,epochs,batch", [
+    ("airbench94_muon", (64, 256, 256), 2, 8, 2000), ("airbench94", (64, 256, 256), 2, 9.9, 1024),
+    ("airbench93", (64, 128, 128), 2, 11, 1024), ("airbench95", (128, 384, 384), 2, 15, 1024),
+    ("airbench96", (128, 384, 512), 3, 37, 1024), ("airbench96_faster", (128, 384, 512), 3, 45, 1024)])
+def test_table_matches_design(name, widths, depth, epochs, batch):
+    r = get_recipe(name)
+    assert (r.widths, r.depth, r.epochs, r.batch_size) == (widths, depth, epochs, batch)
+
+
+def test_step_counts():
+    assert get_recipe("airbench94_muon").total_steps(N) == 200
+    assert get_recipe("airbench94_muon").whiten_bias_steps(N) == 75
+    assert get_recipe("airbench94").total_steps(N) == math.ceil(48 * 9.9) == 476
+    assert get_recipe("airbench94").whiten_bias_steps(N) == 144
+
+
+def test_triangle_schedule_at_chosen_steps():
+    s = lr_schedules(get_recipe("airbench94"), N)["main"]
+    T = 476
+    peak = int(0.23 * T)
+    assert s[0] == pytest.approx(0.2) and s[peak] == pytest.approx(1.0) and s[T] == pytest.approx(0.07)
+    assert s[peak // 2] == pytest.approx(0.2 + 0.8 * (peak // 2) / peak)
+    assert s[peak + 100] == pytest.approx(1 - 0.93 * 100 / (T - peak))
+
+
+def test_warmup_linear_schedule_of_airbench96():
+    r = get_recipe("airbench96")
+    T = r.total_steps(N)
+    s = lr_schedules(r, N)["main"]
+    w = int(0.1 * T)
+    assert s[0] == pytest.approx(0.2) and s[w] == pytest.approx(1.0) and s[T] == 0.0
+    assert s[w // 2] == pytest.approx(0.2 + 0.8 * (w // 2) / w)
+    assert s[w + 10] == pytest.approx((T - w - 10) / (T - w))
+
+
+def test_muon_schedules_and_groups():
+    r = get_recipe("airbench94_muon")
+    s = lr_schedules(r, N)
+    assert s["main"][0] == 1 and s["main"][100] == pytest.approx(0.5) and s["main"][200] == 0
+    assert s["whiten_bias"][0] == 1 and s["whiten_bias"][75] == 0
+    groups = {g.name: g for g in param_groups(r, N)}
+    assert groups["filters"].kind == "muon" and groups["filters"].lr == 0.24
+    assert groups["filters"].momentum == 0.6 and groups["filters"].weight_decay == 0
+    assert groups["head"].lr == 0.67 and groups["head"].weight_decay == pytest.approx(2e-6 * 2000 / 0.67)
+    assert groups["whiten_bias"].frozen_after == 75 and groups["whiten_bias"].schedule == "whiten_bias"
+
+
+def test_decoupled_sgd_groups():
+    r = get_recipe("airbench94")
+    ks = 1024 * (1 + 1 / (1 - 0.85))
+    groups = {g.name: g for g in param_groups(r, N)}
+    assert groups["other"].lr == pytest.approx(11.5 / ks)
+    assert groups["norm_biases"].lr == pytest.approx(64 * 11.5 / ks)
+    # the product lr * weight_decay (the per-step decay) is the same for both groups
+    for g in groups.values():
+        assert g.lr * g.weight_decay == pytest.approx(0.0153 * 1024 / ks)
+    assert groups["whiten_bias"].frozen_after == 144 and groups["other"].frozen_after is None
+
+
+def test_lookahead_decays():
+    d = lookahead_decays(get_recipe("airbench94"), N)
+    assert d[0] == 0 and d[-1] == pytest.approx(0.95 ** 5)
+    assert d[238] == pytest.approx(0.95 ** 5 * (238 / 476) ** 3)
+
+
+def test_unknown_recipe_lists_choices():
+    with pytest.raises(RecipeError, match="airbench94_muon, airbench94"):
+        get_recipe("airbench97")
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"lr": -1}, "lr=-1.0 must be a positive"), ({"epochs": 0}, "epochs"),
+    ({"momentum": 1.0}, r"momentum=1.0 must be in \[0, 1\)"), ({"optimizer": "adam"}, "not one of"),
+    ({"nope": 3}, "unknown hyper-parameter 'nope'"), ({"epochs": "abc"}, "wrong type"),
+    ({"widths": (1, 2)}, "three positive"), ({"lr": float("nan")}, "finite"),
+    ({"filter_keep": 4096}, "smaller than batch_size")])
+def test_invalid_overrides_are_rejected(overrides, match):
+    with pytest.raises(RecipeError, match=match):
+        get_recipe("airbench94", **overrides)
+
+
+def test_cli_style_overrides_are_coerced():
+    r = get_recipe("airbench94", **parse_overrides(["epochs=2", "widths=16,32,32", "lookahead=false"]))
+    assert r.epochs == 2.0 and r.widths == (16, 32, 32) and r.lookahead is False
+    assert get_recipe("airbench94_muon").head_scale == 1 / 256
+    with pytest.raises(RecipeError, match="key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_batch_larger_than_data_is_an_error():
+    with pytest.raises(RecipeError, match="larger than"):
+        get_recipe("airbench94").steps_per_epoch(500)
