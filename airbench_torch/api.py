@@ -1,0 +1,93 @@
+"""Upstream airbench's library API (train93/94/95/96, warmup93..96, make_net9x, infer, evaluate,
+CifarLoader) plus train94_muon / train96_faster, all driven by the shared recipe table."""
+from __future__ import annotations
+
+from airbench_common import get_recipe
+
+from .device import resolve_device
+from .loader import CifarLoader
+from .train import (Table, evaluate, fit, make_train_state, recipe_aug)
+
+# upstream argument names -> recipe fields
+UPSTREAM_NAMES = {"epochs": "epochs", "label_smoothing": "label_smoothing",
+                  "learning_rate": "lr", "bias_scaler": "bias_scaler", "momentum": "momentum",
+                  "weight_decay": "weight_decay", "whiten_bias_epochs": "whiten_bias_epochs",
+                  "tta_level": "tta_level"}
+
+
+def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None, device=None,
+          ns_dtype=None, test_loader=None, **overrides):
+    """Train `recipe` (name or Recipe; overrides are recipe fields) on `loader` (default: the
+    recipe's augmented training loader on $AIRBENCH_DATA) and return the trained net.
+    As upstream, the loader's batch size is the one used (it sets the recipe's batch_size).
+    run=-1 or 'warmup': a single step only (upstream's warm-up)."""
+    if loader is not None:
+        overrides.setdefault("batch_size", loader.batch_size)
+    r = get_recipe(recipe, **overrides)
+    dev = resolve_device(device if loader is None else loader.device)
+    if loader is None:
+        loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=recipe_aug(r),
+                             altflip=r.altflip, device=dev, seed=seed)
+    loader.epoch = 0
+    warm = run in (-1, "warmup")
+    n_train = len(loader.images)
+    whiten_inputs = loader.normalize(loader.images[:r.whiten_images])
+    net = make_net() if make_net is not None else None
+    state = make_train_state(r, n_train, whiten_inputs, seed=0 if seed is None else seed,
+                             device=dev, net=net, ns_dtype=ns_dtype, whiten_given_net=True)
+    if warm:
+        from .train import train_step
+        for inputs, labels in loader:
+            train_step(state, inputs, labels)
+            break
+        return state.net
+    if verbose and test_loader is None:
+        test_loader = CifarLoader(loader.path, train=False, batch_size=2000, device=dev)
+    table = Table() if verbose else None
+    if table is not None and run == 0:
+        table.head()
+    out = fit(state, loader, test_loader, eval_every_epoch=verbose, table=table, run_label=run)
+    if verbose:
+        acc = evaluate(state.net, test_loader, r.tta_level)
+        table.row(final=True, epoch="eval", tta_val_acc=acc, time_seconds=out["train_seconds"])
+    return state.net
+
+
+def _upstream_train(name):
+    def fn(train_loader=None, epochs=None, label_smoothing=None, learning_rate=None,
+           bias_scaler=None, momentum=None, weight_decay=None, whiten_bias_epochs=None,
+           tta_level=None, make_net=None, run=0, verbose=True, **extra):
+        given = dict(epochs=epochs, label_smoothing=label_smoothing, learning_rate=learning_rate,
+                     bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
+                     whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
+        overrides = {UPSTREAM_NAMES[k]: v for k, v in given.items() if v is not None}
+        overrides.update(extra)
+        return train(name, train_loader, make_net=make_net, run=run, verbose=verbose, **overrides)
+    fn.__name__ = "train" + name.replace("airbench", "")
+    fn.__doc__ = (f"Upstream-compatible {fn.__name__}: trains recipe {name!r} and returns the net. "
+                  "Arguments left as None take the recipe table's value.")
+    return fn
+
+
+train93 = _upstream_train("airbench93")
+train94 = _upstream_train("airbench94")
+train95 = _upstream_train("airbench95")
+train96 = _upstream_train("airbench96")
+train94_muon = _upstream_train("airbench94_muon")
+train96_faster = _upstream_train("airbench96_faster")
+
+
+def warmup93(*args, **kwargs):
+    return train93(*args, run=-1, **kwargs)
+
+
+def warmup94(*args, **kwargs):
+    return train94(*args, run=-1, **kwargs)
+
+
+def warmup95(*args, **kwargs):
+    return train95(*args, run=-1, **kwargs)
+
+
+def warmup96(*args, **kwargs):
+    return train96(*args, run=-1, **kwargs)

@@ -1,0 +1,65 @@
+"""Device and precision policy.
+
+CUDA (upstream's policy): half weights and activations, BatchNorm kept in float32, channels_last
+memory format, Newton-Schulz in bfloat16. CPU: everything float32 (CPU half/bfloat16 kernels are
+slow), Newton-Schulz in float32 (see DESIGN.md: CPU bfloat16 matmul is ~18x slower here).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """None/'auto' -> CUDA if available, else CPU; otherwise the given device."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """dtype of weights/activations (BatchNorm excepted) and of the stored images."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def default_ns_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def resolve_ns_dtype(ns_dtype, device: torch.device) -> torch.dtype:
+    if ns_dtype is None:
+        return default_ns_dtype(device)
+    if isinstance(ns_dtype, torch.dtype):
+        return ns_dtype
+    if ns_dtype not in NS_DTYPES:
+        raise ValueError(f"ns_dtype {ns_dtype!r} is not one of {list(NS_DTYPES)}")
+    return NS_DTYPES[ns_dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def uses_channels_last(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def apply_precision(net: nn.Module, device: torch.device) -> nn.Module:
+    """Move `net` to `device` with the precision policy (BatchNorm stays float32)."""
+    net = net.to(device=device, dtype=compute_dtype(device))
+    if uses_channels_last(device):
+        net = net.to(memory_format=torch.channels_last)
+    for mod in net.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.float()
+    return net
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

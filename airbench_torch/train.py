@@ -1,0 +1,366 @@
+"""Train state, one train step, the epoch loop, evaluation with TTA, and run_recipe."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from airbench_common import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays, lr_schedules,
+                             param_groups)
+from airbench_common.data import dataset_label, resolve_data_dir
+from airbench_common.env import machine_info, package_versions
+from airbench_common.records import make_record
+
+from .device import (apply_precision, compute_dtype, dtype_name, resolve_device, resolve_ns_dtype,
+                     synchronize, uses_channels_last)
+from .loader import CifarLoader
+from .net import CifarNet, init_whitening, net_for_recipe
+from .optim import Lookahead, build_optimizers, set_learning_rates
+
+
+@dataclass
+class ProxyState:
+    """airbench96_faster's small proxy net that picks the highest-loss examples of each batch."""
+    net: CifarNet
+    optimizers: list
+    keep: int
+    train_every: int
+
+
+@dataclass
+class TrainState:
+    recipe: Recipe
+    net: CifarNet
+    optimizers: list
+    groups: list
+    schedules: dict
+    lookahead: Lookahead | None
+    lookahead_decays: np.ndarray | None
+    step: int
+    total_steps: int
+    n_train: int
+    device: torch.device
+    ns_dtype: torch.dtype
+    proxy: ProxyState | None = None
+    model: Callable | None = None          # the callable used for the forward (compiled or net)
+    whiten_seconds: float = 0.0
+    last: dict = field(default_factory=dict)  # outputs/labels/loss of the last step (for logs)
+
+    @property
+    def whiten_bias_frozen_after(self) -> int | None:
+        for g in self.groups:
+            if g.name == "whiten_bias":
+                return g.frozen_after
+        return None
+
+
+def _as_recipe(recipe, overrides=None) -> Recipe:
+    return get_recipe(recipe, **(overrides or {}))
+
+
+def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, seed: int = 0,
+                     device=None, net: nn.Module | None = None, ns_dtype=None, *,
+                     compile: bool = False, whiten_given_net: bool = False) -> TrainState:
+    """A fresh training state. `whiten_inputs`: normalized NCHW images (the first
+    recipe.whiten_images training images) for the whitening init. With `net` given its weights are
+    used as they are (no re-init, no whitening init unless whiten_given_net)."""
+    recipe = _as_recipe(recipe)
+    dev = resolve_device(device)
+    ns = resolve_ns_dtype(ns_dtype, dev)
+    torch.manual_seed(seed)
+    t_whiten = 0.0
+    if net is None:
+        net = apply_precision(net_for_recipe(recipe), dev)
+        do_whiten = True
+    else:
+        do_whiten = whiten_given_net
+    if do_whiten:
+        if whiten_inputs is None:
+            raise ValueError("make_train_state needs whiten_inputs to initialize the whitening layer")
+        synchronize(dev)
+        t0 = time.perf_counter()
+        init_whitening(net, whiten_inputs.to(dev), recipe.whiten_eps)
+        synchronize(dev)
+        t_whiten = time.perf_counter() - t0
+
+    groups = param_groups(recipe, n_train)
+    schedules = lr_schedules(recipe, n_train)
+    total = recipe.total_steps(n_train)
+    opts = build_optimizers(net, groups, recipe, ns)
+    look = Lookahead(net) if recipe.lookahead else None
+    decays = lookahead_decays(recipe, n_train) if recipe.lookahead else None
+
+    proxy = None
+    if recipe.filter_keep:
+        pnet = apply_precision(net_for_recipe(recipe, widths=recipe.proxy_widths,
+                                              depth=recipe.proxy_depth), dev)
+        if whiten_inputs is not None:
+            t0 = time.perf_counter()
+            init_whitening(pnet, whiten_inputs.to(dev), recipe.whiten_eps)
+            synchronize(dev)
+            t_whiten += time.perf_counter() - t0
+        pnet[0].bias.requires_grad_(False)  # upstream freezes the proxy's whitening bias throughout
+        pgroups = [g for g in groups if g.name != "whiten_bias"]
+        proxy = ProxyState(pnet, build_optimizers(pnet, pgroups, recipe, ns), recipe.filter_keep,
+                           recipe.proxy_train_every)
+    model = torch.compile(net) if compile else net
+    return TrainState(recipe=recipe, net=net, optimizers=opts, groups=groups, schedules=schedules,
+                      lookahead=look, lookahead_decays=decays, step=0, total_steps=total,
+                      n_train=n_train, device=dev, ns_dtype=ns, proxy=proxy, model=model,
+                      whiten_seconds=t_whiten)
+
+
+def _loss_per_example(outputs, labels, smoothing):
+    return F.cross_entropy(outputs.float(), labels, label_smoothing=smoothing, reduction="none")
+
+
+def _proxy_select(state: TrainState, inputs, labels):
+    """Score the batch with the proxy (training it on every k-th step) and return the mask of the
+    `keep` highest-loss examples, kept in batch order."""
+    px, r = state.proxy, state.recipe
+    px.net.train()
+    train_now = state.step % px.train_every == 0
+    with torch.set_grad_enabled(train_now):
+        losses = _loss_per_example(px.net(inputs), labels, r.label_smoothing)
+    mask = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+    mask[losses.detach().argsort()[-px.keep:]] = True
+    if train_now:
+        set_learning_rates(px.optimizers, state.schedules, state.step)
+        (losses * mask.to(losses.dtype)).sum().backward()
+        for opt in px.optimizers:
+            opt.step()
+        px.net.zero_grad(set_to_none=True)
+    return mask
+
+
+def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """One optimizer step on an already augmented + normalized NCHW batch; returns the summed
+    label-smoothed loss. Raises FloatingPointError on a non-finite loss (before any update)."""
+    r, net, step = state.recipe, state.net, state.step
+    if step >= state.total_steps:
+        raise RuntimeError(f"training already finished ({state.total_steps} steps)")
+    inputs = inputs.to(state.device, compute_dtype(state.device))
+    labels = labels.to(state.device)
+    if state.proxy is not None:
+        mask = _proxy_select(state, inputs, labels)
+        inputs, labels = inputs[mask], labels[mask]
+
+    frozen_after = state.whiten_bias_frozen_after
+    if frozen_after is not None:
+        net[0].bias.requires_grad_(step < frozen_after)
+    set_learning_rates(state.optimizers, state.schedules, step)
+
+    net.train()
+    outputs = (state.model or net)(inputs)
+    loss = _loss_per_example(outputs, labels, r.label_smoothing).sum()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        for opt in state.optimizers:
+            opt.zero_grad(set_to_none=True)
+        raise FloatingPointError(
+            f"non-finite loss {value} at step {step} of {r.name}; try a lower lr or check the "
+            "inputs are normalized")
+    loss.backward()
+    for opt in state.optimizers:
+        opt.step()
+    net.zero_grad(set_to_none=True)
+    state.step = step = step + 1
+    if state.lookahead is not None:
+        if step % LOOKAHEAD_EVERY == 0:
+            state.lookahead.update(net, float(state.lookahead_decays[step]))
+        if step == state.total_steps:
+            state.lookahead.update(net, 1.0)
+    state.last = dict(outputs=outputs.detach(), labels=labels, loss=value)
+    return value
+
+
+# ---------------------------------------------------------------------- evaluation
+def infer(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tensor:
+    """Logits for all of loader.images. TTA 0: plain; 1: mean of image and mirror; 2: 0.5*level-1
+    + 0.5*mean of level-1 on the reflect-pad-1 crops [0:32] and [2:34]."""
+    if tta_level not in (0, 1, 2):
+        raise ValueError(f"tta_level must be 0, 1 or 2, got {tta_level}")
+
+    def mirror(x):
+        return 0.5 * net(x) + 0.5 * net(x.flip(-1))
+
+    def mirror_translate(x):
+        logits = mirror(x)
+        p = F.pad(x, (1,) * 4, mode="reflect")
+        shifted = [mirror(p[:, :, 0:32, 0:32]), mirror(p[:, :, 2:34, 2:34])]
+        return 0.5 * logits + 0.5 * torch.stack(shifted).mean(0)
+
+    fn = [lambda x: net(x), mirror, mirror_translate][tta_level]
+    net.eval()
+    images = loader.normalize(loader.images)
+    with torch.no_grad():
+        return torch.cat([fn(x).clone() for x in images.split(2000)])
+
+
+def evaluate(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
+    logits = infer(net, loader, tta_level)
+    return (logits.argmax(1) == loader.labels).float().mean().item()
+
+
+# ---------------------------------------------------------------------- the loop
+COLUMNS = ["run   ", "epoch", "train_loss", "train_acc", "val_acc", "tta_val_acc", "time_seconds"]
+
+
+class Table:
+    """Upstream-style log table."""
+
+    def __init__(self, log=print):
+        self.log = log
+
+    def _line(self, cells):
+        return "".join(f"|  {c}  " for c in cells) + "|"
+
+    def head(self):
+        line = self._line(COLUMNS)
+        self.log("-" * len(line))
+        self.log(line)
+        self.log("-" * len(line))
+
+    def row(self, final=False, **values):
+        cells = []
+        for col in COLUMNS:
+            v = values.get(col.strip())
+            s = "" if v is None else (f"{v:0.4f}" if isinstance(v, float) else str(v))
+            cells.append(s.rjust(len(col)))
+        line = self._line(cells)
+        self.log(line)
+        if final:
+            self.log("-" * len(line))
+
+
+def fit(state: TrainState, train_loader: CifarLoader, test_loader: CifarLoader | None = None, *,
+        eval_every_epoch=True, table: Table | None = None, run_label=None, progress=False) -> dict:
+    """Train to state.total_steps over the loader's epochs. Returns timing and per-epoch logs;
+    per-epoch evaluation is excluded from the timing."""
+    r = state.recipe
+    spe = len(train_loader)
+    n_epochs = math.ceil(state.total_steps / spe)
+    per_epoch, train_seconds = [], state.whiten_seconds
+    for epoch in range(n_epochs):
+        synchronize(state.device)
+        t0 = time.perf_counter()
+        batches = train_loader
+        if progress:
+            from tqdm import tqdm
+            batches = tqdm(train_loader, total=spe, leave=False, desc=f"epoch {epoch}")
+        for inputs, labels in batches:
+            train_step(state, inputs, labels)
+            if state.step >= state.total_steps:
+                break
+        synchronize(state.device)
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        last = state.last
+        rec = dict(epoch=epoch, train_loss=last["loss"] / r.batch_size,
+                   train_acc=(last["outputs"].argmax(1) == last["labels"]).float().mean().item(),
+                   val_acc=None, seconds=seconds)
+        if eval_every_epoch and test_loader is not None:
+            rec["val_acc"] = evaluate(state.net, test_loader, 0)
+        per_epoch.append(rec)
+        if table is not None:
+            table.row(run=run_label if epoch == 0 else None, epoch=epoch,
+                      train_loss=rec["train_loss"], train_acc=rec["train_acc"],
+                      val_acc=rec["val_acc"], time_seconds=train_seconds)
+        if state.step >= state.total_steps:
+            break
+    return dict(per_epoch=per_epoch, train_seconds=train_seconds)
+
+
+def recipe_aug(recipe: Recipe) -> dict:
+    aug = {}
+    if recipe.flip:
+        aug["flip"] = True
+    if recipe.translate:
+        aug["translate"] = recipe.translate
+    if recipe.cutout:
+        aug["cutout"] = recipe.cutout
+    return aug
+
+
+def _versions():
+    v = package_versions("torch")
+    return {k: v[k] for k in ("torch", "numpy", "python")}
+
+
+def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=None,
+               train_data=None, test_data=None, device=None, ns_dtype=None, verbose=False,
+               eval_every_epoch=True, log=print, compile=False, run_label=None,
+               progress=False) -> dict:
+    """One complete run of a recipe; returns a run record (airbench_common.records schema).
+    A non-finite loss gives a record with status 'diverged', acc None and an `error` string."""
+    overrides = dict(overrides or {})
+    r = _as_recipe(recipe, overrides)
+    dev = resolve_device(device)
+    ns = resolve_ns_dtype(ns_dtype, dev)
+    torch.manual_seed(seed)
+    train_loader = CifarLoader(data_dir, train=True, batch_size=r.batch_size, aug=recipe_aug(r),
+                               altflip=r.altflip, device=dev, seed=seed, data=train_data)
+    test_loader = CifarLoader(data_dir, train=False, batch_size=2000, device=dev, data=test_data)
+    n_train, n_test = len(train_loader.images), len(test_loader.images)
+    whiten_inputs = train_loader.normalize(train_loader.images[:r.whiten_images])
+    table = Table(log) if verbose else None
+    if table is not None and run_label in (None, 0):
+        table.head()
+    common = dict(recipe=r.name, overrides=overrides, seed=seed, framework="torch",
+                  versions=_versions(), device=str(dev), dtype=dtype_name(compute_dtype(dev)),
+                  flags=dict(compile=bool(compile), channels_last=uses_channels_last(dev),
+                             threads=torch.get_num_threads()),
+                  tta_level=r.tta_level, ns_dtype=dtype_name(ns),
+                  data=dict(label=dataset_label(data_dir) if train_data is None else
+                            "user-supplied arrays",
+                            dir=str(resolve_data_dir(data_dir)) if train_data is None else None,
+                            n_train=n_train, n_test=n_test),
+                  machine=machine_info())
+    state = make_train_state(r, n_train, whiten_inputs, seed=seed, device=dev, ns_dtype=ns,
+                             compile=compile)
+    try:
+        out = fit(state, train_loader, test_loader, eval_every_epoch=eval_every_epoch,
+                  table=table, run_label=run_label if run_label is not None else 0,
+                  progress=progress)
+    except FloatingPointError as exc:
+        return make_record(**common, acc=None, acc_tta=None, train_seconds=None,
+                           eval_seconds=None, steps=state.step, status="diverged",
+                           error=str(exc), per_epoch=[])
+    synchronize(dev)
+    t0 = time.perf_counter()
+    acc_tta = evaluate(state.net, test_loader, r.tta_level)
+    synchronize(dev)
+    eval_seconds = time.perf_counter() - t0
+    acc = evaluate(state.net, test_loader, 0) if r.tta_level else acc_tta
+    if table is not None:
+        table.row(final=True, epoch="eval", tta_val_acc=acc_tta,
+                  time_seconds=out["train_seconds"] + eval_seconds)
+    return make_record(**common, acc=acc, acc_tta=acc_tta, train_seconds=out["train_seconds"],
+                       eval_seconds=eval_seconds, steps=state.step,
+                       whiten_seconds=state.whiten_seconds, per_epoch=out["per_epoch"])
+
+
+def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None, steps: int = 2,
+           compile=False) -> TrainState:
+    """A few train steps on random inputs with random labels (upstream warms up on random labels)
+    so that a timed run afterwards excludes first-call overhead (allocator, kernels, compile)."""
+    r = _as_recipe(recipe, overrides)
+    dev = resolve_device(device)
+    g = torch.Generator().manual_seed(seed)
+    n = r.batch_size * max(steps, 1)
+    n_whiten = min(r.whiten_images, n)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    r = get_recipe(r, epochs=max(r.epochs, 1.0))
+    state = make_train_state(r, n, x[:n_whiten], seed=seed, device=dev, ns_dtype=ns_dtype,
+                             compile=compile)
+    for i in range(min(steps, state.total_steps)):
+        sl = slice(i * r.batch_size, (i + 1) * r.batch_size)
+        train_step(state, x[sl], y[sl])
+    return state
