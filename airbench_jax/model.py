@@ -1,0 +1,204 @@
+"""CifarNet in Flax NNX (NHWC), matching upstream airbench's network and PyTorch's init.
+
+Whitening: a 2x2 VALID conv 3->24 with bias; its kernel is a `WhitenKernel` variable (not an
+`nnx.Param`), so it never receives gradients or optimizer updates. It is set from the eigh of
+the 2x2 patch covariance of normalized training images. Ordering: upstream's *library*
+(airbench 0.1.8 utils.get_whitening_parameters) flips eigh's output to descending eigenvalue
+order, while airbench94_muon.py keeps eigh's ascending order. We follow the library (descending);
+the PyTorch reference must do the same. Filters 0..11 are +v_i/sqrt(l_i+eps), 12..23 their
+negatives. The whitening bias starts at zero (the library's Conv zeroes its bias).
+
+BatchNorm is our own module so that it matches PyTorch exactly: normalize with the biased batch
+variance (two-pass), update running_var with the unbiased one (n/(n-1)), running = m*running +
+(1-m)*batch with m = recipe.bn_momentum ("keep" sense), weight frozen at 1 (absent), bias
+trained, statistics in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from airbench_common.recipes import Recipe
+
+from .conv import conv2d, resolve_impl
+
+WHITEN_WIDTH = 24
+
+
+class WhitenKernel(nnx.Variable):
+    """A frozen, data-derived conv kernel: neither a Param nor a BatchStat."""
+
+
+class Counter(nnx.Variable):
+    """Integer bookkeeping (BatchNorm's num_batches_tracked); not averaged by lookahead."""
+
+
+def gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _torch_uniform(key, shape, fan_in, dtype=jnp.float32):
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def maxpool(x, k: int):
+    """k x k max-pool, stride k, floor mode (PyTorch's default)."""
+    n, h, w, c = x.shape
+    ho, wo = h // k, w // k
+    x = x[:, :ho * k, :wo * k, :]
+    return x.reshape(n, ho, k, wo, k, c).max(axis=(2, 4))
+
+
+class BatchNorm(nnx.Module):
+    def __init__(self, features: int, momentum: float, eps: float):
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+        self.running_mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
+        self.running_var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
+        self.num_batches_tracked = Counter(jnp.zeros((), jnp.int32))
+        self.momentum = momentum  # keep sense
+        self.eps = eps
+
+    def __call__(self, x, train: bool):
+        dtype = x.dtype
+        xf = x.astype(jnp.float32)
+        if train:
+            mean = xf.mean(axis=(0, 1, 2))
+            var = jnp.square(xf - mean).mean(axis=(0, 1, 2))
+            n = xf.size // xf.shape[-1]
+            a = 1.0 - self.momentum  # PyTorch's momentum
+            self.running_mean[...] = self.running_mean[...] * (1 - a) + a * mean
+            self.running_var[...] = self.running_var[...] * (1 - a) + a * var * (n / max(n - 1, 1))
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        else:
+            mean, var = self.running_mean[...], self.running_var[...]
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps) + self.bias[...]
+        return y.astype(dtype)
+
+
+class Conv(nnx.Module):
+    """3x3 'same' conv, no bias; PyTorch default init then Dirac on the first Cin filters."""
+
+    def __init__(self, cin: int, cout: int, key, impl: str, dtype):
+        w = _torch_uniform(key, (3, 3, cin, cout), cin * 9)
+        n = min(cin, cout)
+        w = w.at[:, :, :, :n].set(0.0)
+        w = w.at[1, 1, jnp.arange(n), jnp.arange(n)].set(1.0)
+        self.kernel = nnx.Param(w)
+        self.impl = impl
+        self.dtype = dtype
+
+    def __call__(self, x):
+        return conv2d(x, self.kernel[...].astype(self.dtype), "SAME", self.impl)
+
+
+class ConvGroup(nnx.Module):
+    def __init__(self, cin, cout, depth, r: Recipe, key, impl, dtype):
+        keys = jax.random.split(key, 3)
+        self.depth = depth
+        self.conv1 = Conv(cin, cout, keys[0], impl, dtype)
+        self.norm1 = BatchNorm(cout, r.bn_momentum, r.bn_eps)
+        self.conv2 = Conv(cout, cout, keys[1], impl, dtype)
+        self.norm2 = BatchNorm(cout, r.bn_momentum, r.bn_eps)
+        if depth == 3:
+            self.conv3 = Conv(cout, cout, keys[2], impl, dtype)
+            self.norm3 = BatchNorm(cout, r.bn_momentum, r.bn_eps)
+
+    def __call__(self, x, train: bool):
+        x = gelu(self.norm1(maxpool(self.conv1(x), 2), train))
+        x0 = x
+        x = gelu(self.norm2(self.conv2(x), train))
+        if self.depth == 3:
+            # legacy airbench96.py: conv3 -> norm3, add the block input, then GELU
+            x = gelu(self.norm3(self.conv3(x), train) + x0)
+        return x
+
+
+class CifarNet(nnx.Module):
+    def __init__(self, widths, depth: int, r: Recipe, key, *, conv_impl: str = "auto",
+                 dtype=jnp.float32, head_scale: float | None = None):
+        k_wb, k1, k2, k3, k_head = jax.random.split(key, 5)
+        impl = resolve_impl(conv_impl)
+        self.conv_impl = impl
+        self.dtype = jnp.dtype(dtype)
+        kk = r.whiten_kernel
+        self.whiten_kernel = WhitenKernel(
+            _torch_uniform(k_wb, (kk, kk, 3, WHITEN_WIDTH), 3 * kk * kk))
+        self.whiten_bias = nnx.Param(jnp.zeros((WHITEN_WIDTH,), jnp.float32))
+        w1, w2, w3 = (int(w) for w in widths)
+        self.group1 = ConvGroup(WHITEN_WIDTH, w1, depth, r, k1, impl, self.dtype)
+        self.group2 = ConvGroup(w1, w2, depth, r, k2, impl, self.dtype)
+        self.group3 = ConvGroup(w2, w3, depth, r, k3, impl, self.dtype)
+        head = _torch_uniform(k_head, (w3, 10), w3)
+        if r.head_unit_std:
+            head = head / jnp.std(head, ddof=1)  # torch's w.std() is the unbiased one
+        self.head = nnx.Param(head)
+        self.head_scale = float(r.head_scale if head_scale is None else head_scale)
+
+    def __call__(self, x, train: bool = False):
+        x = x.astype(self.dtype)
+        x = conv2d(x, self.whiten_kernel[...].astype(self.dtype), "VALID", self.conv_impl)
+        x = gelu(x + self.whiten_bias[...].astype(self.dtype))
+        x = self.group1(x, train)
+        x = self.group2(x, train)
+        x = self.group3(x, train)
+        x = maxpool(x, 3).reshape(x.shape[0], -1)
+        return (x.astype(jnp.float32) @ self.head[...]) * self.head_scale
+
+
+def make_net(recipe: Recipe, key=None, *, conv_impl: str = "auto", dtype=jnp.float32,
+             proxy: bool = False) -> CifarNet:
+    """The recipe's net (or its airbench96_faster proxy net) with PyTorch-default init."""
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    if isinstance(key, int):
+        key = jax.random.PRNGKey(key)
+    if proxy:
+        return CifarNet(recipe.proxy_widths, recipe.proxy_depth, recipe, key,
+                        conv_impl=conv_impl, dtype=dtype)
+    return CifarNet(recipe.widths, recipe.depth, recipe, key, conv_impl=conv_impl, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- whitening
+def patch_covariance(images, kernel: int = 2, chunk: int = 1000) -> np.ndarray:
+    """(c*k*k, c*k*k) second-moment matrix of all k x k patches, features in PyTorch's (c, h, w)
+    order; images: normalized NHWC float."""
+    images = jnp.asarray(images, jnp.float32)
+    c = images.shape[-1]
+    acc = jnp.zeros((c * kernel * kernel,) * 2, jnp.float32)
+    count = 0
+
+    @jax.jit
+    def part(x):
+        n, h, w, _ = x.shape
+        ho, wo = h - kernel + 1, w - kernel + 1
+        # feature index = ch*k*k + i*k + j
+        feats = jnp.stack([x[:, i:i + ho, j:j + wo, ch] for ch in range(c)
+                           for i in range(kernel) for j in range(kernel)], axis=-1)
+        f = feats.reshape(-1, c * kernel * kernel)
+        return f.T @ f
+
+    for s in range(0, images.shape[0], chunk):
+        x = images[s:s + chunk]
+        acc = acc + part(x)
+        count += x.shape[0] * (x.shape[1] - kernel + 1) * (x.shape[2] - kernel + 1)
+    return np.asarray(acc / count)
+
+
+def whitening_kernel(images, kernel: int = 2, eps: float = 5e-4) -> jnp.ndarray:
+    """HWIO (k, k, c, 2*c*k*k) whitening kernel (library order: descending eigenvalues)."""
+    cov = patch_covariance(images, kernel)
+    evals, evecs = np.linalg.eigh(cov.astype(np.float64))
+    evals, evecs = evals[::-1], evecs[:, ::-1]           # the library's .flip(0)
+    c = np.asarray(images).shape[-1]
+    filt = (evecs.T / np.sqrt(evals + eps)[:, None]).reshape(-1, c, kernel, kernel)  # OIHW
+    w = np.concatenate([filt, -filt]).astype(np.float32)
+    return jnp.asarray(w.transpose(2, 3, 1, 0))
+
+
+def set_whitening(net: CifarNet, images, eps: float) -> None:
+    net.whiten_kernel[...] = whitening_kernel(images, net.whiten_kernel[...].shape[0], eps)

@@ -1,0 +1,98 @@
+"""airbench94_muon's Muon as an optax GradientTransformation.
+
+Per filter tensor p (HWIO kernel) with gradient g, at step t with learning rate lr_t:
+    buf = m*buf + g                      (no dampening, no bias correction)
+    g'  = g + m*buf                      (Nesterov)
+    p_r = p * sqrt(out_channels) / ||p||_F          (renormalization BEFORE the step)
+    p  <- p_r - lr_t * NS(g' flattened to (out, in*kh*kw))
+NS: divide by (||X||_F + eps), transpose if rows > cols, `ns_steps` quintic Newton-Schulz steps
+with NS_COEFFS, transpose back, all in `ns_dtype` (bfloat16 on GPU by default as upstream,
+float32 on CPU where bfloat16 matmul is slower; recorded in run records).
+
+Because the renormalization rescales p itself, the transform needs the params: its update is
+    u = (p_r - p) - lr_t * NS(g')
+so that optax.apply_updates(p, u) == p_r - lr_t * NS(g') (exact up to one float rounding).
+
+Why not `optax.contrib.muon` as is: it keeps an EMA momentum (mu = b*mu + (1-b)*g) with bias
+correction instead of PyTorch-style buf = m*buf + g; defaults to 5 NS steps and its own
+coefficients; does no weight renormalization; runs NS in the input dtype; handles 2-D leaves
+only unless given reshaping dimension numbers; and scales the update by a shape-dependent factor
+(sqrt(max(1, rows/cols)) or similar). Each differs from upstream's trajectory, so we write the
+airbench variant and keep only optax's conventions (state, schedules, partition).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from airbench_common.recipes import NS_COEFFS
+
+
+def newton_schulz(g, steps: int = 3, eps: float = 1e-7, dtype=jnp.float32):
+    """Upstream's zeropower_via_newtonschulz5 on a 2-D matrix."""
+    assert g.ndim == 2
+    a, b, c = NS_COEFFS
+    x = g.astype(dtype)
+    x = x / (jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)))).astype(dtype) + eps)
+    transpose = g.shape[0] > g.shape[1]
+    if transpose:
+        x = x.T
+    for _ in range(steps):
+        A = x @ x.T
+        B = b * A + c * (A @ A)
+        x = a * x + B @ x
+    if transpose:
+        x = x.T
+    return x
+
+
+def flatten_filter(w):
+    """HWIO (kh, kw, in, out) -> (out, in*kh*kw) in PyTorch's OIHW flattening order."""
+    return jnp.transpose(w, (3, 2, 0, 1)).reshape(w.shape[3], -1)
+
+
+def unflatten_filter(m, shape):
+    kh, kw, cin, cout = shape
+    return jnp.transpose(m.reshape(cout, cin, kh, kw), (2, 3, 1, 0))
+
+
+class MuonState(NamedTuple):
+    count: jnp.ndarray
+    momentum: optax.Updates
+
+
+def muon(learning_rates, momentum: float, ns_steps: int = 3, eps: float = 1e-7,
+         ns_dtype=jnp.float32, renormalize: bool = True) -> optax.GradientTransformation:
+    """learning_rates: array of lr per step (indexed by this transform's own count) or a float."""
+    lrs = jnp.asarray(learning_rates, jnp.float32)
+
+    def init_fn(params):
+        return MuonState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("muon needs params (for the filter renormalization)")
+        lr = lrs if lrs.ndim == 0 else lrs[jnp.minimum(state.count, lrs.shape[0] - 1)]
+        buf = jax.tree.map(lambda b, g: momentum * b + g, state.momentum, updates)
+
+        def one(g, b, p):
+            g = g + momentum * b
+            if g.ndim == 4:
+                o = unflatten_filter(newton_schulz(flatten_filter(g), ns_steps, eps, ns_dtype),
+                                     g.shape)
+            else:
+                o = newton_schulz(g.reshape(g.shape[0], -1), ns_steps, eps, ns_dtype).reshape(g.shape)
+            o = o.astype(p.dtype)
+            if renormalize:
+                out = p.shape[-1] if p.ndim == 4 else p.shape[0]
+                pr = p * (jnp.sqrt(jnp.float32(out)) / jnp.sqrt(jnp.sum(jnp.square(p))))
+                return (pr - p) - lr * o
+            return -lr * o
+
+        new = jax.tree.map(one, updates, buf, params)
+        return new, MuonState(state.count + 1, buf)
+
+    return optax.GradientTransformation(init_fn, update_fn)

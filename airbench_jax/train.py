@@ -1,0 +1,423 @@
+"""Training as pure functions over an explicit TrainState pytree.
+
+The net is split into (graphdef, params, rest) where params are the nnx.Param leaves (trained)
+and rest the other state (BatchNorm running stats, the whitening kernel, counters), both kept as
+pure dicts. `train_step` is one jitted step on an externally supplied, already augmented and
+normalized NHWC batch; `train_epoch` is a jitted `lax.scan` over an epoch with on-device
+augmentation. Static parts (graphdefs, optax transforms, recipe) are static pytree fields, so the
+state can be vmapped over seeds later.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from airbench_common import records
+from airbench_common.data import dataset_label, load_cifar10, resolve_data_dir
+from airbench_common.env import machine_info, package_versions
+from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
+
+from . import augment as aug
+from .model import CifarNet, make_net, set_whitening
+from .optim import build_optimizer
+
+
+def default_ns_dtype():
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def default_dtype():
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+@struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: Any
+    rest: Any
+    opt_state: Any
+    ema: Any                      # lookahead EMA of (params, float rest), or None
+    la_decays: Any                # lookahead decay per step (float32), or None
+    proxy_params: Any = None
+    proxy_rest: Any = None
+    proxy_opt_state: Any = None
+    graphdef: Any = struct.field(pytree_node=False, default=None)
+    tx: Any = struct.field(pytree_node=False, default=None)
+    proxy_graphdef: Any = struct.field(pytree_node=False, default=None)
+    proxy_tx: Any = struct.field(pytree_node=False, default=None)
+    recipe: Any = struct.field(pytree_node=False, default=None)
+    n_train: int = struct.field(pytree_node=False, default=0)
+    total_steps: int = struct.field(pytree_node=False, default=0)
+
+
+def _split(net):
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def init_train_state(recipe: Recipe, n_train: int, key, whiten_images=None, net=None,
+                     ns_dtype=None, *, conv_impl: str = "auto", dtype=None) -> TrainState:
+    """A fresh TrainState. whiten_images: normalized NHWC float images for the whitening conv
+    (the recipe's first `whiten_images` training images); with `net` given, its weights are used
+    as-is (its whitening too, unless whiten_images is also given)."""
+    if isinstance(key, int):
+        key = jax.random.PRNGKey(key)
+    ns_dtype = default_ns_dtype() if ns_dtype is None else jnp.dtype(ns_dtype)
+    dtype = jnp.float32 if dtype is None else dtype
+    k_net, k_proxy = jax.random.split(key)
+    if net is None:
+        net = make_net(recipe, k_net, conv_impl=conv_impl, dtype=dtype)
+        if whiten_images is not None:
+            set_whitening(net, whiten_images, recipe.whiten_eps)
+    elif whiten_images is not None:
+        set_whitening(net, whiten_images, recipe.whiten_eps)
+    graphdef, params, rest = _split(net)
+    tx = build_optimizer(recipe, n_train, params, ns_dtype=ns_dtype)
+    total = recipe.total_steps(n_train)
+    ema = la = None
+    if recipe.lookahead:
+        ema = (params, _float_only(rest))
+        la = jnp.asarray(lookahead_decays(recipe, n_train).astype(np.float32))
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
+                 opt_state=tx.init(params), ema=ema, la_decays=la, graphdef=graphdef, tx=tx,
+                 recipe=recipe, n_train=n_train, total_steps=total)
+    if recipe.filter_keep:
+        pnet = make_net(recipe, k_proxy, conv_impl=net.conv_impl, dtype=dtype, proxy=True)
+        if whiten_images is not None:
+            set_whitening(pnet, whiten_images, recipe.whiten_eps)
+        pg, pp, pr = _split(pnet)
+        ptx = build_optimizer(recipe, n_train, pp, ns_dtype=ns_dtype,
+                              stride=recipe.proxy_train_every, freeze_whiten_bias=True)
+        state.update(proxy_params=pp, proxy_rest=pr, proxy_opt_state=ptx.init(pp),
+                     proxy_graphdef=pg, proxy_tx=ptx)
+    return TrainState(**state)
+
+
+def _float_only(tree):
+    return jax.tree.map(lambda v: v if jnp.issubdtype(v.dtype, jnp.floating) else None, tree)
+
+
+def net_from_state(state: TrainState) -> CifarNet:
+    return nnx.merge(state.graphdef, state.params, state.rest)
+
+
+def per_example_loss(logits, labels, label_smoothing: float):
+    """PyTorch CrossEntropyLoss(label_smoothing=ls, reduction='none')."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return (1 - label_smoothing) * nll - label_smoothing * logp.mean(-1)
+
+
+def _forward_train(graphdef, params, rest, x):
+    net = nnx.merge(graphdef, params, rest)
+    logits = net(x, train=True)
+    _, _, new_rest = nnx.split(net, nnx.Param, ...)
+    return logits, nnx.to_pure_dict(new_rest)
+
+
+def _proxy_select(state: TrainState, x, y):
+    """airbench96_faster: the proxy scores the batch (training on every k-th step) and the
+    `filter_keep` highest-loss examples (in batch order) are returned for the main net."""
+    r = state.recipe
+    keep = r.filter_keep
+    ls = r.label_smoothing
+
+    def select(l1):
+        idx = jax.lax.top_k(jax.lax.stop_gradient(l1), keep)[1]
+        return jnp.sort(idx)
+
+    def train_branch(pp, pr, po):
+        def f(p):
+            logits, new_rest = _forward_train(state.proxy_graphdef, p, pr, x)
+            l1 = per_example_loss(logits, y, ls)
+            idx = select(l1)
+            mask = jnp.zeros_like(l1).at[idx].set(1.0)
+            return (l1 * mask).sum(), (idx, new_rest)
+        (_, (idx, new_rest)), g = jax.value_and_grad(f, has_aux=True)(pp)
+        upd, po = state.proxy_tx.update(g, po, pp)
+        return optax.apply_updates(pp, upd), new_rest, po, idx
+
+    def score_branch(pp, pr, po):
+        logits, new_rest = _forward_train(state.proxy_graphdef, pp, pr, x)
+        return pp, new_rest, po, select(per_example_loss(logits, y, ls))
+
+    pp, pr, po, idx = jax.lax.cond(state.step % r.proxy_train_every == 0, train_branch,
+                                   score_branch, state.proxy_params, state.proxy_rest,
+                                   state.proxy_opt_state)
+    state = state.replace(proxy_params=pp, proxy_rest=pr, proxy_opt_state=po)
+    return state, x[idx], y[idx]
+
+
+def _step(state: TrainState, x, y):
+    """One training step; returns (state, summed loss, #correct, batch size used)."""
+    r = state.recipe
+    if r.filter_keep:
+        state, x, y = _proxy_select(state, x, y)
+
+    def loss_fn(params):
+        logits, new_rest = _forward_train(state.graphdef, params, state.rest, x)
+        loss = per_example_loss(logits, y, r.label_smoothing).sum()
+        return loss, (new_rest, logits)
+
+    (loss, (rest, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    s = state.step + 1
+    ema = state.ema
+    if ema is not None:
+        every = (s % LOOKAHEAD_EVERY) == 0
+        final = s >= state.total_steps
+        w = jnp.where(every, 1.0 - state.la_decays[jnp.minimum(s, state.total_steps)], 0.0)
+        net_now = (params, _float_only(rest))
+        ema = jax.tree.map(lambda e, n: e + w.astype(e.dtype) * (n - e), ema, net_now)
+        take = every | final
+        p2, r2 = jax.tree.map(lambda e, n: jnp.where(take, e, n), ema, net_now)
+        params = p2
+        rest = jax.tree.map(lambda new, old: old if new is None else new, r2, rest,
+                            is_leaf=lambda v: v is None)
+    correct = (logits.argmax(-1) == y).sum()
+    state = state.replace(step=s, params=params, rest=rest, opt_state=opt_state, ema=ema)
+    return state, loss, correct
+
+
+@jax.jit
+def train_step(state: TrainState, images, labels):
+    """One step on an already augmented + normalized NHWC batch -> (state, summed loss)."""
+    state, loss, _ = _step(state, images, labels)
+    return state, loss
+
+
+def _train_epoch(state: TrainState, padded, labels, epoch, key):
+    """One epoch as a lax.scan over batches with on-device augmentation. `padded` is the
+    normalized (pre-flipped) training set, reflect-padded by recipe.translate. Steps past the
+    recipe's total are skipped (the last, partial epoch)."""
+    r = state.recipe
+    bs = r.batch_size
+    spe = padded.shape[0] // bs
+    k_order, k_aug = jax.random.split(jax.random.fold_in(key, epoch))
+    order = aug.epoch_order(k_order, padded.shape[0])
+
+    def body(st, i):
+        idx = jax.lax.dynamic_slice(order, (i * bs,), (bs,))
+        x = aug.augment_batch(jax.random.fold_in(k_aug, i), padded[idx], epoch,
+                              flip=r.flip, altflip=r.altflip, cutout_size=r.cutout)
+        y = labels[idx]
+
+        def run(s):
+            return _step(s, x, y)
+
+        def skip(s):
+            return s, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+
+        active = st.step < st.total_steps
+        st, loss, correct = jax.lax.cond(active, run, skip, st)
+        return st, (loss, correct, active)
+
+    return jax.lax.scan(body, state, jnp.arange(spe))
+
+
+train_epoch = jax.jit(_train_epoch)
+
+
+# ----------------------------------------------------------------------------- inference
+def _tta_logits(graphdef, params, rest, x, tta_level: int):
+    net = nnx.merge(graphdef, params, rest)
+
+    def mirror(z):
+        return 0.5 * net(z) + 0.5 * net(aug.flip_lr(z))
+
+    if tta_level == 0:
+        return net(x)
+    if tta_level == 1:
+        return mirror(x)
+    p = aug.pad_reflect(x, 1)
+    t = 0.5 * (mirror(p[:, 0:32, 0:32]) + mirror(p[:, 2:34, 2:34]))
+    return 0.5 * mirror(x) + 0.5 * t
+
+
+_tta_jit = jax.jit(_tta_logits, static_argnums=(0, 4))
+
+
+def infer_arrays(graphdef, params, rest, images, tta_level: int = 0, batch: int = 2000):
+    """Logits for normalized NHWC images, evaluated in batches of `batch`."""
+    out = []
+    n = images.shape[0]
+    for s in range(0, n, batch):
+        xb = images[s:s + batch]
+        if xb.shape[0] < batch and n > batch:  # pad the tail to reuse the compiled shape
+            pad = batch - xb.shape[0]
+            xb2 = jnp.concatenate([xb, jnp.zeros((pad,) + xb.shape[1:], xb.dtype)])
+            out.append(_tta_jit(graphdef, params, rest, xb2, tta_level)[:xb.shape[0]])
+        else:
+            out.append(_tta_jit(graphdef, params, rest, xb, tta_level))
+    return jnp.concatenate(out)
+
+
+def accuracy(state_or_net, images, labels, tta_level: int = 0) -> float:
+    if isinstance(state_or_net, TrainState):
+        g, p, rr = state_or_net.graphdef, state_or_net.params, state_or_net.rest
+    else:
+        g, p, rr = _split(state_or_net)
+    logits = infer_arrays(g, p, rr, images, tta_level)
+    return float((logits.argmax(-1) == jnp.asarray(labels)).mean())
+
+
+# ----------------------------------------------------------------------------- full runs
+def _versions():
+    return package_versions("jax", "jaxlib", "flax", "optax")
+
+
+def _device_str(device=None):
+    d = device or jax.devices()[0]
+    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
+
+
+def prepare_data(recipe: Recipe, train_images, dtype=jnp.float32, key=None):
+    """Normalize, pre-flip a random half (altflip) and reflect-pad by translate, on device."""
+    x = aug.normalize(train_images, dtype)
+    if recipe.flip and recipe.altflip:
+        x = aug.random_flip(key, x)
+    return aug.pad_reflect(x, recipe.translate)
+
+
+def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
+               test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
+               verbose: bool = False, eval_every_epoch: bool = True, log: Callable = print,
+               dtype=None) -> dict:
+    """A full run -> run record (airbench_common.records.make_record)."""
+    from .model import resolve_impl
+    overrides = dict(overrides or {})
+    r = get_recipe(recipe, **overrides)
+    if train_data is None:
+        train_data = load_cifar10("train", data_dir)
+    if test_data is None:
+        test_data = load_cifar10("test", data_dir)
+    tr_x, tr_y = np.asarray(train_data[0]), np.asarray(train_data[1])
+    te_x, te_y = np.asarray(test_data[0]), np.asarray(test_data[1])
+    n_train = len(tr_x)
+    total = r.total_steps(n_train)
+    dev = device if device is not None and not isinstance(device, str) else (
+        jax.devices(device)[0] if isinstance(device, str) else jax.devices()[0])
+    dtype = jnp.dtype(dtype) if dtype is not None else default_dtype()
+    ns = jnp.dtype(ns_dtype) if ns_dtype is not None else default_ns_dtype()
+    impl = resolve_impl(conv_impl)
+    key = jax.random.PRNGKey(seed)
+    k_init, k_flip, k_epochs = jax.random.split(key, 3)
+
+    with jax.default_device(dev):
+        t0 = time.perf_counter()
+        train_x = jnp.asarray(tr_x)
+        train_y = jnp.asarray(tr_y.astype(np.int32))
+        test_x = aug.normalize(jnp.asarray(te_x), dtype)
+        test_y = jnp.asarray(te_y.astype(np.int32))
+        whiten_src = aug.normalize(train_x[:r.whiten_images])
+        state = init_train_state(r, n_train, k_init, whiten_images=whiten_src, ns_dtype=ns,
+                                 conv_impl=impl, dtype=dtype)
+        padded = prepare_data(r, train_x, dtype, k_flip)
+        jax.block_until_ready((state, padded))
+        setup_seconds = time.perf_counter() - t0
+
+        tc = time.perf_counter()
+        compiled = train_epoch.lower(state, padded, train_y, 0, k_epochs).compile()
+        compile_seconds = time.perf_counter() - tc
+
+        train_seconds = setup_seconds
+        per_epoch = []
+        status, error = "ok", None
+        spe = r.steps_per_epoch(n_train)
+        if verbose:
+            log(_row(["epoch", "train_loss", "train_acc", "val_acc", "time_seconds"], head=True))
+        for epoch in range(math.ceil(r.epochs)):
+            t1 = time.perf_counter()
+            state, (losses, correct, active) = compiled(state, padded, train_y, epoch, k_epochs)
+            losses, correct, active = jax.device_get((losses, correct, active))
+            dt = time.perf_counter() - t1
+            train_seconds += dt
+            n_act = int(active.sum())
+            used = r.filter_keep or r.batch_size
+            loss_e = float(losses[active].sum() / max(n_act * used, 1))
+            acc_e = float(correct[active].sum() / max(n_act * used, 1))
+            if not np.all(np.isfinite(losses[active])):
+                status, error = "diverged", f"non-finite training loss in epoch {epoch}"
+                per_epoch.append(dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e,
+                                      val_acc=None, seconds=dt))
+                break
+            val = accuracy(state, test_x, test_y, 0) if eval_every_epoch else None
+            per_epoch.append(dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e, val_acc=val,
+                                  seconds=dt))
+            if verbose:
+                log(_row([epoch, loss_e, acc_e, val if val is not None else "", train_seconds]))
+            if int(state.step) >= total:
+                break
+
+        acc = acc_tta = None
+        te = time.perf_counter()
+        if status == "ok":
+            acc = accuracy(state, test_x, test_y, 0)
+            acc_tta = accuracy(state, test_x, test_y, r.tta_level)
+            if not (math.isfinite(acc) and math.isfinite(acc_tta)):
+                status, error = "diverged", "non-finite evaluation"
+        eval_seconds = time.perf_counter() - te
+        if verbose and status == "ok":
+            log(_row(["eval", "", "", acc_tta, train_seconds]))
+
+    flags = dict(conv_impl=impl, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
+                 jax_enable_x64=bool(jax.config.jax_enable_x64),
+                 jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision))
+    rec = records.make_record(
+        recipe=r.name, overrides=overrides, seed=seed, framework="jax", versions=_versions(),
+        device=_device_str(dev), dtype=str(jnp.dtype(dtype)), flags=flags, acc=acc,
+        acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
+        eval_seconds=eval_seconds, steps=int(state.step), status=status,
+        compile_seconds=compile_seconds, ns_dtype=str(jnp.dtype(ns)), per_epoch=per_epoch,
+        data=dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
+                  n_train=n_train, n_test=len(te_x)),
+        machine=machine_info(), recipe_params=r.to_dict())
+    if error:
+        rec["error"] = error
+    rec["_state"] = state  # stripped by callers that serialize; lets library API return the net
+    return rec
+
+
+def strip_record(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+
+def warmup(recipe, *, n_train: int | None = None, seed: int = 0, steps: int = 2,
+           conv_impl: str = "auto", ns_dtype=None, dtype=None, overrides=None) -> float:
+    """Compile the epoch function and run a couple of steps on random data/labels.
+    Returns the compile seconds."""
+    r = get_recipe(recipe, **dict(overrides or {}))
+    n = n_train or r.batch_size * max(steps, 1)
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (n,)).astype(np.int32)
+    dtype = jnp.dtype(dtype) if dtype is not None else default_dtype()
+    key = jax.random.PRNGKey(seed)
+    state = init_train_state(r, n, key, whiten_images=aug.normalize(imgs[:256]), ns_dtype=ns_dtype,
+                             conv_impl=conv_impl, dtype=dtype)
+    padded = prepare_data(r, jnp.asarray(imgs), dtype, key)
+    t = time.perf_counter()
+    compiled = train_epoch.lower(state, padded, jnp.asarray(labels), 0, key).compile()
+    secs = time.perf_counter() - t
+    jax.block_until_ready(compiled(state, padded, jnp.asarray(labels), 0, key))
+    return secs
+
+
+def _row(cols, head=False):
+    cells = []
+    for c in cols:
+        s = f"{c:.4f}" if isinstance(c, float) else str(c)
+        cells.append(s.rjust(12))
+    line = "|" + "|".join(cells) + "|"
+    return ("-" * len(line) + "\n" + line + "\n" + "-" * len(line)) if head else line
