@@ -1,0 +1,443 @@
+"""The comparison report, rebuilt from DIR/runs.jsonl alone (plus DIR/config.json if present):
+a terminal table, DIR/report.md, DIR/report.json (atomic writes) and PNG plots
+(accuracy ECDFs, time per run, per-epoch validation accuracy curves).
+
+Accuracies are reported in percentage points; the TOST margin is in points as well.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from airbench_common.data import atomic_write_bytes
+from airbench_common.env import machine_info, package_versions
+from airbench_common.records import float_or_nan, read_records, write_json_atomic
+
+from . import stats as S
+
+FW_ORDER = ("jax", "torch")
+COLORS = {"jax": "tab:blue", "torch": "tab:orange"}
+PKGS = ("jax", "jaxlib", "flax", "optax", "torch", "scipy", "matplotlib", "tqdm")
+
+
+class ReportError(RuntimeError):
+    pass
+
+
+def _fmt(x, spec=".3f", none="-"):
+    if x is None:
+        return none
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(xf):
+        return "inf" if xf == math.inf else none
+    return format(xf, spec)
+
+
+def _p(x):
+    if x is None or not math.isfinite(float(x)):
+        return "-"
+    return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
+
+
+def _frameworks(records, config):
+    seen = {r.get("framework") for r in records}
+    fws = list((config or {}).get("frameworks") or [])
+    for fw in FW_ORDER:
+        if fw in seen and fw not in fws:
+            fws.append(fw)
+    fws += sorted(f for f in seen if f not in fws and f is not None)
+    return fws
+
+
+def _acc_points(recs, key):
+    return [100 * float_or_nan(r.get(key)) for r in recs]
+
+
+def _environment(records, frameworks) -> dict:
+    per_fw = {}
+    for fw in frameworks:
+        recs = [r for r in records if r.get("framework") == fw]
+        if not recs:
+            continue
+        last = recs[-1]
+        per_fw[fw] = dict(
+            device=sorted({str(r.get("device")) for r in recs}),
+            dtype=sorted({str(r.get("dtype")) for r in recs}),
+            ns_dtype=sorted({str(r.get("ns_dtype")) for r in recs}),
+            versions=last.get("versions"), flags=last.get("flags"),
+            cpu=(last.get("machine") or {}).get("cpu"),
+            host=sorted({str((r.get("machine") or {}).get("host")) for r in recs}),
+            machine_env=(last.get("machine") or {}).get("env"),
+            conv_impl=sorted({str((r.get("flags") or {}).get("conv_impl"))
+                              for r in recs if (r.get("flags") or {}).get("conv_impl")}),
+        )
+    threads = {"cpu_count": os.cpu_count(),
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+               "XLA_FLAGS": os.environ.get("XLA_FLAGS")}
+    if "torch" in sys.modules:
+        try:
+            threads["torch_num_threads"] = sys.modules["torch"].get_num_threads()
+        except Exception:  # noqa: BLE001
+            pass
+    return dict(recorded=per_fw,
+                report_machine=dict(machine_info(), versions=package_versions(*PKGS),
+                                    threads=threads))
+
+
+def summarize(records: list[dict], config: dict | None = None, margin: float | None = None) -> dict:
+    """Everything report.json holds, computed from run records (+ optional config)."""
+    config = dict(config or {})
+    if not records:
+        raise ReportError("no run records to report on")
+    margin = float(margin if margin is not None else config.get("margin", 0.1))
+    frameworks = _frameworks(records, config)
+    first = records[0]
+    recipe = config.get("recipe") or first.get("recipe")
+    preset = config.get("preset") or first.get("preset") or "unknown"
+    data = dict(first.get("data") or {})
+    data_label = config.get("data_label") or data.get("label") or "CIFAR-10 (unlabelled)"
+    warnings = []
+    recipes = {r.get("recipe") for r in records}
+    if len(recipes) > 1:
+        warnings.append(f"records mix recipes {sorted(map(str, recipes))}")
+    # the latest record per (framework, seed) counts; duplicates are flagged
+    latest: dict[tuple, dict] = {}
+    for r in records:
+        key = (r.get("framework"), r.get("seed"))
+        if key in latest:
+            warnings.append(f"duplicate record for {key[0]} seed {key[1]}; the later one is used")
+        latest[key] = r
+    by_fw = {fw: sorted((r for (f, _), r in latest.items() if f == fw),
+                        key=lambda r: int(r.get("seed", 0))) for fw in frameworks}
+    ok = {fw: [r for r in rs if r.get("status") == "ok"] for fw, rs in by_fw.items()}
+    counts = {fw: dict(total=len(rs), ok=len(ok[fw]),
+                       diverged=sum(r.get("status") == "diverged" for r in rs),
+                       other=sum(r.get("status") not in ("ok", "diverged") for r in rs),
+                       diverged_seeds=[r.get("seed") for r in rs if r.get("status") == "diverged"])
+              for fw, rs in by_fw.items()}
+    tta_level = first.get("tta_level")
+    per_fw = {}
+    for fw in frameworks:
+        per_fw[fw] = dict(acc=S.describe(_acc_points(ok[fw], "acc")),
+                          acc_tta=S.describe(_acc_points(ok[fw], "acc_tta")),
+                          train_seconds=S.describe_times([float_or_nan(r.get("train_seconds"))
+                                                          for r in ok[fw]]),
+                          eval_seconds=S.describe_times([float_or_nan(r.get("eval_seconds"))
+                                                         for r in ok[fw]]),
+                          compile_seconds=S.describe_times([float_or_nan(r.get("compile_seconds"))
+                                                            for r in by_fw[fw]
+                                                            if r.get("compile_seconds") is not None]))
+    comparison = None
+    if len(frameworks) >= 2:
+        a, b = frameworks[0], frameworks[1]
+        comparison = dict(a=a, b=b, difference=f"{a} - {b}", ratio=f"{a} / {b}")
+        for key in ("acc", "acc_tta"):
+            comparison[key] = S.compare_samples(_acc_points(ok[a], key), _acc_points(ok[b], key),
+                                                margin)
+        for key in ("train_seconds", "eval_seconds"):
+            comparison[key] = S.compare_times([float_or_nan(r.get(key)) for r in ok[a]],
+                                              [float_or_nan(r.get(key)) for r in ok[b]])
+        head = "acc_tta" if (tta_level or 0) > 0 and comparison["acc_tta"]["n_a"] else "acc"
+        comparison["headline_metric"] = head
+        comparison["verdict"] = comparison[head]["verdict"]
+    if config.get("preset_trains") is False or preset == "smoke":
+        warnings.append(f"preset {preset} only checks the plumbing: its accuracies are not "
+                        "expected to be meaningful")
+    for fw in frameworks:
+        if counts[fw]["diverged"]:
+            warnings.append(f"{fw}: {counts[fw]['diverged']} diverged run(s) "
+                            f"(seeds {counts[fw]['diverged_seeds']}) excluded from statistics")
+    title = f"{recipe} | preset {preset} | {data_label}"
+    return S.jsonable(dict(
+        title=title, recipe=recipe, preset=preset,
+        preset_description=config.get("preset_description"),
+        preset_label=config.get("preset_label"),
+        overrides=config.get("overrides", first.get("overrides")),
+        data=dict(label=data_label, dir=config.get("data_dir", data.get("dir")),
+                  n_train=data.get("n_train", config.get("n_train")),
+                  n_test=data.get("n_test", config.get("n_test"))),
+        tta_level=tta_level, margin_points=margin, frameworks=frameworks,
+        planned_runs=config.get("runs"), counts=counts, per_framework=per_fw,
+        comparison=comparison, warnings=warnings, environment=_environment(records, frameworks),
+        generated_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        stats_notes="accuracies in percentage points; bootstrap: percentile, 9999 resamples, "
+                    "seed 0; verdict rules in parity/stats.py"))
+
+
+# ----------------------------------------------------------------------------- text output
+def _rows_accuracy(summary):
+    rows = []
+    for fw in summary["frameworks"]:
+        c = summary["counts"][fw]
+        for key, name in (("acc_tta", "acc TTA"), ("acc", "acc")):
+            d = summary["per_framework"][fw][key]
+            rows.append([fw, name, str(c["ok"]), str(c["diverged"]), _fmt(d["mean"]),
+                         _fmt(d["std"]), _fmt(d["min"]), _fmt(d["max"]),
+                         f"[{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"])
+    return ["framework", "metric", "n ok", "diverged", "mean %", "std", "min", "max",
+            "95% CI (bootstrap)"], rows
+
+
+def _rows_tests(summary):
+    c = summary["comparison"]
+    rows = []
+    for key, name in (("acc_tta", "acc TTA"), ("acc", "acc")):
+        s = c[key]
+        rows.append([name, f"{_fmt(s['diff'], '+.3f')}",
+                     f"[{_fmt(s['diff_ci_low'], '+.3f')}, {_fmt(s['diff_ci_high'], '+.3f')}]",
+                     _p(s["welch_p"]), _p(s["tost_p"]), _p(s["mannwhitney_p"]), _p(s["ks_p"]),
+                     s["verdict"], _fmt(s["runs_needed"], ".0f")])
+    return [f"metric", f"diff {c['difference']}", "95% CI (bootstrap)", "Welch p",
+            f"TOST p (+/-{summary['margin_points']})", "MWU p", "KS p", "verdict",
+            "runs/side to decide"], rows
+
+
+def _rows_times(summary):
+    rows = []
+    for fw in summary["frameworks"]:
+        pf = summary["per_framework"][fw]
+        for key in ("train_seconds", "eval_seconds", "compile_seconds"):
+            d = pf[key]
+            if not d["n"]:
+                continue
+            rows.append([fw, key.replace("_seconds", ""), str(d["n"]), _fmt(d["median"], ".2f"),
+                         f"[{_fmt(d['q25'], '.2f')}, {_fmt(d['q75'], '.2f')}]",
+                         _fmt(d["min"], ".2f"), _fmt(d["max"], ".2f")])
+    return ["framework", "time", "n", "median s", "IQR", "min", "max"], rows
+
+
+def _rows_ratio(summary):
+    c = summary["comparison"]
+    rows = []
+    for key in ("train_seconds", "eval_seconds"):
+        s = c[key]
+        rows.append([key.replace("_seconds", ""), _fmt(s["ratio"], ".3f"),
+                     f"[{_fmt(s['ratio_ci_low'], '.3f')}, {_fmt(s['ratio_ci_high'], '.3f')}]"])
+    return ["time", f"median ratio {c['ratio']}", "95% CI (bootstrap)"], rows
+
+
+def _plain_table(header, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _md_table(header, rows) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _tables(summary):
+    t = [("Accuracy (percentage points, ok runs)", *_rows_accuracy(summary))]
+    if summary["comparison"]:
+        t.append(("Between frameworks", *_rows_tests(summary)))
+    t.append(("Time per run (compile excluded)", *_rows_times(summary)))
+    if summary["comparison"]:
+        t.append(("Time ratio", *_rows_ratio(summary)))
+    return t
+
+
+def headline(summary) -> str:
+    c = summary["comparison"]
+    if not c:
+        return f"only {', '.join(summary['frameworks'])} recorded: no comparison"
+    s = c[c["headline_metric"]]
+    metric = "TTA accuracy" if c["headline_metric"] == "acc_tta" else "accuracy"
+    return (f"verdict ({metric}, margin +/-{summary['margin_points']} points): "
+            f"{s['verdict'].upper()} -- {s.get('reason', '')}")
+
+
+def print_terminal(summary, file=None) -> None:
+    file = file or sys.stdout
+    try:
+        from rich.console import Console  # noqa: PLC0415
+        from rich.table import Table  # noqa: PLC0415
+        console = Console(file=file)
+        console.print(f"[bold]{summary['title']}[/bold]")
+        for title, header, rows in _tables(summary):
+            table = Table(title=title)
+            for h in header:
+                table.add_column(h)
+            for r in rows:
+                table.add_row(*[str(x) for x in r])
+            console.print(table)
+        console.print(headline(summary))
+        for w in summary["warnings"]:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        return
+    except ImportError:
+        pass
+    print(summary["title"], file=file)
+    for title, header, rows in _tables(summary):
+        print(f"\n{title}\n{_plain_table(header, rows)}", file=file)
+    print("\n" + headline(summary), file=file)
+    for w in summary["warnings"]:
+        print(f"warning: {w}", file=file)
+
+
+def to_markdown(summary, plots: list[str]) -> str:
+    out = [f"# Parity: {summary['title']}", ""]
+    out.append(f"- recipe **{summary['recipe']}**, preset **{summary['preset']}**"
+               + (f": {summary['preset_description']}" if summary.get("preset_description") else ""))
+    d = summary["data"]
+    out.append(f"- data: **{d['label']}** ({d.get('dir')}), n_train {d.get('n_train')}, "
+               f"n_test {d.get('n_test')}")
+    if summary.get("overrides"):
+        out.append("- overrides: " + ", ".join(f"`{k}={v}`" for k, v in summary["overrides"].items()))
+    out.append(f"- TTA level {summary.get('tta_level')}; TOST margin +/-{summary['margin_points']} "
+               f"accuracy points; alpha 0.05")
+    for fw in summary["frameworks"]:
+        c = summary["counts"][fw]
+        out.append(f"- {fw}: {c['ok']} ok, {c['diverged']} diverged"
+                   + (f" (seeds {c['diverged_seeds']})" if c["diverged"] else "")
+                   + (f" of {summary['planned_runs']} planned" if summary.get("planned_runs") else ""))
+    out += ["", f"**{headline(summary)}**", ""]
+    for w in summary["warnings"]:
+        out.append(f"> warning: {w}")
+    for title, header, rows in _tables(summary):
+        out += ["", f"## {title}", "", _md_table(header, rows)]
+    out += ["", "## Method", "",
+            "Welch's t-test (scipy `ttest_ind(equal_var=False)`); TOST = two one-sided Welch tests "
+            "against +/-margin (equivalent iff the 90% CI of the difference lies inside the "
+            "margin); *different* iff Welch p < 0.05 and the 95% Welch CI lies entirely outside "
+            "the margin; otherwise *inconclusive*, with the runs per side that would decide at the "
+            "observed variance (normal approximation, alpha 0.05, power 0.8). Mann-Whitney U and "
+            "Kolmogorov-Smirnov are secondary checks. Bootstrap CIs: percentile, 9999 resamples, "
+            "fixed seed. Diverged runs are excluded from the statistics and counted above. "
+            "Timing excludes compilation and one warm-up per framework."]
+    env = summary["environment"]
+    out += ["", "## Environment", ""]
+    for fw, e in env["recorded"].items():
+        vers = ", ".join(f"{k} {v}" for k, v in (e.get("versions") or {}).items())
+        out.append(f"- {fw}: device {', '.join(e['device'])}; dtype {', '.join(e['dtype'])}; "
+                   f"NS dtype {', '.join(e['ns_dtype'])}; CPU {e.get('cpu')}; hosts "
+                   f"{', '.join(e['host'])}; versions: {vers}; flags {json.dumps(e.get('flags'))}; "
+                   f"env {json.dumps(e.get('machine_env'))}")
+    rm = env["report_machine"]
+    out.append(f"- report built on {rm.get('host')} ({rm.get('cpu')}, {rm.get('cpu_count')} CPUs); "
+               f"threads {json.dumps(rm.get('threads'))}; versions "
+               + ", ".join(f"{k} {v}" for k, v in rm["versions"].items()))
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    out.append(f"\n_generated {summary['generated_at']} by `python -m parity.compare`_\n")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- plots
+def make_plots(records, summary, out_dir: Path) -> list[str]:
+    """Write the PNGs; returns their file names. Matplotlib Agg, no display needed."""
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    title = summary["title"]
+    fws = summary["frameworks"]
+    ok = {fw: sorted([r for r in records if r.get("framework") == fw and r.get("status") == "ok"],
+                     key=lambda r: int(r.get("seed", 0))) for fw in fws}
+    names = []
+
+    def save(fig, name):
+        path = out_dir / name
+        atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110,
+                                                       bbox_inches="tight"))
+        plt.close(fig)
+        names.append(name)
+
+    # accuracy ECDFs
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, name in ((axes[0], "acc_tta", "accuracy with TTA"), (axes[1], "acc", "accuracy")):
+        for fw in fws:
+            x = np.sort([v for v in _acc_points(ok[fw], key) if math.isfinite(v)])
+            if len(x):
+                ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=COLORS.get(fw),
+                        label=f"{fw} (n={len(x)}, mean {x.mean():.2f})")
+                ax.axvline(x.mean(), color=COLORS.get(fw), ls=":", lw=1)
+        ax.set_xlabel(f"{name} (%)")
+        ax.set_ylabel("fraction of runs <= x")
+        ax.set_title(f"ECDF of {name}")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    save(fig, "accuracy_ecdf.png")
+
+    # time per run
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in ((axes[0], "train_seconds"), (axes[1], "eval_seconds")):
+        for fw in fws:
+            s = [int(r.get("seed", 0)) for r in ok[fw]]
+            t = [float_or_nan(r.get(key)) for r in ok[fw]]
+            if s:
+                ax.plot(s, t, "o-", color=COLORS.get(fw), label=f"{fw} (median {np.nanmedian(t):.2f} s)")
+        ax.set_xlabel("seed (run order alternates frameworks)")
+        ax.set_ylabel("seconds")
+        ax.set_title(key.replace("_", " ") + " per run (compile excluded)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    save(fig, "time_per_run.png")
+
+    # per-epoch validation accuracy
+    fig, ax = plt.subplots(figsize=(7, 4))
+    any_curve = False
+    for fw in fws:
+        curves: dict[int, list[float]] = {}
+        for r in ok[fw]:
+            for e in r.get("per_epoch") or []:
+                v = e.get("val_acc")
+                if v is not None and e.get("epoch") is not None and math.isfinite(float_or_nan(v)):
+                    curves.setdefault(int(e["epoch"]), []).append(100 * float(v))
+        if not curves:
+            continue
+        any_curve = True
+        ep = sorted(curves)
+        m = np.array([np.mean(curves[e]) for e in ep])
+        sd = np.array([np.std(curves[e], ddof=1) if len(curves[e]) > 1 else 0.0 for e in ep])
+        ax.plot(ep, m, "o-", color=COLORS.get(fw), label=f"{fw} mean +/- 1 sd")
+        ax.fill_between(ep, m - sd, m + sd, color=COLORS.get(fw), alpha=0.25)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%, no TTA)")
+    ax.set_title(title + ("" if any_curve else "\n(no per-epoch validation accuracy recorded)"),
+                 fontsize=9)
+    if any_curve:
+        ax.legend(fontsize=8)
+    save(fig, "val_acc_per_epoch.png")
+    return names
+
+
+# ----------------------------------------------------------------------------- entry
+def write_report(out_dir, *, margin: float | None = None, plots: bool = True,
+                 console: bool = True, file=None) -> dict:
+    """Rebuild DIR's report from DIR/runs.jsonl (+ DIR/config.json); returns the summary."""
+    out_dir = Path(out_dir)
+    runs = out_dir / "runs.jsonl"
+    if not runs.exists():
+        raise ReportError(f"{runs} does not exist (run python -m parity.compare first)")
+    records = read_records(runs)
+    if not records:
+        raise ReportError(f"{runs} holds no complete run records")
+    cfg_path = out_dir / "config.json"
+    config = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+    summary = summarize(records, config, margin)
+    names = []
+    if plots:
+        try:
+            names = make_plots(records, summary, out_dir)
+        except ImportError as exc:
+            summary["warnings"].append(f"no plots: {exc}")
+    summary["plots"] = names
+    write_json_atomic(out_dir / "report.json", summary)
+    md = to_markdown(summary, names)
+    atomic_write_bytes(out_dir / "report.md", lambda f: f.write(md.encode()))
+    if console:
+        print_terminal(summary, file=file)
+        print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}"
+              + (f", plots {', '.join(names)}" if names else ""), file=file or sys.stdout)
+    return summary

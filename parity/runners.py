@@ -1,0 +1,55 @@
+"""Adapters to the two implementations' `run_recipe` / `warmup`, imported lazily so that
+``--frameworks torch`` works without jax installed (and vice versa).
+
+A *runner* is a callable with run_recipe's signature,
+``runner(recipe, seed, *, overrides=None, train_data=None, test_data=None, data_dir=None,
+verbose=False, log=print, ...) -> record dict``, optionally with a ``warmup`` attribute
+(``warmup(recipe, *, overrides=None, train_data=None, test_data=None)``). compare.py accepts any
+mapping framework -> runner, so tests inject fakes.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+FRAMEWORKS = ("jax", "torch")
+_MODULES = {"jax": "airbench_jax", "torch": "airbench_torch"}
+
+
+class RunnerUnavailable(RuntimeError):
+    """The framework's package cannot be imported or lacks run_recipe."""
+
+
+class Runner:
+    """Wraps a module's run_recipe/warmup."""
+
+    def __init__(self, framework: str, module):
+        self.framework = framework
+        self.module = module
+        self._run = module.run_recipe
+        self.warmup = getattr(module, "warmup", None)
+
+    def __call__(self, recipe, seed, **kwargs):
+        return self._run(recipe, seed, **kwargs)
+
+    def __repr__(self):
+        return f"Runner({self.framework}: {self.module.__name__}.run_recipe)"
+
+
+def get_runner(framework: str) -> Callable:
+    """The runner of 'jax' or 'torch'; RunnerUnavailable with the reason if it cannot be used."""
+    if framework not in _MODULES:
+        raise RunnerUnavailable(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+    name = _MODULES[framework]
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - ImportError or a broken half-written package
+        raise RunnerUnavailable(f"cannot import {name} ({type(exc).__name__}: {exc}); install "
+                                f"the {framework} extra (pip install -e .[{framework}])") from None
+    if not callable(getattr(module, "run_recipe", None)):
+        raise RunnerUnavailable(f"{name} has no run_recipe(recipe, seed, ...)")
+    return Runner(framework, module)
+
+
+def get_runners(frameworks) -> dict[str, Callable]:
+    return {fw: get_runner(fw) for fw in frameworks}
