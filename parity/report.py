@@ -262,7 +262,8 @@ def print_terminal(summary, file=None) -> None:
     try:
         from rich.console import Console  # noqa: PLC0415
         from rich.table import Table  # noqa: PLC0415
-        console = Console(file=file)
+        wide = None if getattr(file, "isatty", lambda: False)() else 160
+        console = Console(file=file, width=wide)
         console.print(f"[bold]{summary['title']}[/bold]")
         for title, header, rows in _tables(summary):
             table = Table(title=title)
