@@ -190,7 +190,8 @@ def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_da
             try:
                 rec = runners[fw](config["recipe"], seed, data_dir=config["data_dir"],
                                   verbose=verbose, log=tlog, **common)
-                rec = dict(rec)
+                # keys starting with "_" are in-memory extras (e.g. the jax net state)
+                rec = {k: v for k, v in dict(rec).items() if not str(k).startswith("_")}
                 rec.setdefault("framework", fw)
                 if rec["framework"] != fw or int(rec.get("seed", seed)) != seed:
                     raise RuntimeError(f"runner returned a record for {rec['framework']} seed "

@@ -10,6 +10,7 @@ mapping framework -> runner, so tests inject fakes.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable
 
 FRAMEWORKS = ("jax", "torch")
@@ -27,13 +28,35 @@ class Runner:
         self.framework = framework
         self.module = module
         self._run = module.run_recipe
-        self.warmup = getattr(module, "warmup", None)
+        self._warmup = getattr(module, "warmup", None)
+        if self._warmup is None:
+            self.warmup = None
 
     def __call__(self, recipe, seed, **kwargs):
-        return self._run(recipe, seed, **kwargs)
+        return self._run(recipe, seed, **_accepted(self._run, kwargs))
+
+    def warmup(self, recipe, *, train_data=None, test_data=None, **kwargs):
+        """The module's warmup, given only the arguments its signature takes; n_train (the
+        subset size, which fixes the compiled step count per epoch on the jax side) is derived
+        from train_data when the warmup asks for it and not for the data itself."""
+        kwargs = dict(kwargs, train_data=train_data, test_data=test_data)
+        if train_data is not None:
+            kwargs["n_train"] = len(train_data[0])
+        return self._warmup(recipe, **_accepted(self._warmup, kwargs))
 
     def __repr__(self):
         return f"Runner({self.framework}: {self.module.__name__}.run_recipe)"
+
+
+def _accepted(fn, kwargs: dict) -> dict:
+    """kwargs restricted to fn's parameters (all of them if fn takes **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def get_runner(framework: str) -> Callable:
