@@ -294,7 +294,20 @@ def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=N
                test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                verbose: bool = False, eval_every_epoch: bool = True, log: Callable = print,
                dtype=None) -> dict:
-    """A full run -> run record (airbench_common.records.make_record)."""
+    """A full run -> run record (airbench_common.records.make_record). Timing: train_seconds
+    excludes compilation (AOT lower+compile first, reported as compile_seconds)."""
+    rec, _ = run_recipe_with_state(recipe, seed, overrides=overrides, data_dir=data_dir,
+                                   train_data=train_data, test_data=test_data, device=device,
+                                   ns_dtype=ns_dtype, conv_impl=conv_impl, verbose=verbose,
+                                   eval_every_epoch=eval_every_epoch, log=log, dtype=dtype)
+    return rec
+
+
+def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
+                          test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
+                          verbose: bool = False, eval_every_epoch: bool = True,
+                          log: Callable = print, dtype=None):
+    """run_recipe, also returning the final TrainState."""
     from .model import resolve_impl
     overrides = dict(overrides or {})
     r = get_recipe(recipe, **overrides)
@@ -385,12 +398,7 @@ def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=N
         machine=machine_info(), recipe_params=r.to_dict())
     if error:
         rec["error"] = error
-    rec["_state"] = state  # stripped by callers that serialize; lets library API return the net
-    return rec
-
-
-def strip_record(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if not k.startswith("_")}
+    return rec, state
 
 
 def warmup(recipe, *, n_train: int | None = None, seed: int = 0, steps: int = 2,
