@@ -236,3 +236,11 @@ def test_smoke_preset_with_real_runners(tmp_path, capsys):
             assert 0 <= r["acc"] <= 1 and r["train_seconds"] > 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["comparison"]["verdict"] in ("equivalent", "different", "inconclusive")
+
+
+def test_module_entry_point_help():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "parity.compare", "--help"], capture_output=True,
+                       text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0 and "--resume" in r.stdout and "--margin" in r.stdout
