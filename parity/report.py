@@ -360,7 +360,8 @@ def make_plots(records, summary, out_dir: Path) -> list[str]:
         for fw in fws:
             x = np.sort([v for v in _acc_points(ok[fw], key) if math.isfinite(v)])
             if len(x):
-                ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=COLORS.get(fw),
+                ax.step(np.r_[x[0], x], np.r_[0.0, np.arange(1, len(x) + 1) / len(x)],
+                        where="post", color=COLORS.get(fw),
                         label=f"{fw} (n={len(x)}, mean {x.mean():.2f})")
                 ax.axvline(x.mean(), color=COLORS.get(fw), ls=":", lw=1)
         ax.set_xlabel(f"{name} (%)")
@@ -403,6 +404,7 @@ def make_plots(records, summary, out_dir: Path) -> list[str]:
         sd = np.array([np.std(curves[e], ddof=1) if len(curves[e]) > 1 else 0.0 for e in ep])
         ax.plot(ep, m, "o-", color=COLORS.get(fw), label=f"{fw} mean +/- 1 sd")
         ax.fill_between(ep, m - sd, m + sd, color=COLORS.get(fw), alpha=0.25)
+        ax.errorbar(ep, m, yerr=sd, fmt="none", ecolor=COLORS.get(fw), capsize=3, lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%, no TTA)")
     ax.set_title(title + ("" if any_curve else "\n(no per-epoch validation accuracy recorded)"),
