@@ -1,0 +1,245 @@
+"""Fast CPU tests of airbench_jax (tiny nets, synthetic data unless AIRBENCH_DATA is set)."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from airbench_common import get_recipe, lr_schedules, param_groups
+from airbench_jax import augment as aug
+from airbench_jax.conv import conv_matmul, conv_native
+from airbench_jax.convert import from_torch_arrays, to_torch_arrays
+from airbench_jax.model import make_net, patch_covariance, whitening_kernel
+from airbench_jax.muon import muon, newton_schulz
+from airbench_jax.optim import build_optimizer, freeze_after, sgd_group
+from airbench_jax.train import init_train_state, net_from_state, train_epoch, train_step
+
+KEY = jax.random.PRNGKey(0)
+TINY = dict(widths=(8, 16, 16), batch_size=32, epochs=2)
+
+
+def _imgs(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+# ----------------------------------------------------------------------------- augmentation
+def test_flip_is_horizontal():
+    x = jnp.arange(2 * 4 * 5 * 3.0).reshape(2, 4, 5, 3)
+    np.testing.assert_array_equal(aug.flip_lr(x)[:, :, 0], x[:, :, -1])
+    np.testing.assert_array_equal(aug.flip_lr(x)[:, 0, :], x[:, 0, ::-1])
+
+
+def test_translate_all_offsets_occur():
+    r = 2
+    x = jnp.broadcast_to(jnp.arange(32.0)[None, :, None, None] * 100 + jnp.arange(32.0)[None, None, :, None],
+                         (2000, 32, 32, 1))
+    out = aug.random_crop(KEY, aug.pad_reflect(x, r))
+    # pixel (16,16) of the crop is original pixel (16+dy, 16+dx)
+    v = np.asarray(out[:, 16, 16, 0])
+    dy, dx = v // 100 - 16, v % 100 - 16
+    assert set(zip(dy.astype(int), dx.astype(int))) == {(a, b) for a in range(-r, r + 1)
+                                                        for b in range(-r, r + 1)}
+
+
+def test_cutout_zeroes_exactly_square():
+    x = jnp.ones((64, 32, 32, 3))
+    out = aug.cutout(KEY, x, 12)
+    zeros = np.asarray((out == 0).all(-1).sum((1, 2)))
+    assert (zeros == 144).all()
+
+
+def test_altflip_flips_every_other_epoch():
+    x = jax.random.normal(KEY, (8, 32, 32, 3))
+    e0 = aug.augment_batch(KEY, x, 0, flip=True, altflip=True, cutout_size=0)
+    e1 = aug.augment_batch(KEY, x, 1, flip=True, altflip=True, cutout_size=0)
+    e2 = aug.augment_batch(KEY, x, 2, flip=True, altflip=True, cutout_size=0)
+    np.testing.assert_array_equal(e0, x)
+    np.testing.assert_array_equal(e1, aug.flip_lr(x))
+    np.testing.assert_array_equal(e2, x)
+
+
+# ----------------------------------------------------------------------------- whitening / NS
+def test_whitening_makes_patch_covariance_identity():
+    imgs, _ = _imgs(400)
+    x = aug.normalize(imgs)
+    w = whitening_kernel(x, 2, eps=1e-8)[..., :12]
+    out = conv_native(x, w, "VALID")
+    cov = patch_covariance(out, 1)
+    np.testing.assert_allclose(cov, np.eye(12), atol=2e-3)
+
+
+def test_newton_schulz_singular_values():
+    g = jax.random.normal(KEY, (32, 96))
+    s = np.linalg.svd(np.asarray(newton_schulz(g, steps=5)), compute_uv=False)
+    assert s.min() > 0.5 and s.max() < 1.5
+    s3 = np.linalg.svd(np.asarray(newton_schulz(g.T, steps=3)), compute_uv=False)
+    assert s3.max() < 1.6 and s3.min() > 0.1
+
+
+# ----------------------------------------------------------------------------- conv impls
+@pytest.mark.parametrize("pad,k", [("SAME", 3), ("VALID", 2)])
+def test_matmul_conv_matches_native(pad, k):
+    kx, kw, kg = jax.random.split(KEY, 3)
+    x = jax.random.normal(kx, (4, 9, 9, 5))
+    w = jax.random.normal(kw, (k, k, 5, 7))
+    np.testing.assert_allclose(conv_matmul(x, w, pad), conv_native(x, w, pad), rtol=1e-4, atol=1e-4)
+    ct = jax.random.normal(kg, conv_native(x, w, pad).shape)
+    f = lambda impl: jax.grad(lambda a, b: jnp.sum(impl(a, b, pad) * ct), argnums=(0, 1))(x, w)
+    for a, b in zip(f(conv_matmul), f(conv_native)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- optimizers
+def test_sgd_group_matches_hand_computation():
+    lrs = jnp.array([0.1, 0.2, 0.3])
+    tx = sgd_group(lrs, weight_decay=0.5, momentum=0.9)
+    p = jnp.array([1.0, -2.0])
+    st = tx.init(p)
+    buf = np.zeros(2)
+    pn = np.array([1.0, -2.0])
+    for t, g in enumerate([jnp.array([0.3, 0.1]), jnp.array([-0.2, 0.4])]):
+        u, st = tx.update(g, st, p)
+        p = optax.apply_updates(p, u)
+        gp = np.asarray(g) + 0.5 * pn
+        buf = 0.9 * buf + gp
+        pn = pn - float(lrs[t]) * (gp + 0.9 * buf)
+        np.testing.assert_allclose(p, pn, rtol=1e-6)
+
+
+def test_muon_matches_hand_computation():
+    kp, kg1, kg2 = jax.random.split(KEY, 3)
+    p = jax.random.normal(kp, (3, 3, 4, 6))
+    tx = muon(jnp.array([0.1, 0.05]), momentum=0.6, ns_steps=3)
+    st = tx.init(p)
+    pn, buf = np.asarray(p, np.float64), np.zeros(p.shape)
+    for t, kg in enumerate([kg1, kg2]):
+        g = jax.random.normal(kg, p.shape)
+        u, st = tx.update(g, st, p)
+        p = optax.apply_updates(p, u)
+        buf = 0.6 * buf + np.asarray(g)
+        gn = np.asarray(g) + 0.6 * buf
+        m = gn.transpose(3, 2, 0, 1).reshape(6, -1)
+        ns = np.asarray(newton_schulz(jnp.asarray(m, jnp.float32), 3))
+        ns = ns.reshape(6, 4, 3, 3).transpose(2, 3, 1, 0)
+        pn = pn * np.sqrt(6) / np.linalg.norm(pn) - [0.1, 0.05][t] * ns
+        np.testing.assert_allclose(p, pn, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_whiten_bias_does_not_move():
+    r = get_recipe("airbench94", **TINY)
+    imgs, labels = _imgs(128)
+    st = init_train_state(r, 128, KEY, whiten_images=aug.normalize(imgs))
+    n_free = r.whiten_bias_steps(128)
+    assert param_groups(r, 128)[0].frozen_after == n_free
+    r2 = get_recipe("airbench94", **dict(TINY, whiten_bias_epochs=0.25))
+    st = init_train_state(r2, 128, KEY, whiten_images=aug.normalize(imgs))
+    x, y = aug.normalize(imgs[:32]), jnp.asarray(labels[:32])
+    hist = []
+    for _ in range(4):
+        st, _ = train_step(st, x, y)
+        hist.append(np.asarray(st.params["whiten_bias"]))
+    # one step of training (whiten_bias_steps = 1), then frozen despite momentum 0.85
+    assert r2.whiten_bias_steps(128) == 1
+    assert not np.array_equal(hist[0], 0)
+    for h in hist[1:4]:
+        np.testing.assert_array_equal(h, hist[0])
+
+
+def test_freeze_after_no_weight_decay_or_momentum():
+    tx = freeze_after(sgd_group(jnp.full(5, 0.1), 0.5, 0.9), 2)
+    p = jnp.ones(3)
+    st = tx.init(p)
+    for t in range(4):
+        u, st = tx.update(jnp.ones(3), st, p)
+        if t >= 2:
+            np.testing.assert_array_equal(u, 0)
+
+
+def test_schedules_per_group_at_chosen_steps():
+    r = get_recipe("airbench94_muon", batch_size=32, epochs=4)
+    n = 128
+    net = make_net(r, KEY)
+    from flax import nnx
+    _, params, _ = nnx.split(net, nnx.Param, ...)
+    params = nnx.to_pure_dict(params)
+    tx = build_optimizer(r, n, params)
+    st = tx.init(params)
+    sched = lr_schedules(r, n)
+    groups = {g.name: g for g in param_groups(r, n)}
+    # head: plain SGD; with zero params and wd, a unit grad gives -lr_t*(1+m) on step 0
+    zero = jax.tree.map(jnp.zeros_like, params)
+    ones = jax.tree.map(jnp.ones_like, params)
+    u, st = tx.update(ones, st, zero)
+    g = groups["head"]
+    np.testing.assert_allclose(u["head"], -g.lr * sched["main"][0] * (1 + g.momentum), rtol=1e-6)
+    g = groups["whiten_bias"]
+    np.testing.assert_allclose(u["whiten_bias"], -g.lr * sched["whiten_bias"][0] * (1 + g.momentum),
+                               rtol=1e-6)
+    assert sched["main"][5] < sched["main"][0]
+
+
+# ----------------------------------------------------------------------------- determinism / convert
+def test_same_key_bitwise_identical():
+    r = get_recipe("airbench94", **TINY)
+    imgs, labels = _imgs(128)
+    outs = []
+    for _ in range(2):
+        st = init_train_state(r, 128, KEY, whiten_images=aug.normalize(imgs))
+        padded = aug.pad_reflect(aug.normalize(imgs), 2)
+        st, (losses, _, _) = train_epoch(st, padded, jnp.asarray(labels, jnp.int32), 0, KEY)
+        outs.append((np.asarray(losses), jax.tree.map(np.asarray, st.params)))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    jax.tree.map(np.testing.assert_array_equal, outs[0][1], outs[1][1])
+
+
+@pytest.mark.parametrize("name", ["airbench94", "airbench96"])
+def test_convert_round_trip_exact(name):
+    r = get_recipe(name, widths=(8, 16, 16))
+    a = to_torch_arrays(make_net(r, KEY))
+    if name == "airbench96":
+        assert "2.conv3.weight" in a and "4.norm3.running_var" in a
+    assert a["0.weight"].shape == (24, 3, 2, 2) and a["7.weight"].shape == (10, 16)
+    a = {k: v + (np.float32(0.5) if v.dtype == np.float32 and "norm" not in k else 0)
+         for k, v in a.items()}
+    b = to_torch_arrays(from_torch_arrays(make_net(r, jax.random.PRNGKey(3)), a))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_init_is_pytorch_like():
+    r = get_recipe("airbench94_muon", widths=(8, 16, 16))
+    net = make_net(r, KEY)
+    k = np.asarray(net.group1.conv1.kernel[...])
+    assert k[1, 1, 3, 3] == 1 and k[0, 0, 3, 3] == 0 and k[1, 1, 2, 3] == 0
+    bound = 1 / np.sqrt(24 * 9)
+    assert np.abs(k[..., 8:]).max() <= bound + 1e-7 if k.shape[-1] > 24 else True
+    np.testing.assert_allclose(np.std(np.asarray(net.head[...]), ddof=1), 1.0, rtol=1e-5)
+
+
+def test_proxy_filtering_step_runs():
+    r = get_recipe("airbench96_faster", widths=(8, 16, 16), proxy_widths=(8, 8, 8),
+                   batch_size=32, filter_keep=16, epochs=1)
+    imgs, labels = _imgs(64)
+    st = init_train_state(r, 64, KEY, whiten_images=aug.normalize(imgs))
+    p0 = jax.tree.map(np.asarray, st.proxy_params)
+    st, loss = train_step(st, aug.normalize(imgs[:32]), jnp.asarray(labels[:32]))
+    assert np.isfinite(loss)
+    # proxy trained on step 0 (every 4th), but its whitening bias is frozen from the start
+    np.testing.assert_array_equal(st.proxy_params["whiten_bias"], p0["whiten_bias"])
+    assert not np.array_equal(st.proxy_params["head"], p0["head"])
+    assert int(st.rest["group1"]["norm1"]["num_batches_tracked"]) == 1
+
+
+def test_lookahead_final_copy():
+    r = get_recipe("airbench94", widths=(8, 16, 16), batch_size=32, epochs=0.25)  # 1 step
+    imgs, labels = _imgs(128)
+    st = init_train_state(r, 128, KEY, whiten_images=aug.normalize(imgs))
+    p0 = jax.tree.map(np.asarray, st.params)
+    st, _ = train_step(st, aug.normalize(imgs[:32]), jnp.asarray(labels[:32]))
+    # last step: the net is replaced by the EMA, which (decay weight 0 off the 5-step grid) is init
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, st.params), p0)
+    assert net_from_state(st) is not None
