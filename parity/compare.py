@@ -204,6 +204,11 @@ def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_da
                 if test_data is not None:
                     data["n_test"] = len(test_data[0])
                 rec["data"] = data
+                try:  # how busy the machine was: shared machines make timings noisy
+                    rec["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+                    rec.setdefault("machine", {}).setdefault("cpu_count", os.cpu_count())
+                except (OSError, AttributeError):
+                    pass
                 append_record(runs_path, rec)
             except Exception as exc:  # noqa: BLE001
                 result["error"] = (f"{fw} seed {seed} failed: {type(exc).__name__}: "

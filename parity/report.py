@@ -156,6 +156,13 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         if counts[fw]["diverged"]:
             warnings.append(f"{fw}: {counts[fw]['diverged']} diverged run(s) "
                             f"(seeds {counts[fw]['diverged_seeds']}) excluded from statistics")
+    loads = [(r.get("load_avg") or [None])[0] for r in records]
+    loads = [float(x) for x in loads if x is not None]
+    ncpu = max([int((r.get("machine") or {}).get("cpu_count") or 0) for r in records] or [0])
+    if loads and ncpu and max(loads) > ncpu:
+        warnings.append(f"the machine was busy during the runs (1-minute load average up to "
+                        f"{max(loads):.1f} on {ncpu} CPUs): timings are noisy; the alternating "
+                        "run order spreads the noise over both sides")
     title = f"{recipe} | preset {preset} | {data_label}"
     return S.jsonable(dict(
         title=title, recipe=recipe, preset=preset,
@@ -165,6 +172,7 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         data=dict(label=data_label, dir=config.get("data_dir", data.get("dir")),
                   n_train=data.get("n_train", config.get("n_train")),
                   n_test=data.get("n_test", config.get("n_test"))),
+        load_avg_1m=dict(min=min(loads), max=max(loads)) if loads else None,
         tta_level=tta_level, margin_points=margin, frameworks=frameworks,
         planned_runs=config.get("runs"), counts=counts, per_framework=per_fw,
         comparison=comparison, warnings=warnings, environment=_environment(records, frameworks),
