@@ -36,12 +36,11 @@ class Runner:
         return self._run(recipe, seed, **_accepted(self._run, kwargs))
 
     def warmup(self, recipe, *, train_data=None, test_data=None, **kwargs):
-        """The module's warmup, given only the arguments its signature takes; n_train (the
-        subset size, which fixes the compiled step count per epoch on the jax side) is derived
-        from train_data when the warmup asks for it and not for the data itself."""
+        """The module's warmup, given only the arguments its signature takes (airbench_jax's
+        warmup takes no data: it compiles and runs a couple of steps on random data; its
+        n_train is deliberately not set to the subset size, which would make it train a whole
+        epoch; run_recipe reports its own compile time separately anyway)."""
         kwargs = dict(kwargs, train_data=train_data, test_data=test_data)
-        if train_data is not None:
-            kwargs["n_train"] = len(train_data[0])
         return self._warmup(recipe, **_accepted(self._warmup, kwargs))
 
     def __repr__(self):
