@@ -1,0 +1,65 @@
+"""Short real-data runs on $AIRBENCH_DATA (skipped when it is unset)."""
+import numpy as np
+import pytest
+import torch
+
+from airbench_common import get_recipe, load_cifar10
+
+
+@pytest.mark.slow
+def test_short_airbench94_run_beats_bar(real_data_dir):
+    """airbench94 at reduced width (32,64,64), batch 250, 2 epochs on the first 5000 training
+    images, evaluated on the first 1000 test images. Bar: 30% (chance is 10%)."""
+    from airbench_torch import run_recipe
+    tr = load_cifar10("train", real_data_dir)
+    te = load_cifar10("test", real_data_dir)
+    rec = run_recipe("airbench94", 0, overrides=dict(widths=(32, 64, 64), batch_size=250,
+                                                     epochs=2),
+                     train_data=(tr[0][:5000], tr[1][:5000]), test_data=(te[0][:1000], te[1][:1000]),
+                     device="cpu", eval_every_epoch=False, log=lambda *a: None)
+    assert rec["status"] == "ok" and rec["steps"] == 40
+    assert rec["acc_tta"] > 0.30, rec["acc_tta"]
+    assert rec["acc"] > 0.30, rec["acc"]
+
+
+@pytest.mark.slow
+def test_readme_data_selection_example_runs_with_import_changed(real_data_dir):
+    """Upstream README's data-selection example with only the import changed. To fit in a test it
+    runs on 2000 training images with a narrow net (make_net=...) and 1 epoch instead of 16
+    (and verbose=False); every API call is the README's."""
+    from airbench_torch import train94, infer, evaluate, CifarLoader
+    from airbench_torch import make_net as _make_net
+    small = lambda: _make_net(get_recipe("airbench94", widths=(16, 32, 32)), device="cpu")
+    path = str(real_data_dir)
+
+    def subset(loader, n=2000):
+        loader.images = loader.images[:n]
+        loader.labels = loader.labels[:n]
+        return loader
+
+    net = train94(subset(CifarLoader(path, train=True, batch_size=500,
+                                     aug=dict(flip=True, translate=2), altflip=True)),
+                  label_smoothing=0, epochs=1, make_net=small, verbose=False)
+
+    loader = subset(CifarLoader(path, train=True, batch_size=1000))
+    logits = infer(net, loader)
+    conf = logits.log_softmax(1).amax(1) # confidence
+    assert logits.shape == (2000, 10)
+
+    train_loader = subset(CifarLoader(path, train=True, batch_size=256, aug=dict(flip=True, translate=2)))
+    mask = (torch.rand(len(train_loader.labels)) < 0.6)
+    print('Training on %d images selected randomly' % mask.sum())
+    train_loader.images = train_loader.images[mask]
+    train_loader.labels = train_loader.labels[mask]
+    net1 = train94(train_loader, epochs=1, make_net=small, verbose=False)
+
+    train_loader = subset(CifarLoader(path, train=True, batch_size=256, aug=dict(flip=True, translate=2)))
+    mask = (conf < conf.float().quantile(0.6))
+    print('Training on %d images selected based on minimum confidence' % mask.sum())
+    train_loader.images = train_loader.images[mask]
+    train_loader.labels = train_loader.labels[mask]
+    net2 = train94(train_loader, epochs=1, make_net=small, verbose=False)
+    test = CifarLoader(path, train=False, batch_size=1000)
+    test.images, test.labels = test.images[:500], test.labels[:500]
+    for n in (net1, net2):
+        assert 0.0 <= evaluate(n, test, tta_level=2) <= 1.0
