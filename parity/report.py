@@ -348,6 +348,7 @@ def make_plots(records, summary, out_dir: Path) -> list[str]:
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     title = summary["title"]
     fws = summary["frameworks"]
@@ -387,6 +388,7 @@ def make_plots(records, summary, out_dir: Path) -> list[str]:
             t = [float_or_nan(r.get(key)) for r in ok[fw]]
             if s:
                 ax.plot(s, t, "o-", color=COLORS.get(fw), label=f"{fw} (median {np.nanmedian(t):.2f} s)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("seed (run order alternates frameworks)")
         ax.set_ylabel("seconds")
         ax.set_title(key.replace("_", " ") + " per run (compile excluded)")
@@ -413,6 +415,7 @@ def make_plots(records, summary, out_dir: Path) -> list[str]:
         ax.plot(ep, m, "o-", color=COLORS.get(fw), label=f"{fw} mean +/- 1 sd")
         ax.fill_between(ep, m - sd, m + sd, color=COLORS.get(fw), alpha=0.25)
         ax.errorbar(ep, m, yerr=sd, fmt="none", ecolor=COLORS.get(fw), capsize=3, lw=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%, no TTA)")
     ax.set_title(title + ("" if any_curve else "\n(no per-epoch validation accuracy recorded)"),
