@@ -126,7 +126,7 @@ def test_whitening_makes_patch_covariance_identity():
 
 
 # ---------------------------------------------------------------- Newton-Schulz and Muon
-@pytest.mark.parametrize("shape", [(64, 216), (256, 2304), (300, 40)])
+@pytest.mark.parametrize("shape", [(64, 216), (128, 1152), (300, 40)])
 def test_newton_schulz_singular_values(shape):
     G = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     X = newton_schulz(G, 3)
@@ -169,7 +169,7 @@ def test_muon_step_matches_hand_computation():
 # ---------------------------------------------------------------- schedules, groups, freezing
 @pytest.mark.parametrize("name", ["airbench94", "airbench94_muon", "airbench96"])
 def test_lrs_weight_decay_and_groups_follow_recipe_table(name):
-    state, x, y = tiny_state(name)
+    state, x, y = tiny_state(name, epochs=3)  # 12 steps: warm-up, peak and decay all visited
     r = state.recipe
     groups = {g.name: g for g in param_groups(r, 128)}
     sched = lr_schedules(r, 128)
