@@ -196,7 +196,7 @@ def run(recipe: str, steps: int | None = None, *, n_train: int | None = None, n_
         width_scale: float = 1.0, seed: int = 0, data: str = "auto", ns_dtype: str = "float32",
         conv_impl: str = "matmul", overrides: dict | None = None, early: int = 10,
         jump_factor: float = 100.0, self_baselines: bool = True, log=print,
-        checkpoint=None) -> dict:
+        checkpoint=None, tta_levels=None) -> dict:
     import torch
     from airbench_torch.net import init_whitening, net_for_recipe
     r = scaled_recipe(recipe, width_scale, **(overrides or {}))
@@ -255,13 +255,13 @@ def run(recipe: str, steps: int | None = None, *, n_train: int | None = None, n_
             msg = " ".join(f"{p} {rec['dist'][p]['global'][-1]:.2e}" for p in pairs)
             losses = " ".join(f"{k} {rec['loss'][k][-1]:.2f}" for k in sides)
             log(f"[lockstep] step {s + 1}/{steps}: {msg} | loss {losses} | {time.time() - t0:.0f} s")
-        if checkpoint is not None and (s + 1) % 5 == 0:
+        if checkpoint is not None:
             checkpoint(dict(rec, partial=True, steps_done=s + 1))
     xte_n = normalize(xte)
     rec["accuracy"] = {}
     for k, side in sides.items():
         acc = {}
-        for lvl in sorted({0, r.tta_level}):
+        for lvl in (sorted({0, r.tta_level}) if tta_levels is None else tta_levels):
             logits = side.logits(xte_n, lvl)
             acc[f"tta{lvl}"] = float((logits.argmax(1) == yte).mean())
         rec["accuracy"][k] = acc
@@ -278,7 +278,7 @@ def summary_table(rec: dict) -> str:
     lines = [f"lockstep {rec['base_recipe']} widths {tuple(rec['widths'])} batch "
              f"{rec['batch_size']} n_train {rec['n_train']} steps {rec['steps']}/"
              f"{rec['total_steps_schedule']} data {rec['data']} ns {rec['ns_dtype']} "
-             f"conv {rec['conv_impl']} ({rec['seconds']} s)"]
+             f"conv {rec['conv_impl']} ({rec.get('seconds', '?')} s)"]
     if "summary" in rec:
         sm = rec["summary"]
         hdr = f"{'pair':<11} {'@step1':>9} " + " ".join(f"{'>' + format(t, 'g'):>7}" for t in THRESHOLDS) \
@@ -299,6 +299,9 @@ def summary_table(rec: dict) -> str:
             f"no early jump (cross <= {rec['jump_factor']:g} x self, or < 1e-5, in the first "
             f"{rec['early']} steps)")
     lines.append("final loss: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rec["loss"].items()))
+    if "accuracy" not in rec:
+        lines.append(f"(partial record: {rec.get('steps_done')} steps done, no accuracy)")
+        return "\n".join(lines)
     lines.append("accuracy on the test subset: " + ", ".join(
         f"{k} " + "/".join(f"{lvl} {a:.4f}" for lvl, a in acc.items())
         for k, acc in rec["accuracy"].items()))
@@ -310,7 +313,7 @@ def plot(rec: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
-    steps = np.arange(1, rec["steps"] + 1)
+    steps = np.arange(1, len(next(iter(rec["loss"].values()))) + 1)
     colors = {"cross": "C3", "self_torch": "C0", "self_jax": "C2"}
     labels = {"cross": "torch vs jax (same init)", "self_torch": "torch vs torch (1 ulp)",
               "self_jax": "jax vs jax (1 ulp)"}
@@ -356,7 +359,20 @@ def main(argv=None) -> int:
     ap.add_argument("--no-self", action="store_true", help="skip the two self baselines")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="lockstep-out")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only re-read OUT/lockstep.json (also a partial one), print the summary "
+                         "and redraw the plot")
     args = ap.parse_args(argv)
+    if args.summarize:
+        with open(os.path.join(args.out, "lockstep.json")) as fh:
+            rec = json.load(fh)
+        rec.setdefault("early", args.early)
+        rec.setdefault("jump_factor", args.jump_factor)
+        if "self_torch" in rec["dist"]:
+            rec["summary"] = summarize(rec, rec["early"], rec["jump_factor"])
+        plot(rec, os.path.join(args.out, "lockstep.png"))
+        print(summary_table(rec))
+        return 1 if rec.get("summary", {}).get("early_jump") else 0
     from airbench_common import parse_overrides
     setup_precision(args.threads)
     os.makedirs(args.out, exist_ok=True)

@@ -91,6 +91,15 @@ class Report:
         self.rows.append(row)
         return row
 
+    def flush_failures(self, start: int = 0, stream=None) -> int:
+        """Print the failed rows from index `start` on (to stderr); returns len(rows)."""
+        for r in self.rows[start:]:
+            if not r.ok:
+                print(f"[numerics] FAIL {r.recipe} {r.check} [{r.impl}] max_abs {r.max_abs:.2e} "
+                      f"rel {r.rel:.2e} tol {r.tol} {r.note}", file=stream or sys.stderr,
+                      flush=True)
+        return len(self.rows)
+
     def add_exact(self, recipe, check, ok: bool, note=""):
         self.rows.append(Row(recipe, check, "roundtrip", 0.0 if ok else float("inf"),
                              0.0 if ok else float("inf"), 0.0, "exact", bool(ok), "", note))
@@ -703,6 +712,7 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
                                                     data=src, whiten_images=len(w_imgs),
                                                     note=note)
     timer = _Timer(name, log)
+    first_row = len(rep.rows)
     check_roundtrip(rep, name, tnet, r)
     whitening_compare(rep, name, r, w_imgs)
     timer("roundtrip+whitening")
@@ -728,6 +738,7 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
         check_lrs(rep, name, r, tnet)
         timer("lrs")
     if log:
+        rep.flush_failures(first_row)
         mine = [x for x in rep.rows if x.recipe == name]
         print(f"[numerics] {name}: {len(mine)} checks, {sum(not x.ok for x in mine)} failed, "
               f"{time.time() - t0:.0f} s", file=sys.stderr, flush=True)
