@@ -38,6 +38,8 @@ class Recipe:
     whiten_kernel: int = 2
     whiten_eps: float = 5e-4
     whiten_images: int = 5000            # first N training images estimate the patch covariance
+    whiten_bias_init: str = "zero"       # "zero" (library Conv) or "default" (PyTorch's uniform
+                                         # init: airbench94_muon.py uses a plain nn.Conv2d)
     # --- training ---
     epochs: float = 9.9
     batch_size: int = 1024
@@ -104,6 +106,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="airbench94_muon",
             widths=(64, 256, 256), depth=2, scaling_factor=None, head_unit_std=True,
+            whiten_bias_init="default",
             epochs=8, batch_size=2000, optimizer="muon", momentum=0.85, weight_decay=2e-6,
             lookahead=False, translate=2,
             notes="airbench94_muon.py: 94.01% (n=200), 2.59 s on A100"),
@@ -139,6 +142,7 @@ _CHOICES = {
     "schedule": ("triangle", "warmup_linear"),
     "depth": (2, 3),
     "tta_level": (0, 1, 2),
+    "whiten_bias_init": ("zero", "default"),
 }
 
 

@@ -140,7 +140,7 @@ def net_for_recipe(recipe: Recipe, widths=None, depth=None) -> CifarNet:
                    bn_momentum=recipe.bn_momentum, bn_eps=recipe.bn_eps,
                    scale=recipe.head_scale if widths is None else _scale_for(recipe, widths),
                    whiten_kernel=recipe.whiten_kernel)
-    if recipe.optimizer == "muon":
+    if recipe.whiten_bias_init == "default":
         # upstream airbench94_muon.py's whitening layer is a plain nn.Conv2d: its bias keeps
         # PyTorch's default uniform init instead of the library Conv's zero
         with torch.no_grad():
