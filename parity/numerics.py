@@ -77,6 +77,17 @@ class Row:
     ok: bool
     impl: str = ""
     note: str = ""
+    floor: float = float("nan")   # float32 noise floor: max |torch float32 - torch float64|
+
+
+NOISE_FACTOR = 4.0
+"""A check also passes when max|jax - torch| <= NOISE_FACTOR x the float32 noise floor, i.e. the
+JAX result is no further from PyTorch's float32 result than rounding alone moves PyTorch's float32
+result away from its float64 computation (two independent float32 errors: up to 2x; margin 2x).
+This matters where the quantity is ill-conditioned with respect to rounding: with real images,
+exact ties in max-pool windows (~0.01-0.05% of windows on JPEG CIFAR-10) are broken differently by
+any rounding change, and with them the routing of the gradient, so float32 conv-filter gradients
+differ from float64 ones by up to ~1e-2 (normwise) in *both* frameworks."""
 
 
 @dataclass
@@ -84,10 +95,15 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
-    def add(self, recipe, check, a, b, tol_name, impl="", scale=None, note=""):
+    def add(self, recipe, check, a, b, tol_name, impl="", scale=None, note="", ref64=None):
         res = compare(a, b, tol_name, scale=scale)
+        floor, ok = float("nan"), res["ok"]
+        if ref64 is not None:
+            floor = float(np.max(np.abs(np.asarray(b, np.float64) - np.asarray(ref64, np.float64)),
+                                 initial=0.0))
+            ok = ok or (np.isfinite(res["max_abs"]) and res["max_abs"] <= NOISE_FACTOR * floor)
         row = Row(recipe, check, tol_name, res["max_abs"], res["rel"], res["scale"], res["tol"],
-                  res["ok"], impl, note or res.get("note", ""))
+                  bool(ok), impl, note or res.get("note", ""), floor)
         self.rows.append(row)
         return row
 
@@ -103,6 +119,20 @@ class Report:
     def add_exact(self, recipe, check, ok: bool, note=""):
         self.rows.append(Row(recipe, check, "roundtrip", 0.0 if ok else float("inf"),
                              0.0 if ok else float("inf"), 0.0, "exact", bool(ok), "", note))
+
+    def add_worst(self, recipe, check, a: dict, b: dict, names, tol_name, impl="", ref64=None,
+                  note=""):
+        """One row for several tensors: the worst one's numbers; ok iff every tensor passes."""
+        rows = []
+        for k in names:
+            self.add(recipe, check, a[k], b[k], tol_name, impl,
+                     ref64=None if ref64 is None else ref64[k])
+            rows.append((k, self.rows.pop()))
+        worst_k, worst = max(rows, key=lambda kr: kr[1].rel)
+        worst.ok = all(r.ok for _, r in rows)
+        worst.note = f"{len(rows)} tensors, worst {worst_k}" + (f"; {note}" if note else "")
+        self.rows.append(worst)
+        return worst
 
     def add_many(self, recipe, prefix, a: dict, b: dict, tol_name, impl="", keys=None):
         """One row per key (all keys of b by default)."""
@@ -120,11 +150,12 @@ class Report:
 
     def table(self, only_summary=False) -> str:
         lines = [f"{'recipe':<18} {'check':<44} {'impl':<6} {'max_abs':>9} {'rel':>9} "
-                 f"{'tolerance':<19} {'':4}"]
+                 f"{'f32floor':>9} {'tolerance':<19} {'':4}"]
         lines.append("-" * len(lines[0]))
         for r in self.rows:
+            fl = "" if not np.isfinite(r.floor) else f"{r.floor:9.2e}"
             lines.append(f"{r.recipe:<18} {r.check[:44]:<44} {r.impl:<6} {r.max_abs:9.2e} "
-                         f"{r.rel:9.2e} {r.tol:<19} {'ok' if r.ok else 'FAIL'}"
+                         f"{r.rel:9.2e} {fl:>9} {r.tol:<19} {'ok' if r.ok else 'FAIL'}"
                          + (f"  ({r.note})" if r.note else ""))
         return "\n".join(lines)
 
@@ -211,8 +242,11 @@ def torch_forward(tnet, r, x_nchw, y, train: bool):
     net = copy.deepcopy(tnet)
     net.train(train)
     x = torch.from_numpy(x_nchw)
+    if next(net.parameters()).dtype == torch.float64:
+        x = x.double()
     out = net(x)
-    loss = F.cross_entropy(out.float(), torch.from_numpy(y), label_smoothing=r.label_smoothing,
+    loss = F.cross_entropy(out if out.dtype == torch.float64 else out.float(),
+                           torch.from_numpy(y), label_smoothing=r.label_smoothing,
                            reduction="sum")
     grads = {}
     if train:
@@ -266,11 +300,17 @@ def set_counts(tree, t: int):
     return tree
 
 
-def torch_state(r, n_train, tnet, ns_dtype="float32", step=0):
+def torch_state(r, n_train, tnet, ns_dtype="float32", step=0, double=False):
+    """airbench_torch's TrainState on a copy of tnet (double=True: the float64 reference, with
+    Newton-Schulz in float64 too)."""
     import torch
     from airbench_torch.train import make_train_state
-    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[ns_dtype]
-    st = make_train_state(r, n_train, None, net=copy.deepcopy(tnet), ns_dtype=dt, device="cpu")
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[ns_dtype]
+    net = copy.deepcopy(tnet)
+    if double:
+        net = net.double()
+        dt = torch.float64
+    st = make_train_state(r, n_train, None, net=net, ns_dtype=dt, device="cpu")
     st.step = step
     return st
 
@@ -356,31 +396,30 @@ def check_forward(rep: Report, name, tnet, r, x, y, impls):
     arrays = convert.torch_to_arrays(tnet)
     t_train = torch_forward(tnet, r, xc, y, train=True)
     t_eval = torch_forward(tnet, r, xc, y, train=False)
+    t64 = copy.deepcopy(tnet).double()
+    r_train = torch_forward(t64, r, xc, y, train=True)
+    r_eval = torch_forward(t64, r, xc, y, train=False)
     stat_keys = [k for k in arrays if k.endswith(("running_mean", "running_var"))]
     for impl in impls:
         j_train = jax_forward(jax_net(r, arrays, impl), r, x, y, train=True)
         j_eval = jax_forward(jax_net(r, arrays, impl), r, x, y, train=False)
-        rep.add(name, "logits train mode", j_train["logits"], t_train["logits"], "logits_train", impl)
-        rep.add(name, "logits eval mode", j_eval["logits"], t_eval["logits"], "logits_eval", impl)
+        rep.add(name, "logits train mode", j_train["logits"], t_train["logits"], "logits_train", impl,
+                ref64=r_train["logits"])
+        rep.add(name, "logits eval mode", j_eval["logits"], t_eval["logits"], "logits_eval", impl,
+                ref64=r_eval["logits"])
         rep.add(name, "loss (train mode, summed, ls 0.2)", j_train["loss"], t_train["loss"], "loss",
-                impl)
-        rep.add(name, "loss (eval mode)", j_eval["loss"], t_eval["loss"], "loss", impl)
+                impl, ref64=r_train["loss"])
+        rep.add(name, "loss (eval mode)", j_eval["loss"], t_eval["loss"], "loss", impl,
+                ref64=r_eval["loss"])
         for k in sorted(t_train["grads"]):
             rep.add(name, f"grad {k}", j_train["grads"].get(k, np.full(1, np.inf)),
-                    t_train["grads"][k], "grad", impl)
+                    t_train["grads"][k], "grad", impl, ref64=r_train["grads"][k])
         extra = sorted(set(k for k, v in j_train["grads"].items() if np.any(v != 0))
                        - set(t_train["grads"]))
         if extra:  # a JAX parameter with gradient that torch does not train
             rep.add_exact(name, "no grads beyond torch's trainables", False, ", ".join(extra[:4]))
-        rs = dict(after=None)
-        worst = max(stat_keys, key=lambda k: compare(j_train["after"][k], t_train["after"][k],
-                                                      "running_stats")["rel"])
-        rs = compare(j_train["after"][worst], t_train["after"][worst], "running_stats")
-        ok_all = all(compare(j_train["after"][k], t_train["after"][k], "running_stats")["ok"]
-                     for k in stat_keys)
-        rep.rows.append(Row(name, f"BN running stats after 1 fwd ({len(stat_keys)} tensors)",
-                            "running_stats", rs["max_abs"], rs["rel"], rs["scale"], rs["tol"],
-                            ok_all, impl, f"worst {worst}"))
+        rep.add_worst(name, "BN running stats after 1 train fwd", j_train["after"],
+                      t_train["after"], stat_keys, "running_stats", impl, ref64=r_train["after"])
         nbt = [k for k in arrays if k.endswith("num_batches_tracked")]
         same = all(int(j_train["after"][k]) == int(t_train["after"][k]) for k in nbt)
         rep.add_exact(name, "BN num_batches_tracked after 1 fwd", same)
@@ -418,9 +457,25 @@ def whitening_compare(rep: Report, name, r, w_nhwc):
     signs[signs == 0] = 1
     a_al = np.concatenate([a[:half] * signs[:, None], a[half:] * signs[:, None]])
     nflip = int((signs < 0).sum())
+    # float64 reference: covariance and eigh in float64 from the same images
+    c = w_nhwc.shape[-1]
+    xx = np.asarray(w_nhwc, np.float64)
+    ho = xx.shape[1] - k + 1
+    feats = np.stack([xx[:, i:i + ho, j:j + ho, ch] for ch in range(c) for i in range(k)
+                      for j in range(k)], -1).reshape(-1, c * k * k)
+    cov = feats.T @ feats / len(feats)
+    ev, vec = np.linalg.eigh(cov)
+    ev, vec = ev[::-1], vec[:, ::-1]
+    f64 = vec.T / np.sqrt(ev + r.whiten_eps)[:, None]
+    ref = np.concatenate([f64, -f64])
+    sg = np.sign(np.sum(ref[:half] * b[:half], axis=1))
+    sg[sg == 0] = 1
+    ref_al = np.concatenate([ref[:half] * sg[:, None], ref[half:] * sg[:, None]])
     rep.add(name, "whitening filters (sign-aligned)", a_al, b, "whiten_filters",
-            note=f"{nflip}/{half} eigenvector signs differ")
-    rep.add(name, "whitening W^T W (sign-free)", a.T @ a, b.T @ b, "whiten_gram")
+            note=f"{nflip}/{half} eigenvector signs differ; eig ratio {ev[0] / ev[-1]:.1e}",
+            ref64=ref_al)
+    rep.add(name, "whitening W^T W (sign-free)", a.T @ a, b.T @ b, "whiten_gram",
+            ref64=ref.T @ ref)
     # per-eigenvector detail: worst relative error of one filter
     per = np.abs(a_al - b).max(1) / np.abs(b).max(1)
     rep.rows[-2].note += f"; worst filter {int(per.argmax())} rel {per.max():.1e}"
@@ -437,14 +492,20 @@ def check_steps(rep: Report, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="flo
     arrays0 = convert.torch_to_arrays(tnet)
     gnames = group_names(tnet, r, n_train)
     ts = torch_state(r, n_train, tnet, ns_dtype)
+    # the float64 reference (float32 noise floor) only for float32 comparisons
+    ts64 = torch_state(r, n_train, tnet, double=True) if ns_dtype == "float32" else None
     js = jtemplate if jtemplate is not None else jax_state(r, n_train, arrays0, impl, ns_dtype)
     js = jax_state_from(js, arrays0, 0)
-    t_before, j_before = arrays0, jax_state_arrays(js)
+    t_before, j_before, r_before = arrays0, jax_state_arrays(js), arrays0
     for s, (xb, yb) in enumerate(((x, y), (x2, y2))[:n_steps]):
         tl = t_step(ts, torch.from_numpy(to_nchw(xb)), torch.from_numpy(yb))
         js, jl = j_step(js, jnp.asarray(xb), jnp.asarray(yb))
         t_after, j_after = convert.torch_to_arrays(ts.net), jax_state_arrays(js)
-        rep.add(name, f"step {s + 1}{tag}: loss", float(jl), tl, "loss", impl)
+        r_after = rl = None
+        if ts64 is not None:
+            rl = t_step(ts64, torch.from_numpy(to_nchw(xb)), torch.from_numpy(yb))
+            r_after = convert.torch_to_arrays(ts64.net)
+        rep.add(name, f"step {s + 1}{tag}: loss", float(jl), tl, "loss", impl, ref64=rl)
         for gname, names in gnames.items():
             if groups_only and gname not in groups_only:
                 continue
@@ -452,20 +513,13 @@ def check_steps(rep: Report, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="flo
             tol = ("sgd_delta" if spec.kind == "sgd" else
                    (tol_muon or ("muon_delta_f32" if ns_dtype == "float32" else "muon_delta_bf16")))
             td, jd = deltas(t_after, t_before, names), deltas(j_after, j_before, names)
-            worst = max(names, key=lambda k: compare(jd[k], td[k], tol)["rel"])
-            res = compare(jd[worst], td[worst], tol)
-            ok = all(compare(jd[k], td[k], tol)["ok"] for k in names)
-            rep.rows.append(Row(name, f"step {s + 1}{tag}: delta [{gname}] ({spec.kind})", tol,
-                                res["max_abs"], res["rel"], res["scale"], res["tol"], ok, impl,
-                                f"{len(names)} tensors, worst {worst}"))
+            rd = None if r_after is None else deltas(r_after, r_before, names)
+            rep.add_worst(name, f"step {s + 1}{tag}: delta [{gname}] ({spec.kind})", jd, td, names,
+                          tol, impl, ref64=rd)
         stat = [k for k in t_after if k.endswith(("running_mean", "running_var"))]
-        worst = max(stat, key=lambda k: compare(j_after[k], t_after[k], "running_stats")["rel"])
-        res = compare(j_after[worst], t_after[worst], "running_stats")
-        rep.rows.append(Row(name, f"step {s + 1}{tag}: BN running stats", "running_stats",
-                            res["max_abs"], res["rel"], res["scale"], res["tol"],
-                            all(compare(j_after[k], t_after[k], "running_stats")["ok"]
-                                for k in stat), impl, f"worst {worst}"))
-        t_before, j_before = t_after, j_after
+        rep.add_worst(name, f"step {s + 1}{tag}: BN running stats", j_after, t_after, stat,
+                      "running_stats", impl, ref64=r_after)
+        t_before, j_before, r_before = t_after, j_after, r_after
     return js
 
 
@@ -512,19 +566,20 @@ def check_lookahead(rep: Report, name, tnet, r, n_train, x, y, jtemplate):
     convert.arrays_to_torch(ema_arrays, tmp)
     ts.lookahead = Lookahead(tmp)
     t_step(ts, torch.from_numpy(to_nchw(x)), torch.from_numpy(y))
+    ts64 = torch_state(r, n_train, tnet, step=4, double=True)
+    ts64.lookahead = Lookahead(copy.deepcopy(tmp).double())
+    t_step(ts64, torch.from_numpy(to_nchw(x)), torch.from_numpy(y))
+    r_net = convert.torch_to_arrays(ts64.net)
+    r_ema = {k: v.numpy() for k, v in ts64.lookahead.ema.items()}
     js = jax_state_from(jtemplate, arrays0, 4, ema_arrays=ema_arrays)
     js, _ = j_step(js, jnp.asarray(x), jnp.asarray(y))
     t_net, j_net = convert.torch_to_arrays(ts.net), jax_state_arrays(js)
     t_ema = {k: v.numpy() for k, v in ts.lookahead.ema.items()}
     j_ema = jax_ema_arrays(js)
     floats = [k for k in t_ema]
-    for label, ta, ja in (("net", t_net, j_net), ("ema", t_ema, j_ema)):
-        worst = max(floats, key=lambda k: compare(ja[k], ta[k], "param_after_step")["rel"])
-        res = compare(ja[worst], ta[worst], "param_after_step")
-        rep.rows.append(Row(name, f"lookahead step 5: {label} (all float tensors)",
-                            "param_after_step", res["max_abs"], res["rel"], res["scale"],
-                            res["tol"], all(compare(ja[k], ta[k], "param_after_step")["ok"]
-                                            for k in floats), "matmul", f"worst {worst}"))
+    for label, ta, ja, ra in (("net", t_net, j_net, r_net), ("ema", t_ema, j_ema, r_ema)):
+        rep.add_worst(name, f"lookahead step 5: {label} (all float tensors)", ja, ta, floats,
+                      "param_after_step", "matmul", ref64=ra)
     # the EMA must actually have moved towards the net and the net be the EMA
     moved = float(np.abs(t_ema["7.weight"] - ema_arrays["7.weight"]).max())
     rep.add_exact(name, "lookahead step 5: torch net == its ema",
