@@ -802,7 +802,8 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m parity.numerics", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--recipe", default="all", help="a recipe name or 'all' (default)")
+    ap.add_argument("--recipe", default="all",
+                    help="a recipe name, comma-separated names, or 'all' (default)")
     ap.add_argument("--width-scale", type=float, default=1.0, help="multiply the widths (default 1)")
     ap.add_argument("--batch", type=int, default=32, help="batch size of the checks (default 32)")
     ap.add_argument("--seed", type=int, default=0)
@@ -817,7 +818,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     setup_precision(args.threads)
-    names = recipe_names() if args.recipe == "all" else [args.recipe]
+    names = recipe_names() if args.recipe == "all" else args.recipe.split(",")
     rep = Report(meta=dict(argv=sys.argv[1:] if argv is None else list(argv),
                            width_scale=args.width_scale, batch=args.batch, seed=args.seed))
     try:
@@ -832,6 +833,8 @@ def main(argv=None) -> int:
                           seed=args.seed, data=args.data, whiten_n=args.whiten_images,
                           impls=tuple(i for i in args.impls.split(",") if i),
                           steps=not args.no_steps, lrs=not args.no_lrs, bf16=not args.no_bf16)
+        if args.json:  # after every recipe, so that a long run leaves usable partial results
+            _write_json(args.json, rep)
     rep.meta["seconds"] = round(time.time() - t0, 1)
     print(rep.table())
     fails = rep.failures
@@ -840,10 +843,23 @@ def main(argv=None) -> int:
         print(f"FAIL {f.recipe} {f.check} [{f.impl}] max_abs {f.max_abs:.3e} rel {f.rel:.3e} "
               f"tol {f.tol} {f.note}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(rep.to_json(), fh, indent=1, default=float)
+        _write_json(args.json, rep)
     return 1 if fails else 0
+
+
+def _write_json(path, rep: Report) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(rep.to_json(), fh, indent=1, default=float)
+    os.replace(path + ".tmp", path)
+
+
+def table_from_json(path) -> str:
+    """The table of a (possibly partial) --json file."""
+    with open(path) as fh:
+        d = json.load(fh)
+    rep = Report(rows=[Row(**r) for r in d["rows"]], meta=d.get("meta", {}))
+    return rep.table()
 
 
 if __name__ == "__main__":

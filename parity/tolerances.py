@@ -7,7 +7,17 @@ and reports
 * ``scale``   = max |b|  (the tensor's magnitude; a few checks use another stated scale)
 * ``rel``     = max_abs / scale  (normwise relative difference, in the inf-norm)
 
-and passes iff ``max_abs <= atol + rtol * scale``. We deliberately use the normwise (not the
+and passes iff ``max_abs <= atol + rtol * scale`` -- or, where parity.numerics also computes a
+float64 PyTorch reference, iff ``max_abs <= 4 * floor`` with ``floor = max |torch_f32 - torch_f64|``
+(the float32 noise floor: JAX may differ from PyTorch's float32 result by as much as rounding alone
+moves PyTorch's own float32 result; two independent errors add up to 2x, and we allow 2x margin).
+The floor is needed because some quantities are ill-conditioned with respect to rounding on real
+images: exact ties in max-pool windows (~0.01-0.05% of windows on the JPEG CIFAR-10 copy at full
+width) are broken differently by any rounding change, which re-routes gradient, so PyTorch's own
+float32 conv-filter gradients differ from its float64 ones by up to ~1e-2 normwise (measured:
+airbench94 full width, batch 32: 4.conv2 1.2e-2 torch, 8.3e-3 JAX, both vs float64); and float32
+eigh of the whitening covariance (PyTorch, as upstream) vs float64 eigh (airbench_jax) differ by
+~1e-2 in the filters of small or nearly equal eigenvalues. We deliberately use the normwise (not the
 per-element) relative error: gradients and logits contain elements near zero whose per-element
 relative error is meaningless, while the error of a float32 reduction is bounded relative to the
 magnitude of the terms summed, i.e. of the tensor's scale.
