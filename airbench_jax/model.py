@@ -6,7 +6,8 @@ the 2x2 patch covariance of normalized training images. Ordering: upstream's *li
 (airbench 0.1.8 utils.get_whitening_parameters) flips eigh's output to descending eigenvalue
 order, while airbench94_muon.py keeps eigh's ascending order. We follow the library (descending);
 the PyTorch reference must do the same. Filters 0..11 are +v_i/sqrt(l_i+eps), 12..23 their
-negatives. The whitening bias starts at zero (the library's Conv zeroes its bias).
+negatives. The whitening bias starts at zero (the library's Conv) or, with recipe.whiten_bias_init ==
+'default' (airbench94_muon), PyTorch's uniform init.
 
 BatchNorm is our own module so that it matches PyTorch exactly: normalize with the biased batch
 variance (two-pass), update running_var with the unbiased one (n/(n-1)), running = m*running +
@@ -128,7 +129,12 @@ class CifarNet(nnx.Module):
         kk = r.whiten_kernel
         self.whiten_kernel = WhitenKernel(
             _torch_uniform(k_wb, (kk, kk, 3, WHITEN_WIDTH), 3 * kk * kk))
-        self.whiten_bias = nnx.Param(jnp.zeros((WHITEN_WIDTH,), jnp.float32))
+        if getattr(r, "whiten_bias_init", "zero") == "default":  # airbench94_muon: nn.Conv2d init
+            k_wb, k_b = jax.random.split(k_wb)
+            wb = _torch_uniform(k_b, (WHITEN_WIDTH,), 3 * kk * kk)
+        else:                                                  # library Conv: zero bias
+            wb = jnp.zeros((WHITEN_WIDTH,), jnp.float32)
+        self.whiten_bias = nnx.Param(wb)
         w1, w2, w3 = (int(w) for w in widths)
         self.group1 = ConvGroup(WHITEN_WIDTH, w1, depth, r, k1, impl, self.dtype)
         self.group2 = ConvGroup(w1, w2, depth, r, k2, impl, self.dtype)
