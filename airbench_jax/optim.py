@@ -8,6 +8,7 @@ zero (no stale momentum, no weight decay) and its inner state stops changing.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -76,14 +77,27 @@ def labels_for(params, recipe: Recipe):
 def build_optimizer(recipe: Recipe, n_train: int, params, *, ns_dtype=jnp.float32,
                     stride: int = 1, freeze_whiten_bias: bool = False):
     """optax.partition over the recipe's groups. stride>1 subsamples the schedules (the proxy net,
-    which steps every `stride`-th batch); freeze_whiten_bias freezes it from the start."""
+    which steps every `stride`-th batch); freeze_whiten_bias freezes it from the start.
+
+    The transform is a static part of the jitted train state, so it is memoized on everything it
+    depends on: another run of the same recipe (any seed) reuses it and hits the jit cache
+    instead of recompiling."""
+    labels = labels_for(params, recipe)
+    leaves, treedef = jax.tree_util.tree_flatten(labels)
+    return _build_optimizer(recipe, n_train, jnp.dtype(ns_dtype).name, stride, freeze_whiten_bias,
+                            treedef, tuple(leaves))
+
+
+@functools.lru_cache(maxsize=32)
+def _build_optimizer(recipe: Recipe, n_train: int, ns_dtype: str, stride: int,
+                     freeze_whiten_bias: bool, label_treedef, label_leaves: tuple):
     from .muon import muon
     scheds = lr_schedules(recipe, n_train)
     txs = {}
     for g in param_groups(recipe, n_train):
         lrs = lr_array(g.lr, scheds[g.schedule], stride)
         if g.kind == "muon":
-            tx = muon(lrs, g.momentum, recipe.muon_ns_steps, recipe.muon_eps, ns_dtype)
+            tx = muon(lrs, g.momentum, recipe.muon_ns_steps, recipe.muon_eps, jnp.dtype(ns_dtype))
         else:
             tx = sgd_group(lrs, g.weight_decay, g.momentum)
         if g.name == "whiten_bias" and freeze_whiten_bias:
@@ -91,4 +105,4 @@ def build_optimizer(recipe: Recipe, n_train: int, params, *, ns_dtype=jnp.float3
         elif g.frozen_after is not None:
             tx = freeze_after(tx, -(-g.frozen_after // stride))
         txs[g.name] = tx
-    return optax.partition(txs, labels_for(params, recipe))
+    return optax.partition(txs, jax.tree_util.tree_unflatten(label_treedef, label_leaves))
