@@ -86,7 +86,9 @@ class ConvGroup(nn.Module):
             x0 = x
         x = self.activ(self.norm2(self.conv2(x)))
         if self.depth == 3:
-            x = self.activ(self.norm3(self.conv3(x))) + x0
+            # the paper script's order (legacy/airbench96.py, airbench96_faster.py): BN, add the
+            # block input, then GELU (the pip library's lib_airbench96 applies GELU before the add)
+            x = self.activ(self.norm3(self.conv3(x)) + x0)
         return x
 
 

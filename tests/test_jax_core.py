@@ -243,3 +243,18 @@ def test_lookahead_final_copy():
     # last step: the net is replaced by the EMA, which (decay weight 0 off the 5-step grid) is init
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, st.params), p0)
     assert net_from_state(st) is not None
+
+
+def test_maxpool_gradient_goes_to_first_tied_maximum_like_pytorch():
+    from airbench_jax.model import maxpool
+    x = jnp.array([[1.0, 1.0], [0.0, 1.0]]).reshape(1, 2, 2, 1)
+    g = jax.grad(lambda z: maxpool(z, 2).sum())(x)
+    np.testing.assert_array_equal(np.asarray(g).ravel(), [1, 0, 0, 0])
+    # floor mode with k=3 on 7x7 (the last row/column is dropped and gets no gradient),
+    # and equal to lax.reduce_window's gradient (also first-max) on untied random data
+    z = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, 3))
+    ours = jax.grad(lambda v: (maxpool(v, 3) ** 2).sum())(z)
+    ref = jax.grad(lambda v: (jax.lax.reduce_window(v[:, :6, :6], -jnp.inf, jax.lax.max,
+                                                     (1, 3, 3, 1), (1, 3, 3, 1), "VALID") ** 2).sum())(z)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+    assert float(jnp.abs(ours[:, 6]).max()) == 0 and float(jnp.abs(ours[:, :, 6]).max()) == 0
