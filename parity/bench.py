@@ -1,0 +1,148 @@
+"""Training throughput of the JAX port against the PyTorch reference, in the same run.
+
+    python -m parity.bench [--recipe airbench94_muon] [--batch 2000] [--steps 3] [--reps 3]
+                           [--conv-impl auto] [--json out.json]
+
+Both frameworks take full optimizer steps (forward, backward, optimizer, schedules) of the
+recipe's net on the same random normalized batch, through their public low-level APIs
+(`airbench_torch.make_train_state/train_step`, `airbench_jax.init_train_state/train_step`).
+JAX's step is compiled first and its compile time reported separately; the frameworks alternate
+rep by rep so machine noise hits both alike. Reported: images/s per framework (median over reps),
+the JAX/PyTorch ratio, achieved GFLOP/s (3x the forward FLOPs of the convs and head per image) and
+the fraction of this machine's float32 matmul peak (a large JAX matmul).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from airbench_common import get_recipe, parse_overrides
+from airbench_common.env import machine_info, package_versions
+
+
+def forward_flops(recipe) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one image's forward pass: convs and head."""
+    w1, w2, w3 = recipe.widths
+    extra = recipe.depth - 2            # depth 3 adds one more conv per group
+    f = 31 * 31 * 12 * 24                                   # whitening 2x2x3 -> 24
+    f += 31 * 31 * 24 * 9 * w1 + (1 + extra) * 15 * 15 * w1 * 9 * w1
+    f += 15 * 15 * w1 * 9 * w2 + (1 + extra) * 7 * 7 * w2 * 9 * w2
+    f += 7 * 7 * w2 * 9 * w3 + (1 + extra) * 3 * 3 * w3 * 9 * w3
+    f += w3 * 10
+    return 2.0 * f
+
+
+def matmul_peak_gflops(n: int = 2048, iters: int = 5) -> float:
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(iters):
+        mm(a).block_until_ready()
+    return 2 * n ** 3 * iters / (time.perf_counter() - t) / 1e9
+
+
+def _torch_stepper(recipe, images, labels, n_train):
+    import torch
+    import airbench_torch as at
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(labels.astype(np.int64))
+    state = at.make_train_state(recipe, n_train, x[:64], seed=0, device="cpu")
+
+    def step():
+        at.train_step(state, x, y)
+    return step, state
+
+
+def _jax_stepper(recipe, images, labels, n_train, conv_impl):
+    import jax
+    import jax.numpy as jnp
+    import airbench_jax as aj
+    x = jnp.asarray(images)
+    y = jnp.asarray(labels.astype(np.int32))
+    state = aj.init_train_state(recipe, n_train, jax.random.PRNGKey(0), whiten_images=x[:64],
+                                conv_impl=conv_impl)
+    t = time.perf_counter()
+    compiled = aj.train_step.lower(state, x, y).compile()
+    compile_seconds = time.perf_counter() - t
+    box = [state]
+
+    def step():
+        box[0], loss = compiled(box[0], x, y)
+        loss.block_until_ready()
+    return step, compile_seconds
+
+
+def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto",
+          overrides=None, log=print) -> dict:
+    recipe = get_recipe(recipe_name, **(overrides or {}), batch_size=batch, epochs=1000)
+    n_train = batch * 50                # long enough a schedule that steps never run out
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
+    labels = rng.integers(0, 10, batch)
+    steppers = {}
+    steppers["torch"], _ = _torch_stepper(recipe, images, labels, n_train)
+    steppers["jax"], compile_seconds = _jax_stepper(recipe, images, labels, n_train, conv_impl)
+    for fn in steppers.values():        # first-call overhead outside the timings
+        fn()
+    rates = {k: [] for k in steppers}
+    for rep in range(reps):
+        for name, fn in steppers.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            rates[name].append(batch * steps / (time.perf_counter() - t))
+            log(f"rep {rep}: {name:5s} {rates[name][-1]:7.1f} img/s")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    peak = matmul_peak_gflops()
+    flops = 3 * forward_flops(recipe)
+    from airbench_jax.conv import resolve_impl
+    return dict(
+        recipe=recipe_name, batch=batch, steps_per_rep=steps, reps=reps, dtype="float32",
+        conv_impl=resolve_impl(conv_impl), images_per_second=med, all_rates=rates,
+        ratio_jax_over_torch=med["jax"] / med["torch"], jax_compile_seconds=compile_seconds,
+        gflops={k: v * flops / 1e9 for k, v in med.items()}, matmul_peak_gflops=peak,
+        fraction_of_peak={k: v * flops / 1e9 / peak for k, v in med.items()},
+        versions=package_versions("jax", "jaxlib", "flax", "optax", "torch"),
+        machine=machine_info())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m parity.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", default="airbench94_muon")
+    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=3, help="steps per timed rep")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--conv-impl", default="auto", choices=("auto", "native", "matmul"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", help="write the result here")
+    a = p.parse_args(argv)
+    try:
+        res = bench(a.recipe, a.batch, a.steps, a.reps, a.conv_impl, parse_overrides(a.set))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ips = res["images_per_second"]
+    print(f"{a.recipe} batch {a.batch} float32 on {res['machine']['cpu']}")
+    for k in ("jax", "torch"):
+        print(f"  {k:5s} {ips[k]:7.1f} img/s  {res['gflops'][k]:6.1f} GFLOP/s  "
+              f"{100 * res['fraction_of_peak'][k]:4.1f}% of matmul peak "
+              f"({res['matmul_peak_gflops']:.1f} GFLOP/s)")
+    print(f"  ratio jax/torch {res['ratio_jax_over_torch']:.2f}; jax compile "
+          f"{res['jax_compile_seconds']:.1f} s (conv_impl {res['conv_impl']})")
+    if a.json:
+        from airbench_common.records import write_json_atomic
+        write_json_atomic(a.json, res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
