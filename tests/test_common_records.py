@@ -55,7 +55,8 @@ def _writer(path, start):
 
 def test_concurrent_writers_do_not_interleave(tmp_path):
     path = tmp_path / "runs.jsonl"
-    procs = [mp.Process(target=_writer, args=(path, k * 100)) for k in range(3)]
+    ctx = mp.get_context("spawn")  # fork is unsafe once JAX's threads exist in this process
+    procs = [ctx.Process(target=_writer, args=(path, k * 100)) for k in range(3)]
     for p in procs:
         p.start()
     for p in procs:

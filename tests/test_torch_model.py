@@ -88,14 +88,17 @@ def test_net_structure_details():
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_depth3_residual_adds_first_activation():
+def test_depth3_residual_adds_first_activation_before_the_gelu():
+    """Paper-script order (legacy/airbench96.py): BN, + first activation, then GELU."""
     net = make_net(get_recipe("airbench96", widths=(8, 16, 16)), device="cpu").eval()
     grp = net[2]
     x = torch.randn(2, 24, 16, 16)
     a = grp.activ(grp.norm1(grp.pool(grp.conv1(x))))
     b = grp.activ(grp.norm2(grp.conv2(a)))
-    c = grp.activ(grp.norm3(grp.conv3(b))) + a
+    c = grp.activ(grp.norm3(grp.conv3(b)) + a)
     torch.testing.assert_close(grp(x), c)
+    # and not the pip library's order (GELU, then add), which differs measurably
+    assert (grp(x) - (grp.activ(grp.norm3(grp.conv3(b))) + a)).abs().max() > 1e-3
 
 
 # ---------------------------------------------------------------- whitening
