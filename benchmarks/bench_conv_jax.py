@@ -25,25 +25,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+from airbench_common import get_recipe  # noqa: E402
+from parity.bench import forward_flops, matmul_peak_gflops as matmul_peak  # noqa: E402
+
+
 def conv_flops(widths, batch):
-    """Forward multiply-add FLOPs (2 per MAC) of the convs and head."""
-    w1, w2, w3 = widths
-    f = 31 * 31 * 12 * 24  # whitening 2x2x3 -> 24 on 31x31
-    f += 31 * 31 * 24 * 9 * w1 + 15 * 15 * w1 * 9 * w1
-    f += 15 * 15 * w1 * 9 * w2 + 7 * 7 * w2 * 9 * w2
-    f += 7 * 7 * w2 * 9 * w3 + 3 * 3 * w3 * 9 * w3
-    f += w3 * 10
-    return 2.0 * f * batch
-
-
-def matmul_peak(n=2048, iters=5):
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    t = time.perf_counter()
-    for _ in range(iters):
-        f(a).block_until_ready()
-    return 2 * n ** 3 * iters / (time.perf_counter() - t) / 1e9
+    """Forward FLOPs of the airbench94 net at `widths` for a whole batch."""
+    return forward_flops(get_recipe("airbench94", widths=tuple(widths))) * batch
 
 
 def bench_jax(impl, widths, batch, iters):
