@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from airbench_common.data import load_cifar10
+from airbench_common.data import atomic_write_bytes, load_cifar10
 from airbench_common.recipes import Recipe, get_recipe
 
 from . import augment as aug
@@ -177,14 +177,16 @@ train96_faster = _make_train("airbench96_faster")
 
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(net: CifarNet, path) -> None:
-    """.npz: upstream-named arrays (PyTorch layout); otherwise msgpack of the (params, rest)."""
-    path = str(path)
-    if path.endswith(".npz"):
-        np.savez(path, **to_torch_arrays(net))
+    """.npz: upstream-named arrays (PyTorch layout); otherwise msgpack of the (params, rest).
+    Written atomically (temporary file + rename): an interrupted save leaves the old file."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        arrays = to_torch_arrays(net)
+        atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
     else:
         _, p, r = _split(net)
-        with open(path, "wb") as f:
-            f.write(serialization.msgpack_serialize({"params": p, "rest": r}))
+        blob = serialization.msgpack_serialize({"params": p, "rest": r})
+        atomic_write_bytes(path, lambda f: f.write(blob))
 
 
 def load_checkpoint(path, net: CifarNet | str | Recipe = "airbench94") -> CifarNet:
