@@ -13,7 +13,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -104,7 +104,3 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     from .data import atomic_write_bytes
     atomic_write_bytes(Path(path), lambda f: f.write(
         (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode()))
-
-
-def iter_ok(records: Iterable[dict]) -> list[dict]:
-    return [r for r in records if r.get("status") == "ok"]
