@@ -7,7 +7,6 @@ an optional `seed` and `test_loader` besides upstream's argument names.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import jax
@@ -24,24 +23,38 @@ from .model import CifarNet, make_net as _make_net
 from .train import _split, infer_arrays, run_recipe_with_state, net_from_state
 
 
-def _data_dir(path):
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_dir() and any((p / f).exists() for f in ("train.npz", "test.npz",
-                                                       "cifar-10-batches-py",
-                                                       "cifar-10-python.tar.gz")):
-        return p
-    return None  # fall back to $AIRBENCH_DATA / the default cache
+def _resolve_device(device):
+    """None: JAX's default device; a jax.Device as is; a platform name ('cpu', 'gpu', 'cuda',
+    'tpu') or 'platform:index' picks from jax.devices(platform)."""
+    if device is None or isinstance(device, jax.Device):
+        return device
+    platform, _, index = str(device).partition(":")
+    platform = {"cuda": "gpu"}.get(platform, platform)
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not available; this JAX has "
+                         f"{', '.join(sorted({d.platform for d in jax.devices()}))}") from None
+    return devices[int(index or 0)]
 
 
 class CifarLoader:
+    """Upstream-compatible loader. `path` is the data directory, read or downloaded into as
+    upstream does (None: $AIRBENCH_DATA or the default cache); `data=(images_uint8_nhwc, labels)`
+    uses arrays instead of files."""
+
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
-                 shuffle=None, altflip=False, seed=None, device=None):
-        images, labels = load_cifar10("train" if train else "test", _data_dir(path))
+                 shuffle=None, altflip=False, seed=None, device=None, data=None):
+        if data is None:
+            data = load_cifar10("train" if train else "test", path)
+        images, labels = (np.asarray(a) for a in data)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 NHWC (N, 32, 32, 3), got {images.shape} "
+                             f"{images.dtype}")
         self.epoch = 0
-        self.images = jnp.asarray(images)              # uint8 NHWC, on device
-        self.labels = jnp.asarray(labels.astype(np.int32))
+        dev = _resolve_device(device)
+        self.images = jax.device_put(images, dev)      # uint8 NHWC, on device
+        self.labels = jax.device_put(labels.astype(np.int32), dev)
         self.aug = dict(aug or {})
         for k in self.aug:
             if k not in ("flip", "translate", "cutout"):

@@ -258,3 +258,26 @@ def test_maxpool_gradient_goes_to_first_tied_maximum_like_pytorch():
                                                      (1, 3, 3, 1), (1, 3, 3, 1), "VALID") ** 2).sum())(z)
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
     assert float(jnp.abs(ours[:, 6]).max()) == 0 and float(jnp.abs(ours[:, :, 6]).max()) == 0
+
+
+def test_cifar_loader_reads_the_given_path_and_arrays(tmp_path):
+    """`path` is used as given (as upstream and the torch loader do), never silently replaced."""
+    from airbench_jax import CifarLoader
+    from airbench_common.data import DatasetError
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 40).astype(np.uint8)
+    np.savez(tmp_path / "test.npz", images=imgs, labels=labels)
+    ld = CifarLoader(str(tmp_path), train=False, batch_size=16, device="cpu")
+    assert np.array_equal(np.asarray(ld.images), imgs) and len(ld) == 3
+    ld = CifarLoader(data=(imgs, labels), train=False, batch_size=16)
+    assert np.array_equal(np.asarray(ld.labels), labels)
+    with pytest.raises(ValueError, match="uint8 NHWC"):
+        CifarLoader(data=(imgs.astype(np.float32), labels))
+    with pytest.raises(ValueError, match="not available"):
+        CifarLoader(data=(imgs, labels), device="tpu")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.npz").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError):
+        CifarLoader(str(bad), train=True)
