@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     test_ours = ours.CifarLoader(data_dir, train=False, batch_size=2000, device="cpu")
     hyp = up.lib_airbench94.hyp
     common = dict(recipe="airbench94", device="cpu", dtype="float32", tta_level=2,
-                  versions=package_versions(), machine=machine_info(),
+                  versions=dict(package_versions("torch"), airbench_upstream="0.1.8"),
+                  machine=machine_info(),
                   data=dict(label=dataset_label(data_dir), n_train=args.n_train, n_test=10000),
                   overrides=dict(epochs=args.epochs), flags=dict(threads=torch.get_num_threads()))
 
