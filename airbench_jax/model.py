@@ -102,7 +102,7 @@ class BatchNorm(nnx.Module):
 
     def __call__(self, x, train: bool):
         dtype = x.dtype
-        xf = x.astype(jnp.float32)
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # statistics in >= float32
         if train:
             mean = xf.mean(axis=(0, 1, 2))
             var = jnp.square(xf - mean).mean(axis=(0, 1, 2))
@@ -189,7 +189,7 @@ class CifarNet(nnx.Module):
         x = self.group2(x, train)
         x = self.group3(x, train)
         x = maxpool(x, 3).reshape(x.shape[0], -1)
-        return (x.astype(jnp.float32) @ self.head[...]) * self.head_scale
+        return (x.astype(jnp.promote_types(x.dtype, jnp.float32)) @ self.head[...]) * self.head_scale
 
 
 def make_net(recipe: Recipe, key=None, *, conv_impl: str = "auto", dtype=jnp.float32,

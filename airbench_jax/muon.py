@@ -36,7 +36,8 @@ def newton_schulz(g, steps: int = 3, eps: float = 1e-7, dtype=jnp.float32):
     assert g.ndim == 2
     a, b, c = NS_COEFFS
     x = g.astype(dtype)
-    x = x / (jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)))).astype(dtype) + eps)
+    wide = jnp.promote_types(dtype, jnp.float32)  # the norm in >= float32 (bfloat16 NS)
+    x = x / (jnp.sqrt(jnp.sum(jnp.square(x.astype(wide)))).astype(dtype) + eps)
     transpose = g.shape[0] > g.shape[1]
     if transpose:
         x = x.T

@@ -113,7 +113,7 @@ def net_from_state(state: TrainState) -> CifarNet:
 
 def per_example_loss(logits, labels, label_smoothing: float):
     """PyTorch CrossEntropyLoss(label_smoothing=ls, reduction='none')."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
     nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
     return (1 - label_smoothing) * nll - label_smoothing * logp.mean(-1)
 

@@ -77,7 +77,7 @@ class Row:
     ok: bool
     impl: str = ""
     note: str = ""
-    floor: float = float("nan")   # float32 noise floor: max |torch float32 - torch float64|
+    floor: float = float("nan")   # float32 noise floor: max |float32 - float64| of either side
 
 
 NOISE_FACTOR = 4.0
@@ -87,7 +87,10 @@ result away from its float64 computation (two independent float32 errors: up to 
 This matters where the quantity is ill-conditioned with respect to rounding: with real images,
 exact ties in max-pool windows (~0.01-0.05% of windows on JPEG CIFAR-10) are broken differently by
 any rounding change, and with them the routing of the gradient, so float32 conv-filter gradients
-differ from float64 ones by up to ~1e-2 (normwise) in *both* frameworks."""
+differ from float64 ones by up to ~1e-2 (normwise) in *both* frameworks.
+Where a JAX float64 run is available too (the optimizer-step checks), the floor is the larger of
+the two frameworks' own float32 errors, max(|torch32 - torch64|, |jax32 - jax64|): which one
+rounding happens to move further is chance, and the float64 results are compared directly."""
 
 
 @dataclass
@@ -95,12 +98,17 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
-    def add(self, recipe, check, a, b, tol_name, impl="", scale=None, note="", ref64=None):
+    def add(self, recipe, check, a, b, tol_name, impl="", scale=None, note="", ref64=None,
+            jax64=None):
+        """Row comparing JAX `a` with torch `b`; ref64/jax64: the same quantity computed in
+        float64 by torch/JAX, which sets the float32 noise floor (see NOISE_FACTOR)."""
         res = compare(a, b, tol_name, scale=scale)
         floor, ok = float("nan"), res["ok"]
         if ref64 is not None:
-            floor = float(np.max(np.abs(np.asarray(b, np.float64) - np.asarray(ref64, np.float64)),
-                                 initial=0.0))
+            def err(x, x64):
+                return float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(x64, np.float64)),
+                                    initial=0.0))
+            floor = err(b, ref64) if jax64 is None else max(err(b, ref64), err(a, jax64))
             ok = ok or (np.isfinite(res["max_abs"]) and res["max_abs"] <= NOISE_FACTOR * floor)
         row = Row(recipe, check, tol_name, res["max_abs"], res["rel"], res["scale"], res["tol"],
                   bool(ok), impl, note or res.get("note", ""), floor)
@@ -121,12 +129,13 @@ class Report:
                              0.0 if ok else float("inf"), 0.0, "exact", bool(ok), "", note))
 
     def add_worst(self, recipe, check, a: dict, b: dict, names, tol_name, impl="", ref64=None,
-                  note=""):
+                  note="", jax64=None):
         """One row for several tensors: the worst one's numbers; ok iff every tensor passes."""
         rows = []
         for k in names:
             self.add(recipe, check, a[k], b[k], tol_name, impl,
-                     ref64=None if ref64 is None else ref64[k])
+                     ref64=None if ref64 is None else ref64[k],
+                     jax64=None if jax64 is None else jax64[k])
             rows.append((k, self.rows.pop()))
         worst_k, worst = max(rows, key=lambda kr: kr[1].rel)
         worst.ok = all(r.ok for _, r in rows)
@@ -323,6 +332,21 @@ def jax_state(r, n_train, arrays, impl="matmul", ns_dtype="float32"):
                             conv_impl=impl)
 
 
+def jax_state64(r, n_train, arrays, impl="matmul"):
+    """airbench_jax's TrainState in float64 (params, activations, optimizer and Newton-Schulz):
+    the JAX side's own float64 reference. Build and step it inside `jax.enable_x64(True)`."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from airbench_jax import init_train_state, make_net
+    net = make_net(r, 0, conv_impl=impl, dtype=jnp.float64)
+    nnx.update(net, jax.tree.map(lambda v: v.astype(jnp.float64)
+                                 if jnp.issubdtype(v.dtype, jnp.floating) else v, nnx.state(net)))
+    convert.jax_from_arrays(net, {k: v.astype(np.float64) if v.dtype == np.float32 else v
+                                  for k, v in arrays.items()})
+    return init_train_state(r, n_train, 0, net=net, ns_dtype=jnp.float64, conv_impl=impl)
+
+
 def jax_state_from(template, arrays, step=0, ema_arrays=None):
     """A copy of a JAX TrainState with weights from `arrays`, fresh optimizer state, counters at
     `step` (keeps the template's static parts, so the jitted train_step is reused)."""
@@ -485,6 +509,7 @@ def check_steps(rep: Report, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="flo
                 impl="matmul", jtemplate=None, groups_only=None, tol_muon=None, tag="",
                 n_steps=2):
     """One and two full train steps on each side from the same weights; deltas per group."""
+    import jax
     import jax.numpy as jnp
     import torch
     from airbench_jax import train_step as j_step
@@ -492,20 +517,27 @@ def check_steps(rep: Report, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="flo
     arrays0 = convert.torch_to_arrays(tnet)
     gnames = group_names(tnet, r, n_train)
     ts = torch_state(r, n_train, tnet, ns_dtype)
-    # the float64 reference (float32 noise floor) only for float32 comparisons
+    # float64 references of both sides (the float32 noise floor) only for float32 comparisons
     ts64 = torch_state(r, n_train, tnet, double=True) if ns_dtype == "float32" else None
+    if ts64 is not None:
+        with jax.enable_x64(True):
+            js64 = jax_state64(r, n_train, arrays0, impl)
     js = jtemplate if jtemplate is not None else jax_state(r, n_train, arrays0, impl, ns_dtype)
     js = jax_state_from(js, arrays0, 0)
-    t_before, j_before, r_before = arrays0, jax_state_arrays(js), arrays0
+    t_before, j_before, r_before, j64_before = arrays0, jax_state_arrays(js), arrays0, arrays0
     for s, (xb, yb) in enumerate(((x, y), (x2, y2))[:n_steps]):
         tl = t_step(ts, torch.from_numpy(to_nchw(xb)), torch.from_numpy(yb))
         js, jl = j_step(js, jnp.asarray(xb), jnp.asarray(yb))
         t_after, j_after = convert.torch_to_arrays(ts.net), jax_state_arrays(js)
-        r_after = rl = None
+        r_after = rl = j64_after = jl64 = None
         if ts64 is not None:
             rl = t_step(ts64, torch.from_numpy(to_nchw(xb)), torch.from_numpy(yb))
             r_after = convert.torch_to_arrays(ts64.net)
-        rep.add(name, f"step {s + 1}{tag}: loss", float(jl), tl, "loss", impl, ref64=rl)
+            with jax.enable_x64(True):
+                js64, jl64 = j_step(js64, jnp.asarray(xb, jnp.float64), jnp.asarray(yb))
+                j64_after, jl64 = jax_state_arrays(js64), float(jl64)
+        rep.add(name, f"step {s + 1}{tag}: loss", float(jl), tl, "loss", impl, ref64=rl,
+                jax64=jl64)
         for gname, names in gnames.items():
             if groups_only and gname not in groups_only:
                 continue
@@ -514,27 +546,33 @@ def check_steps(rep: Report, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="flo
                    (tol_muon or ("muon_delta_f32" if ns_dtype == "float32" else "muon_delta_bf16")))
             td, jd = deltas(t_after, t_before, names), deltas(j_after, j_before, names)
             rd = None if r_after is None else deltas(r_after, r_before, names)
+            jd64 = None if j64_after is None else deltas(j64_after, j64_before, names)
             rep.add_worst(name, f"step {s + 1}{tag}: delta [{gname}] ({spec.kind})", jd, td, names,
-                          tol, impl, ref64=rd)
+                          tol, impl, ref64=rd, jax64=jd64)
+            if jd64 is not None:
+                rep.add_worst(name, f"step {s + 1}{tag}: delta [{gname}] float64 both", jd64, rd,
+                              names, "delta_f64", impl)
         stat = [k for k in t_after if k.endswith(("running_mean", "running_var"))]
         rep.add_worst(name, f"step {s + 1}{tag}: BN running stats", j_after, t_after, stat,
-                      "running_stats", impl, ref64=r_after)
-        t_before, j_before, r_before = t_after, j_after, r_after
+                      "running_stats", impl, ref64=r_after, jax64=j64_after)
+        t_before, j_before, r_before, j64_before = t_after, j_after, r_after, j64_after
     return js
 
 
 def check_freeze(rep: Report, name, tnet, r, n_train, x, y, jtemplate):
     """A step at the whitening bias's frozen_after: its update must be exactly zero on both sides;
     and a step just before: its update must be non-zero on both sides and agree."""
+    import jax
     import jax.numpy as jnp
     import torch
     from airbench_jax import train_step as j_step
     from airbench_torch.train import train_step as t_step
     wb = next(g for g in param_groups(r, n_train) if g.name == "whiten_bias").frozen_after
     arrays0 = convert.torch_to_arrays(tnet)
+    xt, yt = torch.from_numpy(to_nchw(x)), torch.from_numpy(y)
     for step, frozen in ((wb - 1, False), (wb, True)):
         ts = torch_state(r, n_train, tnet, "float32", step=step)
-        t_step(ts, torch.from_numpy(to_nchw(x)), torch.from_numpy(y))
+        t_step(ts, xt, yt)
         js, _ = j_step(jax_state_from(jtemplate, arrays0, step), jnp.asarray(x), jnp.asarray(y))
         td = convert.torch_to_arrays(ts.net)["0.bias"] - arrays0["0.bias"]
         jd = jax_state_arrays(js)["0.bias"] - arrays0["0.bias"]
@@ -542,9 +580,17 @@ def check_freeze(rep: Report, name, tnet, r, n_train, x, y, jtemplate):
             rep.add_exact(name, f"whiten bias frozen at step {step}: delta == 0 (both)",
                           bool(np.all(td == 0) and np.all(jd == 0)),
                           f"torch max {np.abs(td).max():.1e}, jax max {np.abs(jd).max():.1e}")
-        else:
+        else:  # float64 references of both sides set the noise floor, as in check_steps
+            ts64 = torch_state(r, n_train, tnet, step=step, double=True)
+            t_step(ts64, xt.double(), yt)
+            rd = convert.torch_to_arrays(ts64.net)["0.bias"] - arrays0["0.bias"]
+            with jax.enable_x64(True):
+                js64 = jax_state_from(jax_state64(r, n_train, arrays0), arrays0, step)
+                js64, _ = j_step(js64, jnp.asarray(x, jnp.float64), jnp.asarray(y))
+                jd64 = jax_state_arrays(js64)["0.bias"] - arrays0["0.bias"]
             rep.add(name, f"whiten bias delta at step {step} (last live)", jd, td, "sgd_delta",
-                    "matmul", note="nonzero" if np.abs(td).max() > 0 else "ZERO on torch")
+                    "matmul", note="nonzero" if np.abs(td).max() > 0 else "ZERO on torch",
+                    ref64=rd, jax64=jd64)
 
 
 def check_lookahead(rep: Report, name, tnet, r, n_train, x, y, jtemplate):
