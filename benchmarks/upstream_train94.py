@@ -9,7 +9,7 @@ relative to the working directory, so we write those from our dataset in a tempo
 
 Each seed: upstream then ours, on the first --n-train training images, for --epochs epochs (the
 recipe's schedule compressed into them, as upstream's `epochs` argument does), evaluated on the
-whole test set at TTA 0 and the recipe's TTA level 2. Records go to --out (append-only JSONL).
+first --n-test test images at TTA 0 and the recipe's TTA level 2. Records go to --out (append-only JSONL).
 
     pip download airbench==0.1.8 --no-deps --no-binary :all: -d /tmp/up && tar xzf /tmp/up/*.tar.gz -C /tmp/up
     python benchmarks/upstream_train94.py --upstream /tmp/up/airbench-0.1.8 --epochs 2 --n-train 10000
@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default $AIRBENCH_DATA)")
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--n-train", type=int, default=10000)
+    p.add_argument("--n-test", type=int, default=10000, help="evaluate on the first N test images")
     p.add_argument("--seeds", default="0", help="comma-separated")
     p.add_argument("--out", default="results/upstream_train94.jsonl")
     args = p.parse_args(argv)
@@ -105,12 +106,14 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="upstream94-"))
     write_upstream_data(work / "cifar10", data_dir)
     os.chdir(work)                                             # upstream hard-codes 'cifar10'
-    test_ours = ours.CifarLoader(data_dir, train=False, batch_size=2000, device="cpu")
+    te = load_cifar10("test", data_dir)
+    test_ours = ours.CifarLoader(data=(te[0][:args.n_test], te[1][:args.n_test]), train=False,
+                                 batch_size=2000, device="cpu")
     hyp = up.lib_airbench94.hyp
     common = dict(recipe="airbench94", device="cpu", dtype="float32", tta_level=2,
                   versions=dict(package_versions("torch"), airbench_upstream="0.1.8"),
                   machine=machine_info(),
-                  data=dict(label=dataset_label(data_dir), n_train=args.n_train, n_test=10000),
+                  data=dict(label=dataset_label(data_dir), n_train=args.n_train, n_test=args.n_test),
                   overrides=dict(epochs=args.epochs), flags=dict(threads=torch.get_num_threads()))
 
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -120,6 +123,7 @@ def main(argv=None) -> int:
                                 aug=hyp["aug"], altflip=True)
         loader.images, loader.labels = loader.images[:args.n_train], loader.labels[:args.n_train]
         test = up.CifarLoader("cifar10", train=False, batch_size=2000)
+        test.images, test.labels = test.images[:args.n_test], test.labels[:args.n_test]
         t0 = time.perf_counter()
         net = up.train94(loader, epochs=args.epochs, verbose=False)
         t_train = time.perf_counter() - t0
