@@ -549,7 +549,10 @@ def check_steps(rep: Report, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="flo
             jd64 = None if j64_after is None else deltas(j64_after, j64_before, names)
             rep.add_worst(name, f"step {s + 1}{tag}: delta [{gname}] ({spec.kind})", jd, td, names,
                           tol, impl, ref64=rd, jax64=jd64)
-            if jd64 is not None:
+            if jd64 is not None and s == 0:
+                # the algorithms, compared without float32 rounding: one step from the same
+                # weights (after one step the two float64 runs no longer start from the same
+                # point, and tie-breaking / Newton-Schulz amplify last-bit differences)
                 rep.add_worst(name, f"step {s + 1}{tag}: delta [{gname}] float64 both", jd64, rd,
                               names, "delta_f64", impl)
         stat = [k for k in t_after if k.endswith(("running_mean", "running_var"))]
