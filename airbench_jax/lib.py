@@ -20,22 +20,7 @@ from airbench_common.recipes import Recipe, get_recipe
 from . import augment as aug
 from .convert import from_torch_arrays, to_torch_arrays
 from .model import CifarNet, make_net as _make_net
-from .train import _split, infer_arrays, run_recipe_with_state, net_from_state
-
-
-def _resolve_device(device):
-    """None: JAX's default device; a jax.Device as is; a platform name ('cpu', 'gpu', 'cuda',
-    'tpu') or 'platform:index' picks from jax.devices(platform)."""
-    if device is None or isinstance(device, jax.Device):
-        return device
-    platform, _, index = str(device).partition(":")
-    platform = {"cuda": "gpu"}.get(platform, platform)
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError:
-        raise ValueError(f"device {device!r} is not available; this JAX has "
-                         f"{', '.join(sorted({d.platform for d in jax.devices()}))}") from None
-    return devices[int(index or 0)]
+from .train import _split, infer_arrays, net_from_state, resolve_device, run_recipe_with_state
 
 
 class CifarLoader:
@@ -52,7 +37,7 @@ class CifarLoader:
             raise ValueError(f"images must be uint8 NHWC (N, 32, 32, 3), got {images.shape} "
                              f"{images.dtype}")
         self.epoch = 0
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         self.images = jax.device_put(images, dev)      # uint8 NHWC, on device
         self.labels = jax.device_put(labels.astype(np.int32), dev)
         self.aug = dict(aug or {})

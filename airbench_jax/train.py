@@ -280,6 +280,21 @@ def _versions():
     return package_versions("jax", "jaxlib", "flax", "optax")
 
 
+def resolve_device(device):
+    """None: JAX's default device; a jax.Device as is; a platform name ('cpu', 'gpu', 'cuda',
+    'tpu') or 'platform:index' picks from jax.devices(platform)."""
+    if device is None or isinstance(device, jax.Device):
+        return device
+    platform, _, index = str(device).partition(":")
+    platform = {"cuda": "gpu"}.get(platform, platform)
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not available; this JAX has "
+                         f"{', '.join(sorted({d.platform for d in jax.devices()}))}") from None
+    return devices[int(index or 0)]
+
+
 def _device_str(device=None):
     d = device or jax.devices()[0]
     return f"{d.platform}:{getattr(d, 'device_kind', '')}"
@@ -322,8 +337,7 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
     te_x, te_y = np.asarray(test_data[0]), np.asarray(test_data[1])
     n_train = len(tr_x)
     total = r.total_steps(n_train)
-    dev = device if device is not None and not isinstance(device, str) else (
-        jax.devices(device)[0] if isinstance(device, str) else jax.devices()[0])
+    dev = resolve_device(device) or jax.devices()[0]
     dtype = jnp.dtype(dtype) if dtype is not None else default_dtype()
     ns = jnp.dtype(ns_dtype) if ns_dtype is not None else default_ns_dtype()
     impl = resolve_impl(conv_impl)

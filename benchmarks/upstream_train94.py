@@ -68,13 +68,12 @@ def patch_for_cpu() -> None:
     torch.cuda.synchronize = lambda *a, **k: None
 
 
-def write_upstream_data(folder: Path, data_dir) -> None:
+def write_upstream_data(folder: Path, splits: dict) -> None:
     """cifar10/{train,test}.pt in the layout upstream's CifarLoader saves and reads."""
     folder.mkdir(parents=True, exist_ok=True)
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                "truck"]
-    for split in ("train", "test"):
-        images, labels = load_cifar10(split, data_dir)
+    for split, (images, labels) in splits.items():
         torch.save({"images": torch.from_numpy(images), "labels": torch.from_numpy(
             labels.astype(np.int64)), "classes": classes}, folder / f"{split}.pt")
 
@@ -104,9 +103,9 @@ def main(argv=None) -> int:
     import airbench_torch as ours
 
     work = Path(tempfile.mkdtemp(prefix="upstream94-"))
-    write_upstream_data(work / "cifar10", data_dir)
+    tr, te = load_cifar10("train", data_dir), load_cifar10("test", data_dir)
+    write_upstream_data(work / "cifar10", {"train": tr, "test": te})
     os.chdir(work)                                             # upstream hard-codes 'cifar10'
-    te = load_cifar10("test", data_dir)
     test_ours = ours.CifarLoader(data=(te[0][:args.n_test], te[1][:args.n_test]), train=False,
                                  batch_size=2000, device="cpu")
     hyp = up.lib_airbench94.hyp
@@ -137,7 +136,6 @@ def main(argv=None) -> int:
 
         # ours: same recipe through the upstream-named API, on the same images
         torch.manual_seed(seed)
-        tr = load_cifar10("train", data_dir)
         loader = ours.CifarLoader(data=(tr[0][:args.n_train], tr[1][:args.n_train]), train=True,
                                   batch_size=hyp["opt"]["batch_size"], aug=hyp["aug"],
                                   altflip=True, device="cpu", seed=seed)

@@ -342,8 +342,7 @@ def jax_state64(r, n_train, arrays, impl="matmul"):
     net = make_net(r, 0, conv_impl=impl, dtype=jnp.float64)
     nnx.update(net, jax.tree.map(lambda v: v.astype(jnp.float64)
                                  if jnp.issubdtype(v.dtype, jnp.floating) else v, nnx.state(net)))
-    convert.jax_from_arrays(net, {k: v.astype(np.float64) if v.dtype == np.float32 else v
-                                  for k, v in arrays.items()})
+    convert.jax_from_arrays(net, arrays)  # cast to the (now float64) variables' dtype
     return init_train_state(r, n_train, 0, net=net, ns_dtype=jnp.float64, conv_impl=impl)
 
 
