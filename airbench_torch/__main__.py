@@ -24,6 +24,9 @@ def build_parser():
     p.add_argument("--out", default="runs.jsonl", help="JSON-lines file the records go to")
     p.add_argument("--n-train", type=int, default=None, help="use only the first N train images")
     p.add_argument("--compile", action="store_true", help="torch.compile the net")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format for images and convs (default: the device "
+                        "policy, see airbench_torch/device.py)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar within epochs")
     return p
 
@@ -56,7 +59,8 @@ def main(argv=None) -> int:
             rec = run_recipe(args.recipe, args.seed + i, overrides=overrides,
                              data_dir=args.data_dir, train_data=train_data, test_data=test_data,
                              device=args.device, ns_dtype=args.ns_dtype, verbose=True,
-                             compile=args.compile, run_label=i, progress=not args.no_progress)
+                             compile=args.compile, run_label=i, progress=not args.no_progress,
+                             channels_last=args.channels_last)
             if train_data is not None:
                 from airbench_common import dataset_label
                 rec["data"]["label"] = dataset_label(args.data_dir) + f" (first {args.n_train} train)"

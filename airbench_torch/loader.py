@@ -64,7 +64,8 @@ class CifarLoader:
     default cache); `data=(images_uint8_nhwc, labels)` uses arrays instead of files."""
 
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
-                 shuffle=None, altflip=False, device=None, seed=None, data=None):
+                 shuffle=None, altflip=False, device=None, seed=None, data=None,
+                 channels_last=None):
         self.epoch = 0
         self.path = path
         self.device = resolve_device(device)
@@ -77,7 +78,8 @@ class CifarLoader:
             raise ValueError(f"images must be uint8 NHWC (N, 32, 32, 3), got {tuple(images.shape)} "
                              f"{images.dtype}")
         imgs = images.to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255
-        if uses_channels_last(self.device):
+        self.channels_last = uses_channels_last(self.device, channels_last)
+        if self.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         else:
             imgs = imgs.contiguous()

@@ -158,10 +158,10 @@ def _scale_for(recipe: Recipe, widths) -> float:
     return 1.0 / _widths_tuple(widths)[2] if recipe.scaling_factor is None else recipe.scaling_factor
 
 
-def make_net(recipe: str | Recipe = "airbench94", device=None) -> CifarNet:
+def make_net(recipe: str | Recipe = "airbench94", device=None, channels_last=None) -> CifarNet:
     """The recipe's net on `device` (auto: CUDA if available) with the precision policy."""
     recipe = get_recipe(recipe)
-    return apply_precision(net_for_recipe(recipe), resolve_device(device))
+    return apply_precision(net_for_recipe(recipe), resolve_device(device), channels_last)
 
 
 # ---------------------------------------------------------------------- whitening

@@ -66,7 +66,8 @@ def _as_recipe(recipe, overrides=None) -> Recipe:
 
 def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, seed: int = 0,
                      device=None, net: nn.Module | None = None, ns_dtype=None, *,
-                     compile: bool = False, whiten_given_net: bool = False) -> TrainState:
+                     compile: bool = False, whiten_given_net: bool = False,
+                     channels_last: bool | None = None) -> TrainState:
     """A fresh training state. `whiten_inputs`: normalized NCHW images (the first
     recipe.whiten_images training images) for the whitening init. With `net` given its weights are
     used as they are (no re-init, no whitening init unless whiten_given_net)."""
@@ -76,7 +77,7 @@ def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, s
     torch.manual_seed(seed)
     t_whiten = 0.0
     if net is None:
-        net = apply_precision(net_for_recipe(recipe), dev)
+        net = apply_precision(net_for_recipe(recipe), dev, channels_last)
         do_whiten = True
     else:
         do_whiten = whiten_given_net
@@ -99,7 +100,7 @@ def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, s
     proxy = None
     if recipe.filter_keep:
         pnet = apply_precision(net_for_recipe(recipe, widths=recipe.proxy_widths,
-                                              depth=recipe.proxy_depth), dev)
+                                              depth=recipe.proxy_depth), dev, channels_last)
         if whiten_inputs is not None:
             t0 = time.perf_counter()
             init_whitening(pnet, whiten_inputs.to(dev), recipe.whiten_eps)
@@ -296,17 +297,20 @@ def _versions():
 def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=None,
                train_data=None, test_data=None, device=None, ns_dtype=None, verbose=False,
                eval_every_epoch=True, log=print, compile=False, run_label=None,
-               progress=False) -> dict:
+               progress=False, channels_last: bool | None = None) -> dict:
     """One complete run of a recipe; returns a run record (airbench_common.records schema).
     A non-finite loss gives a record with status 'diverged', acc None and an `error` string."""
     overrides = dict(overrides or {})
     r = _as_recipe(recipe, overrides)
     dev = resolve_device(device)
     ns = resolve_ns_dtype(ns_dtype, dev)
+    cl = uses_channels_last(dev, channels_last)
     torch.manual_seed(seed)
     train_loader = CifarLoader(data_dir, train=True, batch_size=r.batch_size, aug=recipe_aug(r),
-                               altflip=r.altflip, device=dev, seed=seed, data=train_data)
-    test_loader = CifarLoader(data_dir, train=False, batch_size=2000, device=dev, data=test_data)
+                               altflip=r.altflip, device=dev, seed=seed, data=train_data,
+                               channels_last=cl)
+    test_loader = CifarLoader(data_dir, train=False, batch_size=2000, device=dev, data=test_data,
+                              channels_last=cl)
     n_train, n_test = len(train_loader.images), len(test_loader.images)
     whiten_inputs = train_loader.normalize(train_loader.images[:r.whiten_images])
     table = Table(log) if verbose else None
@@ -314,7 +318,7 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
         table.head()
     common = dict(recipe=r.name, overrides=overrides, seed=seed, framework="torch",
                   versions=_versions(), device=str(dev), dtype=dtype_name(compute_dtype(dev)),
-                  flags=dict(compile=bool(compile), channels_last=uses_channels_last(dev),
+                  flags=dict(compile=bool(compile), channels_last=cl,
                              threads=torch.get_num_threads()),
                   tta_level=r.tta_level, ns_dtype=dtype_name(ns),
                   data=dict(label=dataset_label(data_dir) if train_data is None else
@@ -323,7 +327,7 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                             n_train=n_train, n_test=n_test),
                   machine=machine_info())
     state = make_train_state(r, n_train, whiten_inputs, seed=seed, device=dev, ns_dtype=ns,
-                             compile=compile)
+                             compile=compile, channels_last=cl)
     try:
         out = fit(state, train_loader, test_loader, eval_every_epoch=eval_every_epoch,
                   table=table, run_label=run_label if run_label is not None else 0,
@@ -347,7 +351,7 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
 
 
 def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None, steps: int = 2,
-           compile=False) -> TrainState:
+           compile=False, channels_last: bool | None = None) -> TrainState:
     """A few train steps on random inputs with random labels (upstream warms up on random labels)
     so that a timed run afterwards excludes first-call overhead (allocator, kernels, compile)."""
     r = _as_recipe(recipe, overrides)
@@ -359,7 +363,7 @@ def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None,
     y = torch.randint(0, 10, (n,), generator=g)
     r = get_recipe(r, epochs=max(r.epochs, 1.0))
     state = make_train_state(r, n, x[:n_whiten], seed=seed, device=dev, ns_dtype=ns_dtype,
-                             compile=compile)
+                             compile=compile, channels_last=channels_last)
     for i in range(min(steps, state.total_steps)):
         sl = slice(i * r.batch_size, (i + 1) * r.batch_size)
         train_step(state, x[sl], y[sl])

@@ -1,7 +1,8 @@
 """Training throughput of the JAX port against the PyTorch reference, in the same run.
 
     python -m parity.bench [--recipe airbench94_muon] [--batch 2000] [--steps 3] [--reps 3]
-                           [--conv-impl auto] [--json out.json]
+                           [--conv-impl auto] [--torch-channels-last auto|on|off|both]
+                           [--json out.json]
 
 Both frameworks take full optimizer steps (forward, backward, optimizer, schedules) of the
 recipe's net on the same random normalized batch, through their public low-level APIs
@@ -10,6 +11,9 @@ JAX's step is compiled first and its compile time reported separately; the frame
 rep by rep so machine noise hits both alike. Reported: images/s per framework (median over reps),
 the JAX/PyTorch ratio, achieved GFLOP/s (3x the forward FLOPs of the convs and head per image) and
 the fraction of this machine's float32 matmul peak (a large JAX matmul).
+`--torch-channels-last both` times PyTorch in both memory formats in the same run ("torch" is the
+policy's format, "torch_channels_last" or "torch_contiguous" the other one): the measurement
+behind the CPU memory-format policy in airbench_torch/device.py.
 """
 from __future__ import annotations
 
@@ -50,12 +54,16 @@ def matmul_peak_gflops(n: int = 2048, iters: int = 5) -> float:
     return 2 * n ** 3 * iters / (time.perf_counter() - t) / 1e9
 
 
-def _torch_stepper(recipe, images, labels, n_train):
+def _torch_stepper(recipe, images, labels, n_train, channels_last=None):
     import torch
     import airbench_torch as at
+    from airbench_torch.device import uses_channels_last
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    if uses_channels_last(torch.device("cpu"), channels_last):   # as the loader stores images
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(labels.astype(np.int64))
-    state = at.make_train_state(recipe, n_train, x[:64], seed=0, device="cpu")
+    state = at.make_train_state(recipe, n_train, x[:64], seed=0, device="cpu",
+                                channels_last=channels_last)
 
     def step():
         at.train_step(state, x, y)
@@ -81,15 +89,33 @@ def _jax_stepper(recipe, images, labels, n_train, conv_impl):
     return step, compile_seconds
 
 
+TORCH_CHANNELS_LAST = ("auto", "on", "off", "both")
+
+
+def torch_formats(choice: str) -> dict:
+    """{stepper name: channels_last} for --torch-channels-last; "torch" is always there."""
+    import torch
+    from airbench_torch.device import uses_channels_last
+    if choice not in TORCH_CHANNELS_LAST:
+        raise ValueError(f"torch_channels_last {choice!r} is not one of "
+                         f"{', '.join(TORCH_CHANNELS_LAST)}")
+    if choice != "both":
+        return {"torch": {"auto": None, "on": True, "off": False}[choice]}
+    policy = uses_channels_last(torch.device("cpu"))
+    return {"torch": policy, "torch_" + ("contiguous" if policy else "channels_last"): not policy}
+
+
 def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto",
-          overrides=None, log=print) -> dict:
+          overrides=None, log=print, torch_channels_last="auto") -> dict:
     recipe = get_recipe(recipe_name, **(overrides or {}), batch_size=batch, epochs=1000)
     n_train = batch * 50                # long enough a schedule that steps never run out
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
     labels = rng.integers(0, 10, batch)
+    formats = torch_formats(torch_channels_last)
     steppers = {}
-    steppers["torch"], _ = _torch_stepper(recipe, images, labels, n_train)
+    for name, cl in formats.items():
+        steppers[name], _ = _torch_stepper(recipe, images, labels, n_train, cl)
     steppers["jax"], compile_seconds = _jax_stepper(recipe, images, labels, n_train, conv_impl)
     for fn in steppers.values():        # first-call overhead outside the timings
         fn()
@@ -105,8 +131,14 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
     peak = matmul_peak_gflops()
     flops = 3 * forward_flops(recipe)
     from airbench_jax.conv import resolve_impl
+    extra = {}
+    if len(formats) == 2:
+        cl = next(k for k, v in formats.items() if v)
+        extra["ratio_torch_channels_last_over_contiguous"] = (
+            med[cl] / med[next(k for k in formats if k != cl)])
     return dict(
         recipe=recipe_name, batch=batch, steps_per_rep=steps, reps=reps, dtype="float32",
+        torch_channels_last=formats, **extra,
         conv_impl=resolve_impl(conv_impl), images_per_second=med, all_rates=rates,
         ratio_jax_over_torch=med["jax"] / med["torch"], jax_compile_seconds=compile_seconds,
         gflops={k: v * flops / 1e9 for k, v in med.items()}, matmul_peak_gflops=peak,
@@ -122,22 +154,29 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="steps per timed rep")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--conv-impl", default="auto", choices=("auto", "native", "matmul"))
+    p.add_argument("--torch-channels-last", default="auto", choices=TORCH_CHANNELS_LAST,
+                   help="PyTorch memory format: the device policy, on, off, or both (timed "
+                        "side by side)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", help="write the result here")
     a = p.parse_args(argv)
     try:
-        res = bench(a.recipe, a.batch, a.steps, a.reps, a.conv_impl, parse_overrides(a.set))
+        res = bench(a.recipe, a.batch, a.steps, a.reps, a.conv_impl, parse_overrides(a.set),
+                    torch_channels_last=a.torch_channels_last)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ips = res["images_per_second"]
     print(f"{a.recipe} batch {a.batch} float32 on {res['machine']['cpu']}")
-    for k in ("jax", "torch"):
+    for k in ips:
         print(f"  {k:5s} {ips[k]:7.1f} img/s  {res['gflops'][k]:6.1f} GFLOP/s  "
               f"{100 * res['fraction_of_peak'][k]:4.1f}% of matmul peak "
               f"({res['matmul_peak_gflops']:.1f} GFLOP/s)")
     print(f"  ratio jax/torch {res['ratio_jax_over_torch']:.2f}; jax compile "
           f"{res['jax_compile_seconds']:.1f} s (conv_impl {res['conv_impl']})")
+    if "ratio_torch_channels_last_over_contiguous" in res:
+        print(f"  ratio torch channels_last/contiguous "
+              f"{res['ratio_torch_channels_last_over_contiguous']:.2f}")
     if a.json:
         from airbench_common.records import write_json_atomic
         write_json_atomic(a.json, res)

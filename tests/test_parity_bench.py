@@ -24,3 +24,16 @@ def test_bench_tiny_net_runs_both_frameworks():
     assert ips["jax"] > 0 and ips["torch"] > 0
     assert res["ratio_jax_over_torch"] == pytest.approx(ips["jax"] / ips["torch"])
     assert 0 < res["fraction_of_peak"]["jax"] < 1.5
+
+
+def test_bench_times_both_torch_memory_formats_side_by_side():
+    res = bench.bench("airbench94_muon", batch=32, steps=1, reps=1,
+                      overrides={"widths": (8, 16, 16)}, log=lambda *_: None,
+                      torch_channels_last="both")
+    ips = res["images_per_second"]
+    assert set(ips) == {"jax", "torch", "torch_contiguous"}   # CPU policy: channels_last
+    assert res["torch_channels_last"] == {"torch": True, "torch_contiguous": False}
+    assert res["ratio_torch_channels_last_over_contiguous"] == pytest.approx(
+        ips["torch"] / ips["torch_contiguous"])
+    with pytest.raises(ValueError, match="not one of"):
+        bench.bench("airbench94_muon", batch=32, torch_channels_last="sideways")

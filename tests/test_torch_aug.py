@@ -20,6 +20,16 @@ def test_images_stored_nchw_float_on_device():
     torch.testing.assert_close(ld.images[3, :, 5, 7], torch.tensor(imgs[3, 5, 7] / 255).float())
 
 
+@pytest.mark.parametrize("cl", [False, True])
+def test_channels_last_override_changes_layout_not_values(cl):
+    imgs, labels = fake_data(8)
+    ld = CifarLoader(data=(imgs, labels), device="cpu", seed=0, channels_last=cl)
+    ref = CifarLoader(data=(imgs, labels), device="cpu", seed=0)
+    assert ld.channels_last is cl and ref.channels_last is True    # CPU policy: channels_last
+    assert ld.images.is_contiguous(memory_format=torch.channels_last) is cl
+    assert torch.equal(ld.images, ref.images)
+
+
 def test_flip_is_horizontal_w_axis():
     x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
     g = torch.Generator().manual_seed(0)

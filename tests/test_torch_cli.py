@@ -72,7 +72,7 @@ def test_tiny_run_prints_table_and_appends_record(tiny_dataset, tmp_path):
     proc = run_cli("--recipe", "airbench94_muon", "--data-dir", str(tiny_dataset), "--device",
                    "cpu", "--set", "widths=4,8,8", "--set", "batch_size=16",
                    "--set", "whiten_images=16", "--epochs", "1", "--runs", "2", "--seed", "3",
-                   "--no-progress", "--out", str(out))
+                   "--no-progress", "--no-channels-last", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "tta_val_acc" in proc.stdout and "eval" in proc.stdout
     recs = [json.loads(l) for l in out.read_text().splitlines()]
@@ -83,4 +83,4 @@ def test_tiny_run_prints_table_and_appends_record(tiny_dataset, tmp_path):
     assert r["data"]["n_train"] == 64 and r["data"]["n_test"] == 32
     assert len(r["per_epoch"]) == 1 and set(r["per_epoch"][0]) == {
         "epoch", "train_loss", "train_acc", "val_acc", "seconds"}
-    assert r["flags"]["threads"] >= 1
+    assert r["flags"]["threads"] >= 1 and r["flags"]["channels_last"] is False

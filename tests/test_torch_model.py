@@ -246,6 +246,28 @@ def test_same_seed_identical_weights_different_seed_differs():
     assert not all(torch.equal(s1[k], s3[k]) for k in s1)
 
 
+def test_channels_last_override_trains_the_same_up_to_rounding():
+    # the memory format is a layout choice: same init, same steps, float32 rounding apart
+    def run(cl):
+        r = get_recipe("airbench94_muon", **TINY)
+        g = torch.Generator().manual_seed(123)
+        x = torch.randn(128, 3, 32, 32, generator=g)
+        y = torch.randint(0, 10, (128,), generator=g)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        state = make_train_state(r, 128, x[:64], seed=2, device="cpu", channels_last=cl)
+        it = batches(x, y, 32)
+        losses = [train_step(state, *next(it)) for _ in range(3)]
+        return state, losses
+    (s0, l0), (s1, l1) = run(False), run(True)
+    weights = [p for p in s1.net.parameters() if p.ndim == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert all(p.is_contiguous() for p in s0.net.parameters() if p.ndim == 4)
+    np.testing.assert_allclose(l1, l0, rtol=1e-4)
+    for (k, a), b in zip(s0.net.state_dict().items(), s1.net.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=k)
+
+
 def test_nonfinite_loss_raises_floating_point_error():
     state, x, y = tiny_state("airbench94")
     x[:32] = float("nan")
