@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=10000)
     p.add_argument("--n-test", type=int, default=10000, help="evaluate on the first N test images")
     p.add_argument("--seeds", default="0", help="comma-separated")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="our side's memory format (default: airbench_torch's policy; upstream is "
+                        "always channels_last)")
     p.add_argument("--out", default="results/upstream_train94.jsonl")
     args = p.parse_args(argv)
     if not (Path(args.upstream) / "airbench" / "utils.py").exists():
@@ -107,13 +110,14 @@ def main(argv=None) -> int:
     write_upstream_data(work / "cifar10", {"train": tr, "test": te})
     os.chdir(work)                                             # upstream hard-codes 'cifar10'
     test_ours = ours.CifarLoader(data=(te[0][:args.n_test], te[1][:args.n_test]), train=False,
-                                 batch_size=2000, device="cpu")
+                                 batch_size=2000, device="cpu", channels_last=args.channels_last)
     hyp = up.lib_airbench94.hyp
     common = dict(recipe="airbench94", device="cpu", dtype="float32", tta_level=2,
                   versions=dict(package_versions("torch"), airbench_upstream="0.1.8"),
                   machine=machine_info(),
                   data=dict(label=dataset_label(data_dir), n_train=args.n_train, n_test=args.n_test),
-                  overrides=dict(epochs=args.epochs), flags=dict(threads=torch.get_num_threads()))
+                  overrides=dict(epochs=args.epochs))
+    threads = torch.get_num_threads()
 
     for seed in (int(s) for s in args.seeds.split(",")):
         # upstream: its own loader, net, optimizer and loop; seeded through torch's global RNG
@@ -131,14 +135,16 @@ def main(argv=None) -> int:
         rec_up = make_record(framework="upstream-airbench-0.1.8", seed=seed, acc=accs[0],
                              acc_tta=accs[1], train_seconds=t_train,
                              eval_seconds=time.perf_counter() - t0,
-                             steps=int(np.ceil(len(loader) * args.epochs)), **common)
+                             steps=int(np.ceil(len(loader) * args.epochs)),
+                             flags=dict(threads=threads, channels_last=True), **common)
         append_record(out, rec_up)
 
         # ours: same recipe through the upstream-named API, on the same images
         torch.manual_seed(seed)
         loader = ours.CifarLoader(data=(tr[0][:args.n_train], tr[1][:args.n_train]), train=True,
                                   batch_size=hyp["opt"]["batch_size"], aug=hyp["aug"],
-                                  altflip=True, device="cpu", seed=seed)
+                                  altflip=True, device="cpu", seed=seed,
+                                  channels_last=args.channels_last)
         t0 = time.perf_counter()
         net = ours.train94(loader, epochs=args.epochs, verbose=False, seed=seed)
         t_train = time.perf_counter() - t0
@@ -146,7 +152,9 @@ def main(argv=None) -> int:
         accs = [ours.evaluate(net, test_ours, tta_level=t) for t in (0, 2)]
         rec_ours = make_record(framework="torch", seed=seed, acc=accs[0], acc_tta=accs[1],
                                train_seconds=t_train, eval_seconds=time.perf_counter() - t0,
-                               steps=int(np.ceil(len(loader) * args.epochs)), **common)
+                               steps=int(np.ceil(len(loader) * args.epochs)),
+                               flags=dict(threads=threads, channels_last=loader.channels_last),
+                               **common)
         append_record(out, rec_ours)
         for r in (rec_up, rec_ours):
             print(f"seed {seed} {r['framework']:>24}: acc {r['acc']:.4f} tta2 {r['acc_tta']:.4f} "
