@@ -33,9 +33,10 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     n_train = len(loader.images)
     whiten_inputs = loader.normalize(loader.images[:r.whiten_images])
     net = make_net() if make_net is not None else None
+    cl = getattr(loader, "channels_last", None)     # the net follows the loader's layout
     state = make_train_state(r, n_train, whiten_inputs, seed=0 if seed is None else seed,
                              device=dev, net=net, ns_dtype=ns_dtype, whiten_given_net=True,
-                             channels_last=getattr(loader, "channels_last", None))
+                             channels_last=cl)
     if warm:
         from .train import train_step
         for inputs, labels in loader:
@@ -44,7 +45,7 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
         return state.net
     if verbose and test_loader is None:
         test_loader = CifarLoader(loader.path, train=False, batch_size=2000, device=dev,
-                                  channels_last=getattr(loader, "channels_last", None))
+                                  channels_last=cl)
     table = Table() if verbose else None
     if table is not None and run == 0:
         table.head()

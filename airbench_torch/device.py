@@ -54,6 +54,12 @@ def uses_channels_last(device: torch.device, channels_last: bool | None = None) 
     return device.type in ("cuda", "cpu")
 
 
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """NCHW `x` laid out channels_last or contiguous (a layout, the values are unchanged)."""
+    return x.contiguous(memory_format=torch.channels_last if channels_last
+                        else torch.contiguous_format)
+
+
 def apply_precision(net: nn.Module, device: torch.device,
                     channels_last: bool | None = None) -> nn.Module:
     """Move `net` to `device` with the precision policy (BatchNorm stays float32) and memory

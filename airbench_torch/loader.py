@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from airbench_common import CIFAR_MEAN, CIFAR_STD, load_cifar10
 
-from .device import compute_dtype, resolve_device, uses_channels_last
+from .device import compute_dtype, resolve_device, to_memory_format, uses_channels_last
 
 AUG_KEYS = ("flip", "translate", "cutout")
 
@@ -79,11 +79,7 @@ class CifarLoader:
                              f"{images.dtype}")
         imgs = images.to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255
         self.channels_last = uses_channels_last(self.device, channels_last)
-        if self.channels_last:
-            imgs = imgs.contiguous(memory_format=torch.channels_last)
-        else:
-            imgs = imgs.contiguous()
-        self.images = imgs
+        self.images = to_memory_format(imgs, self.channels_last)
         self.labels = torch.as_tensor(np.asarray(labels)).to(self.device, torch.int64)
         self.mean = torch.tensor(CIFAR_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.std = torch.tensor(CIFAR_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)

@@ -57,13 +57,12 @@ def matmul_peak_gflops(n: int = 2048, iters: int = 5) -> float:
 def _torch_stepper(recipe, images, labels, n_train, channels_last=None):
     import torch
     import airbench_torch as at
-    from airbench_torch.device import uses_channels_last
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    if uses_channels_last(torch.device("cpu"), channels_last):   # as the loader stores images
-        x = x.contiguous(memory_format=torch.channels_last)
+    from airbench_torch.device import to_memory_format, uses_channels_last
+    cl = uses_channels_last(torch.device("cpu"), channels_last)
+    # images in the net's layout, as the loader stores them
+    x = to_memory_format(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), cl)
     y = torch.from_numpy(labels.astype(np.int64))
-    state = at.make_train_state(recipe, n_train, x[:64], seed=0, device="cpu",
-                                channels_last=channels_last)
+    state = at.make_train_state(recipe, n_train, x[:64], seed=0, device="cpu", channels_last=cl)
 
     def step():
         at.train_step(state, x, y)
@@ -133,9 +132,8 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
     from airbench_jax.conv import resolve_impl
     extra = {}
     if len(formats) == 2:
-        cl = next(k for k, v in formats.items() if v)
-        extra["ratio_torch_channels_last_over_contiguous"] = (
-            med[cl] / med[next(k for k in formats if k != cl)])
+        by_format = {cl: med[name] for name, cl in formats.items()}
+        extra["ratio_torch_channels_last_over_contiguous"] = by_format[True] / by_format[False]
     return dict(
         recipe=recipe_name, batch=batch, steps_per_rep=steps, reps=reps, dtype="float32",
         torch_channels_last=formats, **extra,
