@@ -1,5 +1,6 @@
 """Framework-neutral pieces shared by airbench_jax and airbench_torch: the dataset files, the
 recipe table and run records. Imports neither framework."""
+from .errors import UsageError, cli_main
 from .data import CLASSES, DatasetError, dataset_label, load_cifar10, resolve_data_dir
 from .recipes import (CIFAR_MEAN, CIFAR_STD, LOOKAHEAD_EVERY, NS_COEFFS, RECIPES, ParamGroup,
                       Recipe, RecipeError, get_recipe, lookahead_decays, lr_schedules,
@@ -7,6 +8,7 @@ from .recipes import (CIFAR_MEAN, CIFAR_STD, LOOKAHEAD_EVERY, NS_COEFFS, RECIPES
 from .records import append_record, make_record, read_records
 
 __all__ = [
+    "UsageError", "cli_main",
     "CLASSES", "DatasetError", "dataset_label", "load_cifar10", "resolve_data_dir",
     "CIFAR_MEAN", "CIFAR_STD", "LOOKAHEAD_EVERY", "NS_COEFFS", "RECIPES", "ParamGroup", "Recipe",
     "RecipeError", "get_recipe", "lookahead_decays", "lr_schedules", "param_groups",

@@ -9,6 +9,8 @@ int64 (N,). Accepted layouts in the data directory, first match wins:
 """
 from __future__ import annotations
 
+from .errors import UsageError
+
 import hashlib
 import io
 import os
@@ -30,7 +32,7 @@ SPLIT_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UsageError, RuntimeError):
     """A missing, truncated or corrupt dataset; the message says what to do."""
 
 

@@ -6,6 +6,8 @@ places where upstream's library and scripts disagree are noted next to the field
 """
 from __future__ import annotations
 
+from .errors import UsageError
+
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-class RecipeError(ValueError):
+class RecipeError(UsageError):
     """An unknown recipe name or an invalid hyper-parameter override."""
 
 
