@@ -27,6 +27,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags_of_interest() -> list[str]:
+    """The vector/matrix extensions that change which kernels libraries pick (Linux only)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
+              "amx_int8")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict:
     return {
         "host": platform.node(),

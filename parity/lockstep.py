@@ -40,7 +40,7 @@ from airbench_common import get_recipe
 
 from . import convert
 from .batches import BatchStream, normalize, synthetic_images, to_nchw
-from .numerics import jax_float_only, scaled_recipe, setup_precision
+from .sides import jax_float_only, scaled_recipe, setup_precision
 
 THRESHOLDS = (1e-4, 1e-3, 1e-2, 1e-1)
 PAIRS = ("cross", "self_torch", "self_jax")
@@ -106,7 +106,7 @@ class JaxSide:
             self.state = init_train_state(r, n_train, 0, net=net, ns_dtype=getattr(jnp, ns_dtype),
                                           conv_impl=conv_impl)
         else:
-            from .numerics import jax_state_from
+            from .sides import jax_state_from
             self.state = jax_state_from(template, arrays, 0)
         if proxy_arrays is not None and self.state.proxy_graphdef is not None:
             pnet = nnx.merge(self.state.proxy_graphdef, self.state.proxy_params,

@@ -7,10 +7,15 @@ and reports
 * ``scale``   = max |b|  (the tensor's magnitude; a few checks use another stated scale)
 * ``rel``     = max_abs / scale  (normwise relative difference, in the inf-norm)
 
-and passes iff ``max_abs <= atol + rtol * scale`` -- or, where parity.numerics also computes a
-float64 PyTorch reference, iff ``max_abs <= 4 * floor`` with ``floor = max |torch_f32 - torch_f64|``
-(the float32 noise floor: JAX may differ from PyTorch's float32 result by as much as rounding alone
-moves PyTorch's own float32 result; two independent errors add up to 2x, and we allow 2x margin).
+and passes iff ``max_abs <= atol + rtol * scale`` -- or, where parity.numerics also computes float64
+references of both frameworks from the same inputs, iff ``max_abs <= 4 * floor`` with
+``floor = max(max|torch_f32 - torch_f64|, max|jax_f32 - jax_f64|)`` (the float32 noise floor: JAX
+may differ from PyTorch's float32 result by as much as rounding alone moves either framework's own
+float32 result; two independent errors add up to 2x, and we allow 2x margin). Every row reports
+its bound, its margin (bound / max_abs) and which rule it passed by, so a row that passes by a hair
+is visible. The floor rule is allowed only on real images; the same forward/backward checks on a
+well-conditioned copy of the batch (parity.inputs.well_conditioned: no exact ties) must pass by
+the tolerance alone, and the float64 results of both sides are compared directly as well.
 The floor is needed because some quantities are ill-conditioned with respect to rounding on real
 images: exact ties in max-pool windows (~0.01-0.05% of windows on the JPEG CIFAR-10 copy at full
 width) are broken differently by any rounding change, which re-routes gradient, so PyTorch's own
@@ -105,6 +110,15 @@ TOLERANCES: dict[str, Tol] = {
                      "(cutout's constant squares): there each side's last-bit rounding picks the "
                      "max, so the first conv's gradient routing differs (measured on airbench96: "
                      "2e-3 relative with cutout 12, 1.6e-5 with cutout 0)"),
+    "forward_f64": Tol(1e-4, 1e-12, "both frameworks' float64 forward/backward on the "
+                       "well-conditioned batch: the smooth parts agree to float64 rounding; the "
+                       "first conv's weight gradient (max-pool routing after a Dirac copy) keeps a "
+                       "discrete sensitivity (measured 3.1e-5 relative, airbench96 2.conv1, "
+                       "batch 8)"),
+    "forward_f64_ties": Tol(1e-2, 1e-12, "both frameworks' float64 forward/backward on real "
+                            "images: exact max-pool ties (equal pixels, GELU underflow) are broken "
+                            "by last-bit rounding, re-routing a conv-weight gradient (measured "
+                            "1.9e-3 relative, airbench96 2.conv1, batch 8)"),
     "ns_f32": Tol(1e-4, 1e-6, "NS of the same float32 matrix: matmul summation order only"),
     "ns_bf16": Tol(6e-2, 1e-3, "NS of the same matrix in bfloat16: several bf16 ulps"),
     "renorm": Tol(1e-5, 1e-8, "p * sqrt(out)/||p||: one norm's rounding"),

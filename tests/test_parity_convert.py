@@ -11,7 +11,7 @@ pytest.importorskip("flax")
 
 from airbench_common import get_recipe, recipe_names  # noqa: E402
 from parity import convert  # noqa: E402
-from parity.numerics import scaled_recipe  # noqa: E402
+from parity.sides import scaled_recipe  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "upstream_state_dicts.json"
 

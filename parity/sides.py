@@ -1,0 +1,243 @@
+"""Each framework's side of the numerics and lockstep checks: the reference weights loaded into a
+torch net and a Flax net, forward/backward in float32 and float64, and each framework's TrainState
+built from the same arrays (upstream state-dict names)."""
+from __future__ import annotations
+
+import copy
+import sys
+
+import numpy as np
+
+from airbench_common import get_recipe, param_groups
+from airbench_common.recipes import Recipe
+
+from . import convert, inputs
+from .batches import synthetic_images
+
+
+def setup_precision(threads: int | None = None) -> None:
+    """float32 everywhere: JAX matmul/conv precision 'highest' (no TF32/bf16 passes), torch
+    TF32 off and deterministic algorithms."""
+    import jax
+    import torch
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+
+# ---------------------------------------------------------------------- inputs and weights
+def scaled_recipe(name: str, width_scale: float = 1.0, **overrides) -> Recipe:
+    r = get_recipe(name, **overrides)
+    if width_scale != 1.0:
+        w = tuple(max(1, int(round(x * width_scale))) for x in r.widths)
+        pw = tuple(max(1, int(round(x * width_scale))) for x in r.proxy_widths)
+        r = get_recipe(r, widths=w, proxy_widths=pw)
+    return r
+
+
+def load_images(n: int, data: str = "auto", seed: int = 0):
+    """(uint8 NHWC images, labels, source label): the first n CIFAR-10 training images if a dataset
+    is configured (data='auto'/'real'), else synthetic ones."""
+    if data in ("auto", "real"):
+        try:
+            from airbench_common.data import dataset_label, load_cifar10
+            imgs, labs = load_cifar10("train", download=False)
+            return imgs[:n], labs[:n].astype(np.int64), dataset_label()
+        except Exception as exc:  # noqa: BLE001 - any missing/corrupt dataset -> synthetic
+            if data == "real":
+                raise
+            print(f"[numerics] no dataset ({type(exc).__name__}); using synthetic images",
+                  file=sys.stderr)
+    imgs, labs = synthetic_images(n, seed=seed)
+    return imgs, labs, "synthetic"
+
+
+def reference_torch_net(r: Recipe, whiten_nhwc, seed: int = 0):
+    """The torch reference net holding parity.inputs.reference_arrays: the same values on every
+    machine (whitening from the normalized NHWC images `whiten_nhwc`)."""
+    from airbench_torch.net import net_for_recipe
+    net = net_for_recipe(r)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    convert.arrays_to_torch(inputs.reference_arrays(r, whiten_nhwc, shapes, seed), net)
+    return net
+
+
+def jax_net(r: Recipe, arrays, impl: str):
+    from airbench_jax import make_net
+    net = make_net(r, 0, conv_impl=impl)
+    convert.jax_from_arrays(net, arrays)
+    return net
+
+
+def jax_net64(r: Recipe, arrays, impl: str):
+    """The JAX net in float64 (variables and activations); build and use it inside
+    `jax.enable_x64(True)`."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from airbench_jax import make_net
+    net = make_net(r, 0, conv_impl=impl, dtype=jnp.float64)
+    nnx.update(net, jax.tree.map(lambda v: v.astype(jnp.float64)
+                                 if jnp.issubdtype(v.dtype, jnp.floating) else v, nnx.state(net)))
+    convert.jax_from_arrays(net, arrays)  # cast to the (now float64) variables' dtype
+    return net
+
+
+def trainable_names(tnet) -> list[str]:
+    return [k for k, p in tnet.named_parameters() if p.requires_grad]
+
+
+def group_names(tnet, r: Recipe, n_train: int) -> dict[str, list[str]]:
+    """Torch state-dict names of each param_groups() group."""
+    from airbench_torch.optim import group_params
+    ids = {id(p): k for k, p in tnet.named_parameters()}
+    return {g.name: [ids[id(p)] for p in group_params(tnet, g.name)]
+            for g in param_groups(r, n_train)}
+
+
+# ---------------------------------------------------------------------- forward/backward
+def torch_forward(tnet, r, x_nchw, y, train: bool):
+    import torch
+    import torch.nn.functional as F
+    net = copy.deepcopy(tnet)
+    net.train(train)
+    x = torch.from_numpy(x_nchw)
+    if next(net.parameters()).dtype == torch.float64:
+        x = x.double()
+    out = net(x)
+    loss = F.cross_entropy(out if out.dtype == torch.float64 else out.float(),
+                           torch.from_numpy(y), label_smoothing=r.label_smoothing,
+                           reduction="sum")
+    grads = {}
+    if train:
+        loss.backward()
+        grads = {k: p.grad.detach().numpy().copy() for k, p in net.named_parameters()
+                 if p.requires_grad}
+    return dict(logits=out.detach().numpy(), loss=float(loss.detach()), grads=grads,
+                after=convert.torch_to_arrays(net))
+
+
+def jax_forward(jnet, r, x_nhwc, y, train: bool):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from airbench_jax.train import per_example_loss
+    graphdef, params, rest = nnx.split(jnet, nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+    def f(p, rst):
+        net = nnx.merge(graphdef, p, rst)
+        logits = net(jnp.asarray(x_nhwc), train=train)
+        loss = per_example_loss(logits, jnp.asarray(y), r.label_smoothing).sum()
+        _, _, new_rest = nnx.split(net, nnx.Param, ...)
+        return loss, (logits, nnx.to_pure_dict(new_rest))
+
+    if train:
+        (loss, (logits, new_rest)), g = jax.jit(jax.value_and_grad(f, has_aux=True))(params, rest)
+        zero_rest = jax.tree.map(jnp.zeros_like, rest)
+        grads = convert.jax_to_arrays(nnx.merge(graphdef, g, zero_rest))
+        grads = {k: v for k, v in grads.items() if not k.endswith((".weight",)) or "norm" not in k}
+    else:
+        loss, (logits, new_rest) = jax.jit(f)(params, rest)
+        grads = {}
+    after = convert.jax_to_arrays(nnx.merge(graphdef, params, new_rest))
+    return dict(logits=np.asarray(logits), loss=float(loss), grads=grads, after=after)
+
+
+# ---------------------------------------------------------------------- optimizer helpers
+def set_counts(tree, t: int):
+    """Every `count` field of an optax state tree set to t (momentum buffers untouched)."""
+    import jax.numpy as jnp
+    if hasattr(tree, "_fields"):
+        vals = {f: set_counts(getattr(tree, f), t) for f in tree._fields}
+        if "count" in tree._fields:
+            vals["count"] = jnp.full_like(tree.count, t)
+        return type(tree)(**vals)
+    if isinstance(tree, dict):
+        return type(tree)({k: set_counts(v, t) for k, v in tree.items()})
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(set_counts(v, t) for v in tree)
+    return tree
+
+
+def torch_state(r, n_train, tnet, ns_dtype="float32", step=0, double=False):
+    """airbench_torch's TrainState on a copy of tnet (double=True: the float64 reference, with
+    Newton-Schulz in float64 too)."""
+    import torch
+    from airbench_torch.train import make_train_state
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[ns_dtype]
+    net = copy.deepcopy(tnet)
+    if double:
+        net = net.double()
+        dt = torch.float64
+    st = make_train_state(r, n_train, None, net=net, ns_dtype=dt, device="cpu")
+    st.step = step
+    return st
+
+
+def jax_state(r, n_train, arrays, impl="matmul", ns_dtype="float32"):
+    import jax.numpy as jnp
+    from airbench_jax import init_train_state
+    net = jax_net(r, arrays, impl)
+    return init_train_state(r, n_train, 0, net=net, ns_dtype=getattr(jnp, ns_dtype),
+                            conv_impl=impl)
+
+
+def jax_state64(r, n_train, arrays, impl="matmul"):
+    """airbench_jax's TrainState in float64 (params, activations, optimizer and Newton-Schulz):
+    the JAX side's own float64 reference. Build and step it inside `jax.enable_x64(True)`."""
+    import jax.numpy as jnp
+    from airbench_jax import init_train_state
+    return init_train_state(r, n_train, 0, net=jax_net64(r, arrays, impl), ns_dtype=jnp.float64,
+                            conv_impl=impl)
+
+
+def jax_state_from(template, arrays, step=0, ema_arrays=None):
+    """A copy of a JAX TrainState with weights from `arrays`, fresh optimizer state, counters at
+    `step` (keeps the template's static parts, so the jitted train_step is reused)."""
+    import jax.numpy as jnp
+    from flax import nnx
+    from airbench_jax.train import net_from_state
+    net = net_from_state(template)
+    convert.jax_from_arrays(net, arrays)
+    _, params, rest = nnx.split(net, nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    opt = set_counts(template.tx.init(params), step)
+    kw = dict(step=jnp.asarray(step, template.step.dtype), params=params, rest=rest, opt_state=opt)
+    if template.ema is not None:
+        src = arrays if ema_arrays is None else ema_arrays
+        net2 = net_from_state(template)
+        convert.jax_from_arrays(net2, src)
+        _, p2, r2 = nnx.split(net2, nnx.Param, ...)
+        p2, r2 = nnx.to_pure_dict(p2), nnx.to_pure_dict(r2)
+        ema_rest = jax_float_only(r2)
+        kw["ema"] = (p2, ema_rest)
+    return template.replace(**kw)
+
+
+def jax_float_only(tree):
+    import jax
+    import jax.numpy as jnp
+    return jax.tree.map(lambda v: v if jnp.issubdtype(v.dtype, jnp.floating) else None, tree)
+
+
+def jax_state_arrays(st) -> dict:
+    from airbench_jax.train import net_from_state
+    return convert.jax_to_arrays(net_from_state(st))
+
+
+def jax_ema_arrays(st) -> dict:
+    import jax
+    from flax import nnx
+    p, r = st.ema
+    r = jax.tree.map(lambda new, old: old if new is None else new, r, st.rest,
+                     is_leaf=lambda v: v is None)
+    return convert.jax_to_arrays(nnx.merge(st.graphdef, p, r))
+
+
+def deltas(after: dict, before: dict, names) -> dict:
+    return {k: np.asarray(after[k], np.float64) - np.asarray(before[k], np.float64) for k in names}
