@@ -1,7 +1,7 @@
 """The recipe table: every airbench recipe's hyper-parameters, as data.
 
 Both implementations read this table and nothing else, so they cannot drift apart. A recipe plus
-a seed plus a device defines a run. Values follow upstream's scripts (see DESIGN.md); the few
+a seed plus a device defines a run. Values follow upstream's scripts; the few
 places where upstream's library and scripts disagree are noted next to the field.
 """
 from __future__ import annotations

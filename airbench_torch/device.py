@@ -2,7 +2,7 @@
 
 CUDA (upstream's policy): half weights and activations, BatchNorm kept in float32, channels_last
 memory format, Newton-Schulz in bfloat16. CPU: everything float32 (CPU half/bfloat16 kernels are
-slow), Newton-Schulz in float32 (see DESIGN.md: CPU bfloat16 matmul is ~18x slower here), and
+slow), Newton-Schulz in float32 (measured on the 2-core EPYC: CPU bfloat16 matmul ~18x slower), and
 channels_last too (`python -m parity.bench --torch-channels-last both`: 1.2x the contiguous
 throughput on the 2-core EPYC, README "Measured here"). Other device types: contiguous (unmeasured).
 """

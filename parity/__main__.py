@@ -1,6 +1,26 @@
-"""`python -m parity` is `python -m parity.compare`."""
+"""`python -m parity`: the parity commands, one line each; `python -m parity compare ...` (or no
+command at all) runs `python -m parity.compare`, the front door."""
 import sys
 
-from .compare import main
+COMMANDS = {
+    "compare": "many seeds per framework, sequential equivalence test, report (the front door)",
+    "numerics": "shared weights and inputs: logits, loss, gradients, optimizer steps, lr schedules",
+    "lockstep": "both frameworks on one batch stream from the same weights, per-step divergence",
+    "bench": "train-step throughput of both frameworks in one run, and the CPU it ran on",
+}
 
-sys.exit(main())
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in ("-h", "--help", "help"):
+        print("usage: python -m parity COMMAND [options]   (python -m parity.COMMAND --help)\n")
+        for name, what in COMMANDS.items():
+            print(f"  {name:<9} {what}")
+        return 0
+    name = args.pop(0) if args and args[0] in COMMANDS else "compare"
+    import importlib
+    return importlib.import_module(f"parity.{name}").main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -175,10 +175,6 @@ class BatchStream:
         epoch, idx = self.indices(step)
         return self.augment(idx, self.draws(epoch)), self.labels[idx].astype(np.int64)
 
-    def batch_nchw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        x, y = self.batch(step)
-        return to_nchw(x), y
-
     def __iter__(self):
         for s in range(len(self)):
             yield self.batch(s)

@@ -135,14 +135,6 @@ def local_to_torch_arrays(net) -> dict[str, np.ndarray]:
     return {k: np.array(v, order="C") for k, v in out.items()}  # (ascontiguousarray makes 0-d 1-d)
 
 
-def _jax_convert():
-    try:
-        from airbench_jax import convert
-        return convert
-    except ImportError:
-        return None
-
-
 def jax_from_arrays(net, arrays: Mapping[str, np.ndarray]) -> None:
     """Load upstream-named arrays into a Flax NNX CifarNet in place. Strict: the key set must be
     exactly the net's (a depth-3 state dict does not load into a depth-2 net)."""
@@ -151,18 +143,13 @@ def jax_from_arrays(net, arrays: Mapping[str, np.ndarray]) -> None:
     if missing or extra:
         raise KeyError(f"state-dict keys differ from the Flax net's: missing {missing}, "
                        f"unexpected {extra}")
-    conv = _jax_convert()
-    if conv is not None and hasattr(conv, "from_torch_arrays"):
-        conv.from_torch_arrays(net, dict(arrays))
-    else:
-        local_from_torch_arrays(net, arrays)
+    from airbench_jax import convert as jconv
+    jconv.from_torch_arrays(net, dict(arrays))
 
 
 def jax_to_arrays(net) -> dict[str, np.ndarray]:
-    conv = _jax_convert()
-    if conv is not None and hasattr(conv, "to_torch_arrays"):
-        return {k: np.asarray(v) for k, v in conv.to_torch_arrays(net).items()}
-    return local_to_torch_arrays(net)
+    from airbench_jax import convert as jconv
+    return {k: np.asarray(v) for k, v in jconv.to_torch_arrays(net).items()}
 
 
 # ---------------------------------------------------------------------- both
@@ -193,14 +180,6 @@ def jax_net_like(recipe, arrays: Mapping[str, np.ndarray], conv_impl: str = "aut
     net = make_net(r, key, conv_impl=conv_impl)
     jax_from_arrays(net, arrays)
     return net
-
-
-def max_abs_diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Per-key max |a - b| (float64); keys must match."""
-    if set(a) != set(b):
-        raise KeyError(f"keys differ: {sorted(set(a) ^ set(b))}")
-    return {k: float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)),
-                             initial=0.0)) for k in a}
 
 
 def bitwise_equal(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> list[str]:

@@ -52,7 +52,6 @@ def test_roundtrip_is_bitwise(name):
 
 
 def test_local_map_agrees_with_airbench_jax_convert():
-    pytest.importorskip("airbench_jax.convert")
     from airbench_jax import convert as jconv
     for name in ("airbench94_muon", "airbench96"):
         _, t, j = _nets(name)
