@@ -106,10 +106,10 @@ def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, s
             init_whitening(pnet, whiten_inputs.to(dev), recipe.whiten_eps)
             synchronize(dev)
             t_whiten += time.perf_counter() - t0
-        pnet[0].bias.requires_grad_(False)  # upstream freezes the proxy's whitening bias throughout
-        pgroups = [g for g in groups if g.name != "whiten_bias"]
-        proxy = ProxyState(pnet, build_optimizers(pnet, pgroups, recipe, ns), recipe.filter_keep,
-                           recipe.proxy_train_every)
+        # upstream freezes the proxy's whitening bias throughout: frozen_after=0 in its groups
+        proxy = ProxyState(pnet, build_optimizers(pnet, param_groups(recipe, n_train, proxy=True),
+                                                  recipe, ns),
+                           recipe.filter_keep, recipe.proxy_train_every)
     model = torch.compile(net) if compile else net
     return TrainState(recipe=recipe, net=net, optimizers=opts, groups=groups, schedules=schedules,
                       lookahead=look, lookahead_decays=decays, step=0, total_steps=total,
@@ -152,9 +152,6 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
         mask = _proxy_select(state, inputs, labels)
         inputs, labels = inputs[mask], labels[mask]
 
-    frozen_after = state.whiten_bias_frozen_after
-    if frozen_after is not None:
-        net[0].bias.requires_grad_(step < frozen_after)
     set_learning_rates(state.optimizers, state.schedules, step)
 
     net.train()
