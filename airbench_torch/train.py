@@ -179,14 +179,14 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
 
 
 # ---------------------------------------------------------------------- evaluation
-def infer(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tensor:
+def infer(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tensor:
     """Logits for all of loader.images. TTA 0: plain; 1: mean of image and mirror; 2: 0.5*level-1
     + 0.5*mean of level-1 on the reflect-pad-1 crops [0:32] and [2:34]."""
     if tta_level not in (0, 1, 2):
         raise ValueError(f"tta_level must be 0, 1 or 2, got {tta_level}")
 
     def mirror(x):
-        return 0.5 * net(x) + 0.5 * net(x.flip(-1))
+        return 0.5 * model(x) + 0.5 * model(x.flip(-1))
 
     def mirror_translate(x):
         logits = mirror(x)
@@ -194,15 +194,15 @@ def infer(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tens
         shifted = [mirror(p[:, :, 0:32, 0:32]), mirror(p[:, :, 2:34, 2:34])]
         return 0.5 * logits + 0.5 * torch.stack(shifted).mean(0)
 
-    fn = [lambda x: net(x), mirror, mirror_translate][tta_level]
-    net.eval()
+    fn = [lambda x: model(x), mirror, mirror_translate][tta_level]
+    model.eval()
     images = loader.normalize(loader.images)
     with torch.no_grad():
         return torch.cat([fn(x).clone() for x in images.split(2000)])
 
 
-def evaluate(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
-    logits = infer(net, loader, tta_level)
+def evaluate(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
+    logits = infer(model, loader, tta_level)
     return (logits.argmax(1) == loader.labels).float().mean().item()
 
 
