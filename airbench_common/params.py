@@ -27,8 +27,8 @@ _ROLES = (
 GROUP_OF_ROLE = {
     "sgd": {"whiten_bias": "whiten_bias", "norm_bias": "norm_biases", "filter": "other",
             "head": "other"},
-    "muon": {"whiten_bias": "whiten_bias", "norm_bias": "norm_biases", "filter": "filters",
-             "head": "head"},
+    "muon": {"whiten_bias": "whiten_bias", "norm_bias": "norm_biases", "head": "head",
+             "filter": "filters"},
 }
 
 
