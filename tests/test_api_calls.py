@@ -109,18 +109,20 @@ def test_our_other_recipes_train(side, name):
 
 
 def test_run_is_a_label_and_seeds_are_honoured(side):
-    """Same seeds, different run: identical nets (run is not a seed). Another loader seed:
-    a different net. shuffle=False without augmentation: the loader seed changes nothing (train
-    follows the loader's order, drawing none of its own). Lookahead off: its final copy of the
+    """Same seeds, different run: identical nets (run is not a seed). Another train seed or
+    loader seed: a different net. shuffle=False without augmentation: the loader seed changes
+    nothing (train follows the loader's order, drawing none of its own). The net comes from the
+    recipe (make_net=None), so the train seed is its init. Lookahead off: its final copy of the
     EMA would hand back the init after 2 steps, whatever the data."""
     def fit(run=0, loader_seed=0, seed=0, **loader_kw):
-        side.reseed()
         return side.arrays(side.m.train94(side.loader(seed=loader_seed, **loader_kw), epochs=1,
-                                          make_net=lambda: side.make_net(4), run=run,
-                                          verbose=False, seed=seed, lookahead=False))
+                                          run=run, verbose=False, seed=seed, lookahead=False,
+                                          widths=(4, 8, 8)))
     aug = dict(aug=dict(flip=True, translate=2), altflip=True)
     base = fit(**aug)
+    assert base["7.weight"].shape == (10, 8)
     assert _same(base, fit(run=3, **aug))
+    assert not _same(base, fit(seed=1, **aug))
     assert not _same(base, fit(loader_seed=1, **aug))
     plain = dict(shuffle=False)
     assert _same(fit(loader_seed=1, **plain), fit(loader_seed=2, **plain))
