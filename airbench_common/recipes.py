@@ -267,15 +267,21 @@ class ParamGroup:
     schedule: str        # key into lr_schedules()
     frozen_after: int | None = None  # no update at all from this step on (whitening bias)
 
+    def frozen_at(self, step) -> bool:
+        """True when the group takes no update at 0-based `step` (works on ints and arrays)."""
+        return False if self.frozen_after is None else step >= self.frozen_after
 
-def param_groups(r: Recipe, n_train: int) -> list[ParamGroup]:
-    """The optimizer groups of a recipe, each parameter in exactly one group.
+
+def param_groups(r: Recipe, n_train: int, proxy: bool = False) -> list[ParamGroup]:
+    """The optimizer groups of a recipe, each parameter in exactly one group (which parameter
+    goes where: airbench_common.params, by upstream state-dict name).
 
     'filters' are the trainable 4-D conv weights (the whitening weight is never trained);
     'other' (SGD recipes) is filters + head. The whitening bias has a group of its own so that its
     freezing (frozen_after) touches nothing else; in SGD recipes its hyper-parameters equal
-    'other''s, as in upstream where it sits in that group."""
-    wb_steps = r.whiten_bias_steps(n_train)
+    'other''s, as in upstream where it sits in that group. proxy=True: the groups of
+    airbench96_faster's proxy net, whose whitening bias is frozen from the start."""
+    wb_steps = 0 if proxy else r.whiten_bias_steps(n_train)
     if r.optimizer == "muon":
         wd = r.weight_decay * r.batch_size
         return [

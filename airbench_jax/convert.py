@@ -59,3 +59,19 @@ def from_torch_arrays(net: CifarNet, arrays: dict) -> CifarNet:
             put(norm.num_batches_tracked, a[f"{nname}.num_batches_tracked"], "num_batches_tracked")
     put(net.head, a["7.weight"].T, "7.weight")
     return net
+
+
+def upstream_name(path) -> str:
+    """Upstream's state-dict name of a leaf of the net's state, from its path (keys or
+    jax.tree_util path entries): ('group1', 'conv1', 'kernel') -> '2.conv1.weight'."""
+    keys = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    if keys == ["whiten_kernel"]:
+        return "0.weight"
+    if keys == ["whiten_bias"]:
+        return "0.bias"
+    if keys == ["head"]:
+        return "7.weight"
+    if len(keys) == 3 and keys[0] in GROUPS:
+        leaf = "weight" if keys[2] == "kernel" else keys[2]
+        return f"{GROUPS[keys[0]]}.{keys[1]}.{leaf}"
+    raise ValueError(f"{'/'.join(keys)} is not a CifarNet state path")

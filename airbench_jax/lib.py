@@ -1,12 +1,18 @@
-"""Upstream airbench's library API on JAX: CifarLoader, train9x, infer, evaluate, checkpoints.
+"""Upstream airbench's library API on JAX: CifarLoader, make_net93-96, train93-96, warmup93-96,
+infer, evaluate (the published `airbench` package's names and parameter order; our extra
+parameters come after upstream's and are keyword-only), plus train94_muon, train96_faster,
+train(recipe, loader) and checkpoints.
 
 Differences from upstream: loaders yield jnp NHWC arrays; `infer` returns jnp logits (use
-jax.nn.log_softmax(logits, 1).max(1) for upstream's `.log_softmax(1).amax(1)`); `train*` accept
-an optional `seed` and `test_loader` besides upstream's argument names.
+jax.nn.log_softmax(logits, 1).max(1) for upstream's `.log_softmax(1).amax(1)`); randomness comes
+from explicit keys: a loader's `seed` and train's `seed` (None: drawn at random, as upstream's
+unseeded runs are).
 """
 from __future__ import annotations
 
 import math
+import secrets
+import time
 from pathlib import Path
 
 import jax
@@ -18,18 +24,26 @@ from airbench_common.data import atomic_write_bytes, load_cifar10
 from airbench_common.recipes import Recipe, get_recipe
 
 from . import augment as aug
+from . import model as _model
 from .convert import from_torch_arrays, to_torch_arrays
-from .model import CifarNet, make_net as _make_net
-from .train import _split, infer_arrays, net_from_state, resolve_device, run_recipe_with_state
+from .model import CifarNet, make_net
+from .train import (_split, default_dtype, infer_arrays, init_train_state, net_from_state,
+                    resolve_device, train_step)
+
+
+def _draw_seed() -> int:
+    return secrets.randbits(31)
 
 
 class CifarLoader:
     """Upstream-compatible loader. `path` is the data directory, read or downloaded into as
-    upstream does (None: $AIRBENCH_DATA or the default cache); `data=(images_uint8_nhwc, labels)`
-    uses arrays instead of files."""
+    upstream does (None: $AIRBENCH_DATA or the default cache); `gpu`: upstream's accelerator
+    index (None: JAX's default device). Keyword-only extras: `device` (a jax.Device or a
+    platform name such as 'cpu', overriding gpu), `seed` (the loader's PRNG key; None draws one),
+    `data=(images_uint8_nhwc, labels)` to use arrays instead of files."""
 
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
-                 shuffle=None, altflip=False, seed=None, device=None, data=None):
+                 shuffle=None, altflip=False, gpu=None, *, device=None, seed=None, data=None):
         if data is None:
             data = load_cifar10("train" if train else "test", path)
         images, labels = (np.asarray(a) for a in data)
@@ -37,23 +51,30 @@ class CifarLoader:
             raise ValueError(f"images must be uint8 NHWC (N, 32, 32, 3), got {images.shape} "
                              f"{images.dtype}")
         self.epoch = 0
-        dev = resolve_device(device)
-        self.images = jax.device_put(images, dev)      # uint8 NHWC, on device
-        self.labels = jax.device_put(labels.astype(np.int32), dev)
+        self.path = path
+        if device is None and gpu is not None:
+            device = jax.devices()[int(gpu)]
+        self.device = resolve_device(device)
+        self.images = jax.device_put(images, self.device)      # uint8 NHWC, on device
+        self.labels = jax.device_put(labels.astype(np.int32), self.device)
         self.aug = dict(aug or {})
         for k in self.aug:
             if k not in ("flip", "translate", "cutout"):
-                raise ValueError(f"unrecognized augmentation {k!r}")
+                raise ValueError(f"unrecognized augmentation {k!r}; valid keys: flip, translate, "
+                                 "cutout")
         self.batch_size = batch_size
         self.drop_last = train if drop_last is None else drop_last
         self.shuffle = train if shuffle is None else shuffle
         self.altflip = altflip
-        self.key = jax.random.PRNGKey(0 if seed is None else seed)
+        self.seed = _draw_seed() if seed is None else int(seed)
+        self.key = jax.random.PRNGKey(self.seed)
         self._base = None
 
     def __setattr__(self, k, v):
         if k in ("images", "labels") and getattr(self, "epoch", 0) != 0:
             raise AttributeError("images/labels can only be changed before iteration")
+        if k in ("images", "labels"):
+            self.__dict__["_base"] = None
         super().__setattr__(k, v)
 
     def __len__(self):
@@ -64,20 +85,20 @@ class CifarLoader:
         return aug.normalize(images)
 
     def __iter__(self):
+        """One epoch: upstream's order (normalize, pre-flip a random half once, reflect-pad once;
+        then per epoch crop, flip, cutout: augment.augment_batch on the whole split), then
+        batches in a random (shuffle) or the stored order."""
         k_flip, k_epoch = jax.random.split(self.key)
+        flip = bool(self.aug.get("flip", False))
         if self.epoch == 0 or self._base is None:
             base = aug.normalize(self.images)
-            if self.aug.get("flip", False):
+            if flip:
                 base = aug.random_flip(k_flip, base)
-            self._base = aug.pad_reflect(base, self.aug.get("translate", 0))
-        k_crop, k_f, k_cut, k_order = jax.random.split(jax.random.fold_in(k_epoch, self.epoch), 4)
-        images = aug.random_crop(k_crop, self._base, 32)
-        if self.aug.get("flip", False):
-            if self.altflip:
-                images = aug.flip_lr(images) if self.epoch % 2 == 1 else images
-            else:
-                images = aug.random_flip(k_f, images)
-        images = aug.cutout(k_cut, images, self.aug.get("cutout", 0))
+            self._base = aug.pad_reflect(base, int(self.aug.get("translate", 0)))
+        k_aug, k_order = jax.random.split(jax.random.fold_in(k_epoch, self.epoch))
+        images = aug.augment_batch(k_aug, self._base, self.epoch, flip=flip,
+                                   altflip=bool(self.altflip),
+                                   cutout_size=int(self.aug.get("cutout", 0)))
         self.epoch += 1
         n = len(images)
         order = jax.random.permutation(k_order, n) if self.shuffle else jnp.arange(n)
@@ -87,90 +108,206 @@ class CifarLoader:
 
 
 # ----------------------------------------------------------------------------- nets
-def make_net(recipe="airbench94", key=None, **kw) -> CifarNet:
-    r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
-    return _make_net(r, key, **kw)
+def _make_net9x(name, widths, batchnorm_momentum, key, conv_impl, dtype) -> CifarNet:
+    over = {}
+    if widths is not None:
+        over["widths"] = (tuple(widths[f"block{i}"] for i in (1, 2, 3))
+                          if isinstance(widths, dict) else tuple(widths))
+    if batchnorm_momentum is not None:
+        over["bn_momentum"] = float(batchnorm_momentum)
+    return make_net(get_recipe(name, **over), key, conv_impl=conv_impl, dtype=dtype)
 
 
-def make_net93(**kw):
-    return make_net("airbench93", **kw)
+def make_net93(widths=None, batchnorm_momentum=None, *, key=None, conv_impl="auto",
+               dtype=jnp.float32) -> CifarNet:
+    """Upstream's make_net93(widths=dict(block1=, block2=, block3=), batchnorm_momentum=);
+    None takes the recipe table's value. key: the init's PRNG key (None: PRNGKey(0))."""
+    return _make_net9x("airbench93", widths, batchnorm_momentum, key, conv_impl, dtype)
 
 
-def make_net94(**kw):
-    return make_net("airbench94", **kw)
+def make_net94(widths=None, batchnorm_momentum=None, *, key=None, conv_impl="auto",
+               dtype=jnp.float32) -> CifarNet:
+    """As make_net93, for airbench94."""
+    return _make_net9x("airbench94", widths, batchnorm_momentum, key, conv_impl, dtype)
 
 
-def make_net95(**kw):
-    return make_net("airbench95", **kw)
+def make_net95(widths=None, batchnorm_momentum=None, *, key=None, conv_impl="auto",
+               dtype=jnp.float32) -> CifarNet:
+    """As make_net93, for airbench95."""
+    return _make_net9x("airbench95", widths, batchnorm_momentum, key, conv_impl, dtype)
 
 
-def make_net96(**kw):
-    return make_net("airbench96", **kw)
+def make_net96(widths=None, batchnorm_momentum=None, *, key=None, conv_impl="auto",
+               dtype=jnp.float32) -> CifarNet:
+    """As make_net93, for airbench96. Defaults follow the paper script (widths 128/384/512, BN
+    keep-momentum 0.9); upstream's library make_net96 defaults to 128/512/512 and 0.6."""
+    return _make_net9x("airbench96", widths, batchnorm_momentum, key, conv_impl, dtype)
 
 
 # ----------------------------------------------------------------------------- inference
-def infer(net: CifarNet, loader: CifarLoader, tta_level: int = 0):
-    g, p, r = _split(net)
+def infer(model: CifarNet, loader: CifarLoader, tta_level: int = 0):
+    """Logits for all of the loader's images (in stored order), with test-time augmentation."""
+    g, p, r = _split(model)
     return infer_arrays(g, p, r, aug.normalize(loader.images), tta_level)
 
 
-def evaluate(net: CifarNet, loader: CifarLoader, tta_level: int = 0) -> float:
-    logits = infer(net, loader, tta_level)
+def evaluate(model: CifarNet, loader: CifarLoader, tta_level: int = 0) -> float:
+    logits = infer(model, loader, tta_level)
     return float((logits.argmax(1) == loader.labels).mean())
 
 
 # ----------------------------------------------------------------------------- training
-def train(recipe="airbench94", loader: CifarLoader | None = None, *, seed: int = 0,
-          test_loader: CifarLoader | None = None, verbose: bool = True, **overrides) -> CifarNet:
-    """Train `recipe` (with overrides) on the loader's images/labels/augmentation; the trained
-    net is returned. Without a loader, the recipe's own augmentation on the full training set."""
-    train_data = test_data = None
+def recipe_aug(recipe: Recipe) -> dict:
+    """The loader `aug` dict of a recipe (upstream's hyp['aug'])."""
+    out = {}
+    if recipe.flip:
+        out["flip"] = True
+    if recipe.translate:
+        out["translate"] = recipe.translate
+    if recipe.cutout:
+        out["cutout"] = recipe.cutout
+    return out
+
+
+_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_val_acc", "time_seconds")
+
+
+def _print_row(values: dict, head=False, final=False, log=print):
+    """Upstream's per-epoch table (print_columns / print_training_details)."""
+    cells = []
+    for col in _COLUMNS:
+        v = values.get(col)
+        s = f"{v:0.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+        cells.append(s.rjust(len(col)))
+    if head:
+        line = "|" + "|".join(f"  {c}  " for c in _COLUMNS) + "|"
+        log("-" * len(line))
+        log(line)
+        log("-" * len(line))
+        return
+    line = "|" + "|".join(f"  {c}  " for c in cells) + "|"
+    log(line)
+    if final:
+        log("-" * len(line))
+
+
+def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=None, run=0,
+          verbose: bool = True, seed: int | None = None, test_loader: CifarLoader | None = None,
+          ns_dtype=None, conv_impl: str = "auto", dtype=None, **overrides) -> CifarNet:
+    """Train `recipe` (a name or Recipe; overrides are recipe fields) on `loader`, as upstream's
+    train(): the loader's images, labels, augmentation, order (shuffle) and randomness (seed)
+    are what is trained on, and its batch size is the recipe's. Without a loader: the recipe's
+    augmented training loader on $AIRBENCH_DATA. make_net: a no-argument callable returning the
+    CifarNet to train (upstream's make_net); None builds the recipe's net from `seed`. run: the
+    run number printed in the table (upstream's meaning); -1 or 'warmup' takes one step only.
+    seed: the net's init and the proxy's (None: drawn at random). With verbose, the per-epoch
+    table is evaluated on `test_loader` or the test split of the loader's folder."""
     if loader is not None:
-        a = loader.aug
-        overrides = dict(dict(batch_size=loader.batch_size, flip=bool(a.get("flip", False)),
-                              altflip=bool(loader.altflip), translate=int(a.get("translate", 0)),
-                              cutout=int(a.get("cutout", 0))), **overrides)
-        train_data = (np.asarray(loader.images), np.asarray(loader.labels))
-    if test_loader is not None:
-        test_data = (np.asarray(test_loader.images), np.asarray(test_loader.labels))
-    rec, state = run_recipe_with_state(recipe, seed, overrides=overrides, train_data=train_data,
-                                       test_data=test_data, verbose=verbose)
-    if rec["status"] != "ok":
-        raise FloatingPointError(rec.get("error", "training diverged"))
-    return net_from_state(state)
+        overrides.setdefault("batch_size", loader.batch_size)
+    r = get_recipe(recipe, **overrides)
+    if loader is None:
+        loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=recipe_aug(r),
+                             altflip=r.altflip)
+    loader.epoch = 0
+    seed = _draw_seed() if seed is None else int(seed)
+    k_net, k_state = jax.random.split(jax.random.PRNGKey(seed))
+    dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
+    with jax.default_device(loader.device or jax.devices()[0]):
+        net = (make_net() if make_net is not None
+               else _model.make_net(r, k_net, conv_impl=conv_impl, dtype=dtype))
+        state = init_train_state(r, len(loader.images), k_state,
+                                 whiten_images=loader.normalize(loader.images[:r.whiten_images]),
+                                 net=net, ns_dtype=ns_dtype, conv_impl=conv_impl, dtype=dtype)
+        if run in (-1, "warmup"):
+            for inputs, labels in loader:
+                state, _ = train_step(state, inputs, labels)
+                break
+            return net_from_state(state)
+        return _fit(state, loader, test_loader, r, run, verbose)
 
 
-def _upstream_train(recipe, train_loader, epochs, label_smoothing, learning_rate, bias_scaler,
-                    momentum, weight_decay, whiten_bias_epochs, tta_level, make_net, run,
-                    verbose, **kw):
-    ov = {}
-    for k, v in dict(epochs=epochs, label_smoothing=label_smoothing, lr=learning_rate,
-                     bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
-                     whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level).items():
-        if v is not None:
-            ov[k] = v
-    seed = kw.pop("seed", run if isinstance(run, int) and run >= 0 else 0)
-    return train(recipe, train_loader, seed=seed, verbose=bool(verbose), **ov, **kw)
+def _fit(state, loader, test_loader, r: Recipe, run, verbose) -> CifarNet:
+    total, steps, seconds = state.total_steps, 0, 0.0
+    if verbose:
+        if test_loader is None:
+            test_loader = CifarLoader(loader.path, train=False, batch_size=2000,
+                                      device=loader.device)
+        if run == 0:
+            _print_row({}, head=True)
+    for epoch in range(math.ceil(total / len(loader))):
+        t0 = time.perf_counter()
+        for inputs, labels in loader:
+            state, loss = train_step(state, inputs, labels)
+            steps += 1
+            if steps >= total:
+                break
+        loss = float(loss)                        # waits for the epoch's last step
+        seconds += time.perf_counter() - t0
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{r.name}: non-finite training loss {loss} in epoch "
+                                     f"{epoch}; try a lower learning rate")
+        if verbose:
+            net = net_from_state(state)
+            used = r.filter_keep or len(labels)
+            train_acc = evaluate_arrays(net, inputs, labels)
+            _print_row(dict(run=run if epoch == 0 else None, epoch=epoch, train_loss=loss / used,
+                            train_acc=train_acc, val_acc=evaluate(net, test_loader, 0),
+                            time_seconds=seconds))
+        if steps >= total:
+            break
+    net = net_from_state(state)
+    if verbose:
+        _print_row(dict(epoch="eval", tta_val_acc=evaluate(net, test_loader, r.tta_level),
+                        time_seconds=seconds), final=True)
+    return net
 
 
-def _make_train(name):
+def evaluate_arrays(net: CifarNet, inputs, labels) -> float:
+    """Accuracy on already normalized NHWC inputs (the table's train_acc on the last batch)."""
+    g, p, rest = _split(net)
+    return float((infer_arrays(g, p, rest, inputs, 0).argmax(1) == labels).mean())
+
+
+def _upstream_train(name):
     def fn(train_loader=None, epochs=None, label_smoothing=None, learning_rate=None,
            bias_scaler=None, momentum=None, weight_decay=None, whiten_bias_epochs=None,
-           tta_level=None, make_net=None, run=None, verbose=True, **kw):
-        return _upstream_train(name, train_loader, epochs, label_smoothing, learning_rate,
-                               bias_scaler, momentum, weight_decay, whiten_bias_epochs,
-                               tta_level, make_net, run, verbose, **kw)
+           tta_level=None, make_net=None, run=0, verbose=True, **extra):
+        given = dict(epochs=epochs, label_smoothing=label_smoothing, lr=learning_rate,
+                     bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
+                     whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
+        overrides = {k: v for k, v in given.items() if v is not None}
+        return train(name, train_loader, make_net=make_net, run=run, verbose=verbose,
+                     **overrides, **extra)
     fn.__name__ = "train" + name.replace("airbench", "")
-    fn.__doc__ = f"Upstream-style entry point for the {name} recipe (None = recipe default)."
+    fn.__qualname__ = fn.__name__
+    fn.__doc__ = (f"Upstream-compatible {fn.__name__}: trains recipe {name!r} and returns the net. "
+                  "Arguments left as None take the recipe table's value; extra keywords are "
+                  "train()'s (seed, test_loader, ...) or recipe fields.")
     return fn
 
 
-train93 = _make_train("airbench93")
-train94 = _make_train("airbench94")
-train95 = _make_train("airbench95")
-train96 = _make_train("airbench96")
-train94_muon = _make_train("airbench94_muon")
-train96_faster = _make_train("airbench96_faster")
+train93 = _upstream_train("airbench93")
+train94 = _upstream_train("airbench94")
+train95 = _upstream_train("airbench95")
+train96 = _upstream_train("airbench96")
+train94_muon = _upstream_train("airbench94_muon")
+train96_faster = _upstream_train("airbench96_faster")
+
+
+def warmup93(*args, **kwargs):
+    return train93(*args, run=-1, **kwargs)
+
+
+def warmup94(*args, **kwargs):
+    return train94(*args, run=-1, **kwargs)
+
+
+def warmup95(*args, **kwargs):
+    return train95(*args, run=-1, **kwargs)
+
+
+def warmup96(*args, **kwargs):
+    return train96(*args, run=-1, **kwargs)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from airbench_common.recipes import Recipe
+from airbench_common.recipes import Recipe, get_recipe
 
 from .conv import conv2d, resolve_impl
 
@@ -192,9 +192,12 @@ class CifarNet(nnx.Module):
         return (x.astype(jnp.promote_types(x.dtype, jnp.float32)) @ self.head[...]) * self.head_scale
 
 
-def make_net(recipe: Recipe, key=None, *, conv_impl: str = "auto", dtype=jnp.float32,
-             proxy: bool = False) -> CifarNet:
-    """The recipe's net (or its airbench96_faster proxy net) with PyTorch-default init."""
+def make_net(recipe: Recipe | str = "airbench94", key=None, *, conv_impl: str = "auto",
+             dtype=jnp.float32, proxy: bool = False) -> CifarNet:
+    """The recipe's net (a Recipe or a recipe name; or its airbench96_faster proxy net) with
+    PyTorch-default init from `key` (a PRNG key or an int seed; None: PRNGKey(0)). Whitening
+    is set later, from data (set_whitening)."""
+    recipe = get_recipe(recipe)
     if key is None:
         key = jax.random.PRNGKey(0)
     if isinstance(key, int):

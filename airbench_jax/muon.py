@@ -13,12 +13,20 @@ Because the renormalization rescales p itself, the transform needs the params: i
     u = (p_r - p) - lr_t * NS(g')
 so that optax.apply_updates(p, u) == p_r - lr_t * NS(g') (exact up to one float rounding).
 
-Why not `optax.contrib.muon` as is: it keeps an EMA momentum (mu = b*mu + (1-b)*g) with bias
-correction instead of PyTorch-style buf = m*buf + g; defaults to 5 NS steps and its own
-coefficients; does no weight renormalization; runs NS in the input dtype; handles 2-D leaves
-only unless given reshaping dimension numbers; and scales the update by a shape-dependent factor
-(sqrt(max(1, rows/cols)) or similar). Each differs from upstream's trajectory, so we write the
-airbench variant and keep only optax's conventions (state, schedules, partition).
+Why not `optax.contrib.muon` (optax 0.2.8) as is -- it shares the quintic NS coefficients
+(3.4445, -4.7750, 2.0315), but:
+  * its momentum is an EMA with bias correction: mu = b*mu + (1-b)*g, and the Nesterov step uses
+    b*mu_hat + (1-b)*g_hat, each term bias-corrected (divided by 1 - b**k for its count k);
+    airbench's is PyTorch's undamped buf = m*buf + g with g + m*buf, no bias correction;
+  * it does no weight renormalization (airbench rescales each filter tensor to Frobenius norm
+    sqrt(out_channels) before every step);
+  * Newton-Schulz runs in the dtype of its input (no choice of ns_dtype; airbench runs it in
+    bfloat16 on GPU whatever the gradient dtype), and its Frobenius normalization uses eps=1e-8;
+  * it scales the orthogonalized update by sqrt(max(1, fan_out/fan_in)) (or a consistent-RMS
+    factor), defaults to 5 NS steps, treats only 2-D leaves as matrices unless given
+    MuonDimensionNumbers, and sends every other leaf to AdamW.
+Each changes upstream's trajectory, so we write the airbench variant and keep optax's conventions
+(state, schedules, partition).
 """
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 CifarLoader) plus train94_muon / train96_faster, all driven by the shared recipe table."""
 from __future__ import annotations
 
+import torch
+
 from airbench_common import get_recipe
 
 from .device import resolve_device
@@ -19,8 +21,11 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
           ns_dtype=None, test_loader=None, **overrides):
     """Train `recipe` (name or Recipe; overrides are recipe fields) on `loader` (default: the
     recipe's augmented training loader on $AIRBENCH_DATA) and return the trained net.
-    As upstream, the loader's batch size is the one used (it sets the recipe's batch_size).
-    run=-1 or 'warmup': a single step only (upstream's warm-up)."""
+    As upstream, the loader's batch size is the one used (it sets the recipe's batch_size), and
+    its order and randomness (shuffle, seed) are the run's. make_net: a no-argument callable
+    returning the net (upstream's); None builds the recipe's. run: the run number printed in the
+    table (upstream's meaning); -1 or 'warmup': a single step only. seed: torch's global seed for
+    the init (None: drawn from torch's global generator, as upstream's unseeded runs)."""
     if loader is not None:
         overrides.setdefault("batch_size", loader.batch_size)
     r = get_recipe(recipe, **overrides)
@@ -34,7 +39,9 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     whiten_inputs = loader.normalize(loader.images[:r.whiten_images])
     net = make_net() if make_net is not None else None
     cl = getattr(loader, "channels_last", None)     # the net follows the loader's layout
-    state = make_train_state(r, n_train, whiten_inputs, seed=0 if seed is None else seed,
+    if seed is None:
+        seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+    state = make_train_state(r, n_train, whiten_inputs, seed=seed,
                              device=dev, net=net, ns_dtype=ns_dtype, whiten_given_net=True,
                              channels_last=cl)
     if warm:
@@ -66,7 +73,7 @@ def _upstream_train(name):
         overrides = {UPSTREAM_NAMES[k]: v for k, v in given.items() if v is not None}
         overrides.update(extra)
         return train(name, train_loader, make_net=make_net, run=run, verbose=verbose, **overrides)
-    fn.__name__ = "train" + name.replace("airbench", "")
+    fn.__name__ = fn.__qualname__ = "train" + name.replace("airbench", "")
     fn.__doc__ = (f"Upstream-compatible {fn.__name__}: trains recipe {name!r} and returns the net. "
                   "Arguments left as None take the recipe table's value.")
     return fn

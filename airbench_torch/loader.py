@@ -61,13 +61,18 @@ def random_cutout(images: torch.Tensor, size: int, gen: torch.Generator, return_
 
 class CifarLoader:
     """Upstream-compatible loader. `path` is the data directory (None: $AIRBENCH_DATA or the
-    default cache); `data=(images_uint8_nhwc, labels)` uses arrays instead of files."""
+    default cache); `gpu`: upstream's CUDA device index (None: see `device`). Extras after
+    upstream's parameters: `device` (overrides gpu; None: CUDA if available, else CPU), `seed`
+    (the loader's torch.Generator; None draws one), `data=(images_uint8_nhwc, labels)` to use
+    arrays instead of files, `channels_last` (memory format; None: the device's policy)."""
 
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
-                 shuffle=None, altflip=False, device=None, seed=None, data=None,
+                 shuffle=None, altflip=False, gpu=None, device=None, seed=None, data=None,
                  channels_last=None):
         self.epoch = 0
         self.path = path
+        if device is None and gpu is not None:
+            device = torch.device("cuda", int(gpu)) if isinstance(gpu, int) else gpu
         self.device = resolve_device(device)
         self.dtype = compute_dtype(self.device)
         if data is None:

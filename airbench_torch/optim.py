@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from airbench_common import NS_COEFFS, ParamGroup, Recipe
+from airbench_common.params import group_lr, group_of
 
 
 def newton_schulz(G: torch.Tensor, steps: int, eps: float = 1e-7,
@@ -77,21 +78,13 @@ class Lookahead:
 
 
 def group_params(net: nn.Module, name: str) -> list[torch.Tensor]:
-    """The parameters of one param_groups() group name for a CifarNet."""
-    named = [(k, p) for k, p in net.named_parameters()]
-    whiten_w, whiten_b, head = net[0].weight, net[0].bias, net[7].weight
-    filters = [p for k, p in named if p.ndim == 4 and p is not whiten_w]
-    if name == "whiten_bias":
-        return [whiten_b]
-    if name == "norm_biases":
-        return [p for k, p in named if "norm" in k and k.endswith(".bias")]
-    if name == "head":
-        return [head]
-    if name == "filters":
-        return filters
-    if name == "other":
-        return filters + [head]
-    raise ValueError(f"unknown parameter group {name!r}")
+    """The parameters of one param_groups() group name for a CifarNet, by upstream state-dict
+    name (airbench_common.params; 'other' exists only for SGD recipes, 'filters'/'head' only
+    for Muon ones, so the name alone decides)."""
+    optimizer = "sgd" if name == "other" else "muon"
+    if name not in ("whiten_bias", "norm_biases", "other", "filters", "head"):
+        raise ValueError(f"unknown parameter group {name!r}")
+    return [p for k, p in net.named_parameters() if group_of(k, optimizer) == name]
 
 
 def build_optimizers(net: nn.Module, groups: list[ParamGroup], recipe: Recipe,
@@ -118,8 +111,8 @@ def build_optimizers(net: nn.Module, groups: list[ParamGroup], recipe: Recipe,
 
 
 def set_learning_rates(optimizers, schedules: dict, step: int) -> None:
-    """lr of every group = its ParamGroup.lr * schedules[its schedule][step]."""
+    """lr of every group at `step`: airbench_common.params.group_lr (its ParamGroup.lr times its
+    schedule, exactly 0 once the group is frozen: the freezing mechanism of both sides)."""
     for opt in optimizers:
         for pg in opt.param_groups:
-            spec = pg["spec"]
-            pg["lr"] = spec.lr * float(schedules[spec.schedule][step])
+            pg["lr"] = float(group_lr(pg["spec"], schedules, step))

@@ -106,10 +106,10 @@ def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, s
             init_whitening(pnet, whiten_inputs.to(dev), recipe.whiten_eps)
             synchronize(dev)
             t_whiten += time.perf_counter() - t0
-        pnet[0].bias.requires_grad_(False)  # upstream freezes the proxy's whitening bias throughout
-        pgroups = [g for g in groups if g.name != "whiten_bias"]
-        proxy = ProxyState(pnet, build_optimizers(pnet, pgroups, recipe, ns), recipe.filter_keep,
-                           recipe.proxy_train_every)
+        # upstream freezes the proxy's whitening bias throughout: frozen_after=0 in its groups
+        proxy = ProxyState(pnet, build_optimizers(pnet, param_groups(recipe, n_train, proxy=True),
+                                                  recipe, ns),
+                           recipe.filter_keep, recipe.proxy_train_every)
     model = torch.compile(net) if compile else net
     return TrainState(recipe=recipe, net=net, optimizers=opts, groups=groups, schedules=schedules,
                       lookahead=look, lookahead_decays=decays, step=0, total_steps=total,
@@ -152,9 +152,6 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
         mask = _proxy_select(state, inputs, labels)
         inputs, labels = inputs[mask], labels[mask]
 
-    frozen_after = state.whiten_bias_frozen_after
-    if frozen_after is not None:
-        net[0].bias.requires_grad_(step < frozen_after)
     set_learning_rates(state.optimizers, state.schedules, step)
 
     net.train()
@@ -182,14 +179,14 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
 
 
 # ---------------------------------------------------------------------- evaluation
-def infer(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tensor:
+def infer(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tensor:
     """Logits for all of loader.images. TTA 0: plain; 1: mean of image and mirror; 2: 0.5*level-1
     + 0.5*mean of level-1 on the reflect-pad-1 crops [0:32] and [2:34]."""
     if tta_level not in (0, 1, 2):
         raise ValueError(f"tta_level must be 0, 1 or 2, got {tta_level}")
 
     def mirror(x):
-        return 0.5 * net(x) + 0.5 * net(x.flip(-1))
+        return 0.5 * model(x) + 0.5 * model(x.flip(-1))
 
     def mirror_translate(x):
         logits = mirror(x)
@@ -197,15 +194,15 @@ def infer(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tens
         shifted = [mirror(p[:, :, 0:32, 0:32]), mirror(p[:, :, 2:34, 2:34])]
         return 0.5 * logits + 0.5 * torch.stack(shifted).mean(0)
 
-    fn = [lambda x: net(x), mirror, mirror_translate][tta_level]
-    net.eval()
+    fn = [lambda x: model(x), mirror, mirror_translate][tta_level]
+    model.eval()
     images = loader.normalize(loader.images)
     with torch.no_grad():
         return torch.cat([fn(x).clone() for x in images.split(2000)])
 
 
-def evaluate(net: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
-    logits = infer(net, loader, tta_level)
+def evaluate(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
+    logits = infer(model, loader, tta_level)
     return (logits.argmax(1) == loader.labels).float().mean().item()
 
 

@@ -13,7 +13,7 @@ from airbench_jax.conv import conv_matmul, conv_native
 from airbench_jax.convert import from_torch_arrays, to_torch_arrays
 from airbench_jax.model import make_net, patch_covariance, whitening_kernel
 from airbench_jax.muon import muon, newton_schulz
-from airbench_jax.optim import build_optimizer, freeze_after, sgd_group
+from airbench_jax.optim import build_optimizer, lr_array, sgd_group
 from airbench_jax.train import init_train_state, net_from_state, train_epoch, train_step
 
 KEY = jax.random.PRNGKey(0)
@@ -148,14 +148,22 @@ def test_frozen_whiten_bias_does_not_move():
         np.testing.assert_array_equal(h, hist[0])
 
 
-def test_freeze_after_no_weight_decay_or_momentum():
-    tx = freeze_after(sgd_group(jnp.full(5, 0.1), 0.5, 0.9), 2)
+def test_frozen_group_lr_is_exactly_zero_and_stops_weight_decay_and_momentum():
+    """The freeze (airbench_common.params.group_lr): lr 0 from frozen_after on, so a group with
+    weight decay and momentum built up moves by exactly 0 -- the same mechanism as torch's."""
+    r = get_recipe("airbench94", batch_size=32, epochs=2, whiten_bias_epochs=0.5)
+    sched = lr_schedules(r, 128)
+    wb = next(g for g in param_groups(r, 128) if g.name == "whiten_bias")
+    lrs = np.asarray(lr_array(wb, sched))
+    assert wb.frozen_after == 2
+    np.testing.assert_allclose(lrs[:2], (wb.lr * sched["main"][:2]).astype(np.float32))
+    assert np.all(lrs[:2] > 0) and np.all(lrs[2:] == 0)
+    tx = sgd_group(jnp.asarray(lrs), 0.5, 0.9)
     p = jnp.ones(3)
     st = tx.init(p)
     for t in range(4):
         u, st = tx.update(jnp.ones(3), st, p)
-        if t >= 2:
-            np.testing.assert_array_equal(u, 0)
+        assert np.all(np.asarray(u) == 0) == (t >= 2), t
 
 
 def test_schedules_per_group_at_chosen_steps():
@@ -211,38 +219,82 @@ def test_convert_round_trip_exact(name):
 
 
 def test_init_is_pytorch_like():
-    r = get_recipe("airbench94_muon", widths=(8, 16, 16))
+    r = get_recipe("airbench94_muon", widths=(8, 32, 32))
     net = make_net(r, KEY)
     k = np.asarray(net.group1.conv1.kernel[...])
     assert k[1, 1, 3, 3] == 1 and k[0, 0, 3, 3] == 0 and k[1, 1, 2, 3] == 0
-    bound = 1 / np.sqrt(24 * 9)
-    assert np.abs(k[..., 8:]).max() <= bound + 1e-7 if k.shape[-1] > 24 else True
+    # group2.conv1: 8 -> 32 channels; filters 8.. keep PyTorch's U(-1/sqrt(fan_in), +) init
+    k2 = np.asarray(net.group2.conv1.kernel[...])
+    rand = k2[..., 8:]
+    bound = 1 / np.sqrt(8 * 9)
+    assert rand.size == 3 * 3 * 8 * 24
+    assert np.abs(rand).max() <= bound and np.abs(rand).max() > 0.95 * bound
+    np.testing.assert_allclose(rand.std(), bound / np.sqrt(3), rtol=0.05)  # uniform's std
+    np.testing.assert_array_equal(k2[1, 1, :, :8], np.eye(8))              # Dirac part
     np.testing.assert_allclose(np.std(np.asarray(net.head[...]), ddof=1), 1.0, rtol=1e-5)
 
 
-def test_proxy_filtering_step_runs():
+def test_proxy_filtering_keeps_the_highest_loss_examples():
+    from flax import nnx
+    from airbench_jax.train import per_example_loss
     r = get_recipe("airbench96_faster", widths=(8, 16, 16), proxy_widths=(8, 8, 8),
                    batch_size=32, filter_keep=16, epochs=1)
     imgs, labels = _imgs(64)
     st = init_train_state(r, 64, KEY, whiten_images=aug.normalize(imgs))
     p0 = jax.tree.map(np.asarray, st.proxy_params)
-    st, loss = train_step(st, aug.normalize(imgs[:32]), jnp.asarray(labels[:32]))
-    assert np.isfinite(loss)
+    x, y = aug.normalize(imgs[:32]), jnp.asarray(labels[:32])
+    # independently: the proxy's per-example losses (train mode, as the step scores them), its
+    # 16 highest, and the main net's summed loss on exactly those (train_step's returned loss)
+    proxy = nnx.merge(st.proxy_graphdef, st.proxy_params, st.proxy_rest)
+    pl = np.asarray(per_example_loss(proxy(x, train=True), y, r.label_smoothing))
+    keep = np.sort(np.argsort(pl)[-16:])
+    drop = np.setdiff1d(np.arange(32), keep)
+    assert pl[keep].min() > pl[drop].max()          # a clean split, so the check is decisive
+    main = nnx.merge(st.graphdef, st.params, st.rest)
+    want = float(per_example_loss(main(x[keep], train=True), y[keep], r.label_smoothing).sum())
+    main = nnx.merge(st.graphdef, st.params, st.rest)
+    other = float(per_example_loss(main(x[drop], train=True), y[drop], r.label_smoothing).sum())
+    st, loss = train_step(st, x, y)
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    assert abs(want - other) > 1e-3 * abs(want)     # keeping the others would be seen
     # proxy trained on step 0 (every 4th), but its whitening bias is frozen from the start
     np.testing.assert_array_equal(st.proxy_params["whiten_bias"], p0["whiten_bias"])
     assert not np.array_equal(st.proxy_params["head"], p0["head"])
     assert int(st.rest["group1"]["norm1"]["num_batches_tracked"]) == 1
 
 
-def test_lookahead_final_copy():
-    r = get_recipe("airbench94", widths=(8, 16, 16), batch_size=32, epochs=0.25)  # 1 step
+def test_lookahead_ema_formula_and_final_copy():
+    """6 steps (batch 32 of 128 images, 1.5 epochs). Steps 1-4 are plain steps; step 5 moves the
+    EMA (which is still the init, p0) towards the net by 1 - d5 with d5 = 0.95**5 * (5/6)**3 and
+    copies it into the net; step 6 is the last: its update is discarded by the final copy of the
+    EMA (not moved on step 6). The plain trajectory comes from the same run without lookahead."""
+    from airbench_common.recipes import lookahead_decays
     imgs, labels = _imgs(128)
-    st = init_train_state(r, 128, KEY, whiten_images=aug.normalize(imgs))
-    p0 = jax.tree.map(np.asarray, st.params)
-    st, _ = train_step(st, aug.normalize(imgs[:32]), jnp.asarray(labels[:32]))
-    # last step: the net is replaced by the EMA, which (decay weight 0 off the 5-step grid) is init
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, st.params), p0)
-    assert net_from_state(st) is not None
+    x = [aug.normalize(imgs[i * 32:(i + 1) * 32]) for i in range(4)] * 2
+    y = [jnp.asarray(labels[i * 32:(i + 1) * 32]) for i in range(4)] * 2
+
+    def run(lookahead, steps):
+        r = get_recipe("airbench94", widths=(8, 16, 16), batch_size=32, epochs=1.5,
+                       lookahead=lookahead)
+        st = init_train_state(r, 128, KEY, whiten_images=aug.normalize(imgs))
+        out = [jax.tree.map(np.asarray, st.params)]
+        for i in range(steps):
+            st, _ = train_step(st, x[i], y[i])
+            out.append(jax.tree.map(np.asarray, st.params))
+        return r, out
+
+    r, la = run(True, 6)
+    _, plain = run(False, 5)
+    p0, q5 = plain[0], plain[5]
+    d5 = lookahead_decays(r, 128)[5]
+    np.testing.assert_allclose(d5, 0.95 ** 5 * (5 / 6) ** 3)
+    for k in ("head", "whiten_bias"):
+        assert np.abs(q5[k] - p0[k]).max() > 1e-5             # training moved the weights
+        for s in range(1, 5):                                  # no lookahead before step 5
+            np.testing.assert_array_equal(la[s][k], plain[s][k])
+        want = p0[k] + (1 - d5) * (q5[k] - p0[k])
+        np.testing.assert_allclose(la[5][k], want, rtol=1e-5, atol=1e-9)
+        np.testing.assert_array_equal(la[6][k], la[5][k])     # final copy of the EMA
 
 
 def test_maxpool_gradient_goes_to_first_tied_maximum_like_pytorch():

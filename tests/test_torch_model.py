@@ -210,26 +210,40 @@ def test_whitening_bias_frozen_after_its_steps(name):
         if s + 1 == frozen:
             buf = sgd.state[bias]["momentum_buffer"].clone()
             assert buf.abs().sum() > 0   # momentum is present when freezing starts
+        wb_group = next(pg for pg in sgd.param_groups if pg["spec"].name == "whiten_bias")
+        assert (wb_group["lr"] == 0) == (s >= frozen)   # the freeze: a zero lr, and only then
     assert not torch.equal(history[0], history[frozen - 1])   # it trained before
     for h in history[frozen:]:
         assert torch.equal(h, history[frozen - 1])            # and not at all afterwards
-    assert torch.equal(sgd.state[bias]["momentum_buffer"], buf)
 
 
 def test_lookahead_every_five_steps_and_final_copy():
-    state, x, y = tiny_state("airbench94", epochs=2.5)  # 10 steps
-    decays = lookahead_decays(state.recipe, 128)
-    it = batches(x, y, 32)
-    ema = {k: v.clone() for k, v in state.lookahead.ema.items()}
-    for s in range(1, state.total_steps + 1):
-        before_sd = None
-        train_step(state, *next(it))
-        if s % 5 == 0:
-            sd = state.net.state_dict()
-            for k, e in state.lookahead.ema.items():
-                torch.testing.assert_close(sd[k], e)
-    assert state.step == state.total_steps == 10
-    assert 0 < decays[5] < decays[10] < 1
+    """Against the same run without lookahead (same init and batches): steps 1-4 identical; on
+    step 5 the net becomes ema + (1 - d5) * (net - ema) with ema = init and
+    d5 = 0.95**5 * (5/6)**3; step 6 (the last) ends with the EMA (not moved then) copied in."""
+    la, x, y = tiny_state("airbench94", epochs=1.5)            # 6 steps
+    plain, _, _ = tiny_state("airbench94", epochs=1.5, lookahead=False)
+    d5 = lookahead_decays(la.recipe, 128)[5]
+    assert d5 == pytest.approx(0.95 ** 5 * (5 / 6) ** 3, rel=1e-12)
+    p0 = {k: v.clone() for k, v in plain.net.state_dict().items()}
+    it1, it2 = batches(x, y, 32), batches(x, y, 32)
+    hist = []
+    for s in range(1, 7):
+        train_step(la, *next(it1))
+        if s <= 5:
+            train_step(plain, *next(it2))
+        hist.append({k: v.clone() for k, v in la.net.state_dict().items()})
+        q = plain.net.state_dict()
+        for k in ("7.weight", "2.conv1.weight", "2.norm1.bias", "2.norm1.running_mean"):
+            if s < 5:
+                assert torch.equal(hist[-1][k], q[k]), (s, k)
+            elif s == 5:
+                assert not torch.equal(q[k], p0[k])
+                torch.testing.assert_close(hist[-1][k], p0[k] + (1 - d5) * (q[k] - p0[k]),
+                                           rtol=1e-5, atol=1e-7)
+            else:
+                assert torch.equal(hist[-1][k], hist[-2][k]), k   # the final copy
+    assert la.step == la.total_steps == 6
 
 
 def test_same_seed_identical_weights_different_seed_differs():
@@ -286,16 +300,34 @@ def test_given_net_is_used_as_is():
 
 
 def test_proxy_filtering_trains_main_net_on_kept_examples():
+    import copy
+    import torch.nn.functional as F
     state, x, y = tiny_state("airbench96_faster", filter_keep=16, proxy_widths=(4, 8, 8),
                              widths=(8, 16, 16), epochs=2)
     px = state.proxy
-    assert px is not None and not px.net[0].bias.requires_grad
+    assert px is not None
+    wb = [pg for opt in px.optimizers for pg in opt.param_groups if pg["spec"].name == "whiten_bias"]
+    assert wb[0]["spec"].frozen_after == 0     # the proxy's whitening bias never trains
     it = batches(x, y, 32)
     p_before = [p.detach().clone() for p in px.net.parameters()]
-    train_step(state, *next(it))              # step 0: proxy trains (0 % 4 == 0)
-    assert len(state.last["labels"]) == 16
+    xb, yb = next(it)
+    # independently: the proxy's per-example losses (train mode), its 16 highest, and the main
+    # net's summed loss on exactly those (what train_step returns, computed before the update)
+    ls = state.recipe.label_smoothing
+    pl = F.cross_entropy(copy.deepcopy(px.net).train()(xb), yb, label_smoothing=ls,
+                         reduction="none").detach()
+    keep = pl.argsort()[-16:].sort().values
+    drop = pl.argsort()[:16].sort().values
+    assert pl[keep].min() > pl[drop].max()
+    want = F.cross_entropy(copy.deepcopy(state.net).train()(xb[keep]), yb[keep],
+                           label_smoothing=ls, reduction="sum").item()
+    other = F.cross_entropy(copy.deepcopy(state.net).train()(xb[drop]), yb[drop],
+                            label_smoothing=ls, reduction="sum").item()
+    loss = train_step(state, xb, yb)            # step 0: proxy trains (0 % 4 == 0)
+    assert loss == pytest.approx(want, rel=1e-5) and abs(want - other) > 1e-3 * want
+    assert torch.equal(state.last["labels"], yb[keep])
     changed = [not torch.equal(a, b) for a, b in zip(p_before, px.net.parameters())]
-    assert any(changed)
+    assert any(changed) and torch.equal(px.net[0].bias, p_before[1])
     p_mid = [p.detach().clone() for p in px.net.parameters()]
     train_step(state, *next(it))              # step 1: proxy only scores
     assert all(torch.equal(a, b) for a, b in zip(p_mid, px.net.parameters()))
