@@ -14,8 +14,9 @@ from .sides import set_counts, torch_state
 
 
 def torch_lrs(r: Recipe, n_train: int, tnet) -> dict[str, np.ndarray]:
-    """lr per group per step as torch's train_step sets it (set_learning_rates), with the
-    whitening bias at 0 from its frozen_after on (torch's train_step then gives it no grad)."""
+    """lr per group per step as torch's train_step sets it (set_learning_rates); a frozen group's
+    lr must itself be 0 from its frozen_after on (airbench_common.params.group_lr), which is how
+    both sides freeze."""
     from airbench_torch.optim import set_learning_rates
     st = torch_state(r, n_train, tnet)
     total = r.total_steps(n_train)
@@ -25,10 +26,7 @@ def torch_lrs(r: Recipe, n_train: int, tnet) -> dict[str, np.ndarray]:
         for opt in st.optimizers:
             for pg in opt.param_groups:
                 spec = pg["spec"]
-                lr = pg["lr"]
-                if spec.frozen_after is not None and t >= spec.frozen_after:
-                    lr = 0.0
-                out.setdefault(spec.name, np.zeros(total))[t] = lr
+                out.setdefault(spec.name, np.zeros(total))[t] = pg["lr"]
     return out
 
 

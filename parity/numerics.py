@@ -23,8 +23,8 @@ recipe's net:
   a multiple of 5, from a distinct EMA); Newton-Schulz itself on fixed wide and tall matrices;
   Muon's weight renormalization (lr 0);
 * the learning rate each framework applies per group per step over a whole 50000-image run
-  (torch: the lr its train_step puts in each param group, 0 for the whitening bias once frozen,
-  which is how torch applies the freeze: no gradient; JAX: probed from the optax transform with
+  (torch: the lr its train_step puts in each param group, which must be 0 for the whitening bias
+  once frozen: both sides freeze by a zero lr; JAX: probed from the optax transform with
   its step counters set to t, from the update of a known gradient on fresh momentum).
 
 Each row reports its bound (the tolerance's, or NOISE_FACTOR x the float32 floor where a float64

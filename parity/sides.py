@@ -92,11 +92,14 @@ def trainable_names(tnet) -> list[str]:
 
 
 def group_names(tnet, r: Recipe, n_train: int) -> dict[str, list[str]]:
-    """Torch state-dict names of each param_groups() group."""
-    from airbench_torch.optim import group_params
-    ids = {id(p): k for k, p in tnet.named_parameters()}
-    return {g.name: [ids[id(p)] for p in group_params(tnet, g.name)]
-            for g in param_groups(r, n_train)}
+    """Torch state-dict names of each param_groups() group (airbench_common.params decides)."""
+    from airbench_common.params import group_of
+    out = {g.name: [] for g in param_groups(r, n_train)}
+    for k, _ in tnet.named_parameters():
+        g = group_of(k, r.optimizer)
+        if g is not None:
+            out[g].append(k)
+    return out
 
 
 # ---------------------------------------------------------------------- forward/backward
