@@ -191,6 +191,9 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None
     if split not in SPLIT_FILES:
         raise DatasetError(f"unknown split {split!r}; use 'train' or 'test'")
     d = resolve_data_dir(data_dir)
+    if d.exists() and not d.is_dir():
+        raise DatasetError(f"data folder {d} is a file, not a folder; give the folder that holds "
+                           f"train.npz/test.npz, {BATCHES_DIR}/ or {ARCHIVE_NAME}")
     npz = d / f"{split}.npz"
     if npz.exists():
         return _read_npz(npz)

@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import math
 import os
+import stat
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -60,8 +61,11 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
     line = (json.dumps(_jsonable(record), sort_keys=True) + "\n").encode()
     path = Path(path)
     if path.is_dir():
-        raise FileWriteError(f"--out {path} is a directory; give a file path such as "
+        raise FileWriteError(f"{path} is a directory; give a file path such as "
                              f"{path / 'runs.jsonl'}")
+    if path.exists() and not path.is_file():
+        raise FileWriteError(f"{path} is not a regular file (a device or a pipe?); give a file "
+                             "path for run records")
     with hold_lock(path, timeout=APPEND_LOCK_TIMEOUT):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
@@ -69,7 +73,11 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
             raise FileWriteError(f"cannot write run records to {path}: {exc.strerror or exc}; "
                                  "choose a writable file path") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode):  # replaced since the check above
+                raise FileWriteError(f"{path} is not a regular file; give a file path for run "
+                                     "records")
             if size == 0:
                 os.chmod(path, FILE_MODE)  # whatever the umask
             else:

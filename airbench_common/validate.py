@@ -109,6 +109,9 @@ def check_out_file(path, option: str = "--out") -> Path:
     if not anc.is_dir():
         raise PathError(f"{option} {p}: {anc} is a file, not a directory; give a path under a "
                         "directory")
+    if p.exists() and not p.is_file():
+        raise PathError(f"{option} {p} is not a regular file (a device or a pipe?); give a file "
+                        "path such as runs.jsonl")
     if p.exists():
         try:
             with open(p, "ab"):
