@@ -183,7 +183,7 @@ def hold_lock(path: str | os.PathLike, timeout: float) -> Iterator[None]:
         raise FileWriteError(f"cannot lock {path}: {exc.strerror or exc}; choose a writable "
                              "place") from None
     try:
-        yield
+        yield lock
     finally:
         lock.release()
 
@@ -196,13 +196,16 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
     The lock is the OS's (released if the holder dies, even by kill -9); the pid sits in
     `PATH.lock.pid` only for that message and is removed on a clean exit."""
     pid_file = lock_paths(path)[1]
-    with hold_lock(path, timeout=0):
-        try:
-            pid_file.write_text(f"{os.getpid()}\n")
-        except OSError as exc:
-            raise FileWriteError(f"cannot write {pid_file}: {exc.strerror or exc}") from None
+    with hold_lock(path, timeout=0) as lock:
+        outermost = lock.lock_counter == 1  # a nested `locked` in this process leaves the pid
+        if outermost:
+            try:
+                pid_file.write_text(f"{os.getpid()}\n")
+            except OSError as exc:
+                raise FileWriteError(f"cannot write {pid_file}: {exc.strerror or exc}") from None
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):
-                pid_file.unlink()
+            if outermost:
+                with contextlib.suppress(OSError):
+                    pid_file.unlink()

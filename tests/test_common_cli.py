@@ -1,0 +1,154 @@
+"""airbench_common.cli with a stand-in framework (no JAX, no PyTorch): the shared options, the
+order of validation, the run loop's records and output, and upstream's table format."""
+import json
+
+import numpy as np
+import pytest
+
+from airbench_common import cli
+from airbench_common.errors import cli_main
+from airbench_common.recipes import RECIPES
+from airbench_common.records import make_record, read_records
+from airbench_common.table import COLUMNS, Table
+from airbench_common.validate import OptionError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("test", 32)):
+        np.savez(d / f"{split}.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 labels=rng.integers(0, 10, n).astype(np.uint8))
+    return d
+
+
+def fake(calls, status=lambda seed: "ok", interrupt_at=None):
+    def run(args, recipe, overrides, seed, i, train, test):
+        if interrupt_at == i:
+            raise KeyboardInterrupt
+        calls.append((recipe, dict(overrides), seed, i, len(train[0]), len(test[0]), args.device))
+        ok = status(seed) == "ok"
+        rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
+                          versions={}, device="cpu", dtype="float32", flags={},
+                          acc=0.5 if ok else None, acc_tta=0.25 * (1 + seed) if ok else None,
+                          tta_level=2, train_seconds=1.5, eval_seconds=0.25, steps=4,
+                          status=status(seed), compile_seconds=2.0,
+                          data={"label": "user-supplied arrays", "dir": None})
+        if not ok:
+            rec["error"] = "non-finite training loss in epoch 0"
+        return rec
+    return cli.Framework(name="fake", prog="python -m fake", description="d",
+                         add_options=lambda g: g.add_argument("--knob", default="k"),
+                         devices=lambda: ["cpu", "cpu:0"], check=lambda a: None, run=run)
+
+
+def test_help_lists_every_recipe_once_and_the_shared_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser(fake([])).parse_args(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in RECIPES:
+        assert sum(line.split()[:1] == [name] for line in out.splitlines()) == 1, name
+    for opt in ("--recipe", "--seed", "--runs", "--epochs", "--set", "--n-train", "--data-dir",
+                "--device", "--dtype", "--ns-dtype", "--out", "--quiet", "--verbose",
+                "fake-only options", "--knob", "float32,bfloat16,float16", "default runs.jsonl"):
+        assert opt in out, opt
+    assert all(len(line) <= 100 for line in cli.recipe_lines().splitlines())
+
+
+def test_parser_errors_are_option_errors():
+    with pytest.raises(OptionError, match=r"unrecognized arguments: --nope \(see python -m fake "
+                                          r"--help\)"):
+        cli.build_parser(fake([])).parse_args(["--nope"])
+
+
+def test_runs_append_records_and_print_a_line_each(tiny, tmp_path, capsys):
+    calls, out = [], tmp_path / "runs.jsonl"
+    code = cli.main(fake(calls), ["--data-dir", str(tiny), "--recipe", "airbench94_muon",
+                                  "--set", "batch_size=16", "--epochs", "2", "--runs", "3",
+                                  "--seed", "5", "--n-train", "48", "--device", "CPU",
+                                  "--out", str(out)])
+    assert code == 0
+    assert calls == [("airbench94_muon", {"batch_size": "16", "epochs": 2.0}, s, i, 48, 32, "cpu")
+                     for i, s in enumerate((5, 6, 7))]
+    recs = read_records(out)
+    assert [r["seed"] for r in recs] == [5, 6, 7]
+    assert recs[0]["data"] == {"label": "CIFAR-10 (first 48 train)", "dir": str(tiny),
+                               "n_train": 48, "n_test": 32}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("run 0 seed 5: acc 0.5000 acc_tta 1.5000 train 1.50s eval 0.25s "
+                        "compile 2.00s")
+    assert lines[-1] == f"mean acc_tta 1.7500 (std 0.2500, n=3); records in {out}"
+
+
+def test_all_data_without_n_train(tiny, tmp_path):
+    calls, out = [], tmp_path / "runs.jsonl"
+    assert cli.main(fake(calls), ["--data-dir", str(tiny), "--set", "batch_size=16",
+                                  "--out", str(out)]) == 0
+    assert calls[0][4] == 64 and calls[0][6] is None
+    assert read_records(out)[0]["data"]["label"] == "CIFAR-10"
+
+
+def test_a_diverged_run_is_kept_and_exits_2(tiny, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    code = cli.main(fake([], status=lambda s: "diverged" if s == 1 else "ok"),
+                    ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "3",
+                     "--out", str(out)])
+    assert code == 2
+    assert [r["status"] for r in read_records(out)] == ["ok", "diverged", "ok"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: run 1 (seed 1) diverged: non-finite training loss in epoch 0 "
+                   f"(record appended to {out})"]
+
+
+def test_ctrl_c_names_the_finished_runs(tiny, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    main = cli_main(lambda argv: cli.main(fake([], interrupt_at=2), argv))
+    assert main(["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "4",
+                 "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted (Ctrl-C) in run 2; 2 finished "
+                                               f"run(s) are in {out}")
+    assert len(read_records(out)) == 2
+
+
+def test_everything_is_checked_before_any_run(tiny, tmp_path):
+    calls = []
+    for argv, match in [(["--runs", "0"], "--runs 0"), (["--device", "gpu"], "available: cpu"),
+                        (["--out", str(tmp_path)], "is a directory"),
+                        (["--n-train", "65"], "<= 64"), (["--set", "batch_size=65"], "larger"),
+                        (["--epochs", "1", "--set", "epochs=2"], "both given")]:
+        with pytest.raises(Exception, match=match):
+            cli.main(fake(calls), ["--data-dir", str(tiny), "--out",
+                                   str(tmp_path / "r.jsonl"), *argv])
+    assert calls == [] and not (tmp_path / "r.jsonl").exists()
+
+
+def test_framework_check_runs_before_data(tmp_path):
+    seen = []
+
+    def check(args):
+        seen.append(args.dtype)
+        raise OptionError("nope")
+    fw = cli.Framework(name="f", prog="p", description="d", add_options=lambda g: None,
+                       devices=lambda: ["cpu"], check=check, run=None)
+    with pytest.raises(OptionError, match="nope"):
+        cli.main(fw, ["--data-dir", str(tmp_path / "missing"), "--dtype", "float16",
+                      "--out", str(tmp_path / "r.jsonl")])
+    assert seen == ["float16"]
+
+
+def test_table_is_upstreams_format():
+    lines = []
+    t = Table(lines.append)
+    t.head()
+    t.row(run=0, epoch=0, train_loss=1.23456, train_acc=0.5, val_acc=None, time_seconds=3.0)
+    t.row(final=True, epoch="eval", tta_val_acc=0.9375, time_seconds=4.0)
+    head = "|  run     |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  time_seconds  |"
+    assert COLUMNS[0] == "run   " and lines[1] == head
+    assert lines[0] == lines[2] == lines[-1] == "-" * len(head)
+    assert lines[3] == ("|       0  |      0  |      1.2346  |     0.5000  |           |"
+                        "               |        3.0000  |")
+    assert lines[4] == ("|          |   eval  |              |             |           |"
+                        "       0.9375  |        4.0000  |")
+    assert len(lines) == 6 and all(len(x) == len(head) for x in lines)
