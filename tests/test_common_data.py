@@ -83,6 +83,31 @@ def test_download_with_wrong_md5_is_rejected_and_removed(tmp_path, http_server, 
     assert not list((tmp_path / "d").glob("*.tmp"))  # nothing half-written left behind
 
 
+def test_bad_download_never_takes_the_archive_name(tmp_path, http_server, archive_bytes,
+                                                  monkeypatch):
+    """The MD5 is checked on the temporary file, before the rename: a reader (or a crash right
+    after the rename) never sees a bad archive under the official name."""
+    import os
+    www, base = http_server
+    (www / D.ARCHIVE_NAME).write_bytes(archive_bytes)
+    renamed, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(str(b)), real(a, b)))
+    with pytest.raises(DatasetError, match="MD5"):
+        D.download_archive(tmp_path / "d", url=f"{base}/{D.ARCHIVE_NAME}", md5="0" * 32)
+    assert renamed == [] and list((tmp_path / "d").iterdir()) == []
+    D.download_archive(tmp_path / "d", url=f"{base}/{D.ARCHIVE_NAME}",
+                       md5=hashlib.md5(archive_bytes).hexdigest())
+    assert renamed == [str(tmp_path / "d" / D.ARCHIVE_NAME)]
+    assert (tmp_path / "d" / D.ARCHIVE_NAME).stat().st_mode & 0o777 == 0o644
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(DatasetError, match="is a file, not a folder"):
+        load_cifar10("train", f)
+
+
 def test_unreachable_download_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRBENCH_CIFAR10_URL", "http://127.0.0.1:9/cifar.tar.gz")
     with pytest.raises(DatasetError, match="could not download") as e:
