@@ -46,6 +46,24 @@ def integer(name: str, value, *, low: int | None = None, high: int | None = None
     return value
 
 
+def number(name: str, value, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False) -> float:
+    """`value` as a finite float in [low, high] ((low, high] with low_open); e.g. a margin:
+    number("--margin", m, low=0, low_open=True)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise OptionError(f"{name} {value!r} is not a number") from None
+    if isinstance(value, bool) or not math.isfinite(x):
+        raise OptionError(f"{name} {value!r} must be a finite number")
+    if low is not None and (x <= low if low_open else x < low):
+        raise OptionError(f"{name} {x:g} is too small: it must be {'>' if low_open else '>='} "
+                          f"{low:g}")
+    if high is not None and x > high:
+        raise OptionError(f"{name} {x:g} is too large: it must be <= {high:g}")
+    return x
+
+
 def check_runs(runs) -> int:
     """At least one run (0 or fewer would do nothing and exit 0, which looks like success)."""
     return integer("--runs", runs, low=1)

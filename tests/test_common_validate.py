@@ -9,7 +9,7 @@ from airbench_common.errors import UsageError
 from airbench_common.validate import (DTYPES, SEED_LIMIT, DeviceError, OptionError, PathError,
                                       check_choice, check_device, check_dtype, check_input_file,
                                       check_n_train, check_out_dir, check_out_file, check_runs,
-                                      check_seeds, integer, unknown_device)
+                                      check_seeds, integer, number, unknown_device)
 
 
 def test_errors_are_usage_errors():
@@ -142,3 +142,18 @@ def test_devices():
                                               r"gpu, gpu:0, gpu:1"):
             check_device(bad, avail)
     assert str(unknown_device("x", ["cpu"])) == "device 'x' is not available here; available: cpu"
+
+
+def test_number():
+    assert number("--margin", "0.5", low=0, low_open=True) == 0.5
+    assert number("--m", 0, low=0) == 0.0 and number("--m", 3, high=3) == 3.0
+    for bad, match in [("inf", "must be a finite number"), (float("nan"), "finite"),
+                       (True, "finite"), ("x", "is not a number"), (None, "is not a number"),
+                       (0, r"--margin 0 is too small: it must be > 0"),
+                       (-1, r"--margin -1 is too small: it must be > 0")]:
+        with pytest.raises(OptionError, match=match):
+            number("--margin", bad, low=0, low_open=True)
+    with pytest.raises(OptionError, match=r"--m -0.5 is too small: it must be >= 0"):
+        number("--m", -0.5, low=0)
+    with pytest.raises(OptionError, match=r"--m 4 is too large: it must be <= 3"):
+        number("--m", 4, high=3)
