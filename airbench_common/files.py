@@ -134,9 +134,12 @@ class _WholeFile:
         return os.lseek(self._fd, 0, os.SEEK_CUR)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """The project's one atomic JSON writer: sorted keys, indent 2, non-finite floats as strings."""
-    blob = (json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n").encode()
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2,
+                      default: Callable[[Any], Any] | None = None) -> None:
+    """The project's one atomic JSON writer: sorted keys, non-finite floats as strings, mode
+    0644; `default` converts objects JSON does not know (as json.dumps's)."""
+    blob = (json.dumps(jsonable(obj), indent=indent, sort_keys=True, default=default)
+            + "\n").encode()
     atomic_write_bytes(path, lambda f: f.write(blob))
 
 

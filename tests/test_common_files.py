@@ -125,3 +125,14 @@ def test_lock_in_an_unwritable_place(tmp_path):
     with pytest.raises(FileWriteError, match="cannot create"):
         with locked(f / "runs.jsonl"):
             pass
+
+
+def test_write_json_atomic_default_and_indent(tmp_path):
+    class Odd:
+        def __str__(self):
+            return "odd"
+    write_json_atomic(tmp_path / "x.json", {"o": Odd()}, indent=1, default=str)
+    assert (tmp_path / "x.json").read_text() == '{\n "o": "odd"\n}\n'
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "y.json", {"o": Odd()})
+    assert not (tmp_path / "y.json").exists()
