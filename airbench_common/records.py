@@ -109,7 +109,7 @@ def is_run_record(obj: Any) -> bool:
             and all(k in obj for k in REQUIRED_FIELDS))
 
 
-def parse_records(data: bytes, where: str = "records") -> tuple[list[dict], Counter]:
+def parse_records(data: bytes) -> tuple[list[dict], Counter]:
     """(run records, counts of skipped lines by reason) from the bytes of a JSON-lines file.
     Reasons: 'torn or corrupt' (not JSON, or not UTF-8) and 'foreign' (JSON, but not a run
     record of this schema). Blank lines are ignored."""
@@ -140,7 +140,7 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     except OSError as exc:
         raise RecordFileError(f"cannot read run records from {path}: {exc.strerror or exc}; "
                               "give a JSON-lines file") from None
-    records, skipped = parse_records(data, str(path))
+    records, skipped = parse_records(data)
     if skipped:
         what = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
         warnings.warn(f"{path}: skipping {sum(skipped.values())} line(s) that are not run "

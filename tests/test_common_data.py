@@ -174,3 +174,23 @@ def test_real_data_is_labelled(real_data_dir):
     assert images.shape == (10000, 32, 32, 3) and np.bincount(labels).tolist() == [1000] * 10
     label = D.dataset_label(real_data_dir)
     assert label in ("JPEG CIFAR-10", "CIFAR-10")
+
+
+def test_dataset_label_reads_source_md(tmp_path):
+    assert D.dataset_label(tmp_path) == "CIFAR-10"                     # no SOURCE.md
+    (tmp_path / "SOURCE.md").write_text("# CIFAR-10 decoded from JPEG (quality 95)\n")
+    assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
+    (tmp_path / "SOURCE.md").write_text("Exact pixels: a Subset of the official files\n")
+    assert D.dataset_label(tmp_path) == "CIFAR-10 lossless subset"
+    (tmp_path / "SOURCE.md").write_text("x" * 2000 + " jpeg")           # only the head is read
+    assert D.dataset_label(tmp_path) == "CIFAR-10"
+    (tmp_path / "SOURCE.md").write_bytes(b"\xff\xfe JPEG")              # bytes that are not UTF-8
+    assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
+
+
+def test_default_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert D.default_data_dir() == tmp_path / "airbench" / "cifar10"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert D.default_data_dir() == tmp_path / "home" / ".cache" / "airbench" / "cifar10"
