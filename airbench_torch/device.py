@@ -15,8 +15,8 @@ NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": to
 
 
 def available_devices() -> list[str]:
-    """The device names accepted here: cpu, and cuda / cuda:i / mps where present."""
-    names = ["cpu"]
+    """The device names accepted here: cpu (cpu:0), and cuda / cuda:i / mps where present."""
+    names = ["cpu", "cpu:0"]
     if torch.cuda.is_available():
         names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     mps = getattr(torch.backends, "mps", None)
