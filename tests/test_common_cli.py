@@ -152,3 +152,81 @@ def test_table_is_upstreams_format():
     assert lines[4] == ("|          |   eval  |              |             |           |"
                         "       0.9375  |        4.0000  |")
     assert len(lines) == 6 and all(len(x) == len(head) for x in lines)
+
+
+def test_recipe_lines_text():
+    text = cli.recipe_lines()
+    assert text.splitlines()[0] == "recipes:"
+    lines = dict((line.split()[0], line) for line in text.splitlines()[1:])
+    assert lines["airbench93"] == "  airbench93         airbench library train93: ~93%"
+    assert lines["airbench94"] == ("  airbench94         airbench library train94 / "
+                                   "legacy/airbench94.py: 94.01%, 3.83 s on ...")
+    assert len(lines["airbench94"]) == 2 + 18 + 1 + 70
+    assert lines["airbench96_faster"] == "  airbench96_faster  airbench96_faster.py: 96.00%, 27.3 s on A100"
+    assert lines["airbench95"] == "  airbench95         legacy/airbench95.py: 95.01%, 10.4 s on A100"
+
+
+def test_help_texts_and_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    p = cli.build_parser(fake([]))
+    a = p.parse_args([])
+    assert (a.recipe, a.seed, a.runs, a.epochs, a.sets, a.n_train, a.data_dir, a.device, a.dtype,
+            a.ns_dtype, a.out, a.quiet, a.verbose, a.knob) == (
+        "airbench94", 0, 1, None, [], None, None, None, None, None, "runs.jsonl", False, False, "k")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for piece in ["--recipe NAME recipe to run (listed below; default airbench94)",
+                  "--seed SEED seed of the first run; run i uses seed+i",
+                  "--runs RUNS number of runs (>= 1)",
+                  "--epochs EPOCHS override the recipe's epochs",
+                  "--set KEY=VALUE override a recipe hyper-parameter (repeatable), e.g. --set lr=10",
+                  "--n-train N train on the first N training images only",
+                  "--data-dir DATA_DIR CIFAR-10 folder (default: $AIRBENCH_DATA, else ~/.cache/airbench/cifar10)",
+                  "--device DEVICE device to run on, e.g. cpu, cuda, cuda:1 (default: the framework's)",
+                  "compute dtype (default: float32 on CPU, the GPU policy on GPU)",
+                  "Muon's Newton-Schulz dtype (default: float32 on CPU, bfloat16 on GPU)",
+                  "--out OUT JSON-lines file each run's record is appended to (default runs.jsonl)",
+                  "--quiet no per-epoch table or progress bar",
+                  "--verbose show a traceback on errors", "fake-only options:", "recipes:"]:
+        assert piece in text, piece
+    assert "usage: python -m fake" in text and " d options:" in text
+
+
+def test_aliases_seeds_and_data_merging(tiny, tmp_path, capsys):
+    calls, out = [], tmp_path / "runs.jsonl"
+
+    def run(args, recipe, overrides, seed, i, train, test):
+        calls.append((args.device, train[0].shape, train[1].shape))
+        rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
+                          versions={}, device="gpu", dtype="float32", flags={},
+                          acc=0.5, acc_tta=0.5, tta_level=2, train_seconds=1.0,
+                          eval_seconds=0.5, steps=4, status="diverged" if i else "ok",
+                          **({"data": {"extra": 7, "label": "x"}} if i == 0 else {}))
+        return rec
+    fw = cli.Framework(name="f", prog="p", description="d", add_options=lambda g: None,
+                       devices=lambda: ["cpu", "gpu", "gpu:0"], check=lambda a: None, run=run,
+                       device_aliases={"cuda": "gpu"})
+    assert cli.main(fw, ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "2",
+                         "--device", "cuda", "--n-train", "40", "--out", str(out)]) == 2
+    assert calls == [("gpu", (40, 32, 32, 3), (40,))] * 2
+    recs = read_records(out)
+    assert recs[0]["data"]["extra"] == 7 and recs[0]["data"]["label"] == "CIFAR-10 (first 40 train)"
+    assert recs[1]["data"]["n_train"] == 40           # a record without data gets it too
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: run 1 (seed 1) diverged:  (record appended to {out})"
+    with pytest.raises(OptionError, match=r"--seed 4294967294 with --runs 3 reaches seed "
+                                          r"4294967296"):
+        cli.main(fw, ["--data-dir", str(tiny), "--seed", str(2 ** 32 - 2), "--runs", "3",
+                      "--out", str(out)])
+    with pytest.raises(OptionError) as e:
+        cli.main(fw, ["--epochs", "1", "--set", "epochs=2", "--out", str(out)])
+    assert str(e.value) == "--epochs and --set epochs=... both given; give one"
+
+
+def test_two_runs_print_the_mean(tiny, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    assert cli.main(fake([]), ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "2",
+                               "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"mean acc_tta 0.3750 (std 0.1768, n=2); records in {out}")

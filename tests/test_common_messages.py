@@ -213,3 +213,98 @@ def test_recipe_messages_and_edges():
         with pytest.raises(recipes.RecipeError) as e:
             recipes.get_recipe("airbench94", **{key: value})
         assert str(e.value) == msg
+
+
+def test_float_or_nan():
+    import math
+    assert math.isnan(records.float_or_nan(None)) and math.isnan(records.float_or_nan("nan"))
+    assert records.float_or_nan(0.5) == 0.5 and records.float_or_nan("inf") == math.inf
+
+
+def test_holder_pid_in_the_message(tmp_path, monkeypatch):
+    from filelock import Timeout
+    from airbench_common.files import lock_paths
+
+    class Taken:
+        def acquire(self, timeout=None):
+            raise Timeout("x")
+    monkeypatch.setattr(files, "_file_lock", lambda path: Taken())
+    path = tmp_path / "r.jsonl"
+    lock_paths(path)[1].write_text("4242\n")
+    with pytest.raises(LockedError, match=r"\(pid 4242\)"):
+        with locked(path):
+            pass
+    lock_paths(path)[1].write_text("")
+    with pytest.raises(LockedError, match=r"\(pid unknown\)"):
+        with locked(path):
+            pass
+
+
+def test_out_file_messages(tmp_path, monkeypatch):
+    from airbench_common.validate import check_out_file
+    import tempfile
+    f = tmp_path / "f"
+    f.write_text("")
+    cases = [(tmp_path, f"--out {tmp_path} is a directory; give a file path such as "
+                        f"{tmp_path / 'runs.jsonl'}"),
+             (f / "x" / "r.jsonl", f"--out {f / 'x' / 'r.jsonl'}: {f} is a file, not a "
+                                   "directory; give a path under a directory"),
+             ("", "--out is empty; give a file path such as runs.jsonl"),
+             (os.devnull, f"--out {os.devnull} is not a regular file (a device or a pipe?); "
+                          "give a file path such as runs.jsonl")]
+    for path, msg in cases:
+        with pytest.raises(PathError) as e:
+            check_out_file(path)
+        assert str(e.value) == msg
+    real_open = open
+
+    def no_append(p, mode="r", *a, **k):
+        if str(p) == str(f) and "a" in mode:
+            raise PermissionError(13, "Permission denied")
+        return real_open(p, mode, *a, **k)
+    monkeypatch.setattr("builtins.open", no_append)
+    with pytest.raises(PathError) as e:
+        check_out_file(f)
+    assert str(e.value) == f"--out {f} cannot be written (Permission denied); choose a writable file"
+    monkeypatch.undo()
+    dirs = []
+    real_tf = tempfile.TemporaryFile
+
+    def spy(dir):
+        dirs.append(dir)
+        return real_tf(dir=dir)
+    monkeypatch.setattr(tempfile, "TemporaryFile", spy)
+    check_out_file(tmp_path / "new" / "r.jsonl", option="--records")
+    assert dirs == [tmp_path]
+    monkeypatch.setattr(tempfile, "TemporaryFile",
+                        lambda dir: (_ for _ in ()).throw(OSError(30, "Read-only file system")))
+    with pytest.raises(PathError) as e:
+        check_out_file(tmp_path / "new" / "r.jsonl", option="--records")
+    assert str(e.value) == (f"--records {tmp_path / 'new' / 'r.jsonl'}: cannot write in "
+                            f"{tmp_path} (Read-only file system); choose a writable place")
+
+
+def test_device_message_names_the_request():
+    from airbench_common.validate import DeviceError, check_device
+    with pytest.raises(DeviceError) as e:
+        check_device("Bogus:1", ["cpu", "cpu:0"])
+    assert str(e.value) == "device 'Bogus:1' is not available here; available: cpu, cpu:0"
+
+
+def test_cpu_model_keeps_colons_in_the_name(tmp_path, monkeypatch):
+    from airbench_common import env
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Vendor: Model X @ 2GHz\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(
+        info if p == "/proc/cpuinfo" else p, *a, **k))
+    assert env.cpu_model() == "Vendor: Model X @ 2GHz"
+
+
+def test_machine_info_env_keys(monkeypatch):
+    from airbench_common import env
+    keys = ("XLA_FLAGS", "OMP_NUM_THREADS", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES",
+            "AIRBENCH_DATA")
+    for i, k in enumerate(keys):
+        monkeypatch.setenv(k, f"v{i}")
+    assert env.machine_info()["env"] == {k: f"v{i}" for i, k in enumerate(keys)}
