@@ -90,6 +90,14 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic != b"PK\x03\x04":  # not a zip archive: say so (numpy's message talks of pickles)
+        raise DatasetError(f"{path} is not an .npz archive (truncated, corrupt or another "
+                           "format); delete it and run again to rebuild it")
+    try:
         with np.load(path, allow_pickle=False) as z:
             missing = {"images", "labels"} - set(z.files)
             if missing:

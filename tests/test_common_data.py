@@ -155,6 +155,14 @@ def test_corrupt_npz_and_missing_keys(tmp_path):
         load_cifar10("test", tmp_path)
 
 
+def test_npz_that_is_not_a_zip_never_mentions_pickles(tmp_path):
+    (tmp_path / "train.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'train.npz'} is not an .npz archive (truncated, "
+                            "corrupt or another format); delete it and run again to rebuild it")
+
+
 def test_missing_dataset_without_download(tmp_path):
     with pytest.raises(DatasetError, match="AIRBENCH_DATA"):
         load_cifar10("train", tmp_path / "empty", download=False)

@@ -99,7 +99,7 @@ BAD = [
     ("recipe nope", ["--recipe", "nope"], "unknown recipe"),
     ("recipe empty", ["--recipe", ""], "unknown recipe"),
     ("unknown option", ["--bogus"], "unrecognized arguments"),
-    ("data-dir corrupt npz", ["--data-dir", "{tmp}"], "corrupt"),
+    ("data-dir corrupt npz", ["--data-dir", "{tmp}"], "is not an .npz archive"),
     ("data-dir is a file", ["--data-dir", "{file}"], "is a file, not a folder"),
 ]
 TORCH_ONLY = [("dtype bfloat16 on CPU (torch)", ["--dtype", "bfloat16"], "accepted: float32")]
