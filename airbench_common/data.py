@@ -10,6 +10,7 @@ int64 (N,). Accepted layouts in the data directory, first match wins:
 from __future__ import annotations
 
 from .errors import UsageError
+from .files import FileWriteError, atomic_write_bytes  # noqa: F401  (the one atomic writer)
 
 import hashlib
 import io
@@ -17,7 +18,6 @@ import os
 import pickle
 import shutil
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -70,23 +70,6 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(fileobj) on a temporary file beside `path`, fsync, then rename it into place,
-    so a reader never sees a half-written file and an interrupted write leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate shape, dtype and label range; return (uint8 NHWC images, int64 labels)."""
     fix = "re-create it (delete the file to re-download) or point --data-dir/AIRBENCH_DATA at a good copy"
@@ -106,6 +89,14 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic != b"PK\x03\x04":  # not a zip archive: say so (numpy's message talks of pickles)
+        raise DatasetError(f"{path} is not an .npz archive (truncated, corrupt or another "
+                           "format); delete it and run again to rebuild it")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = {"images", "labels"} - set(z.files)
@@ -177,18 +168,20 @@ def download_archive(data_dir: Path, url: str | None = None, md5: str | None = N
     url = url or os.environ.get("AIRBENCH_CIFAR10_URL", CIFAR10_URL)
     md5 = md5 or os.environ.get("AIRBENCH_CIFAR10_MD5", CIFAR10_MD5)
     target = data_dir / ARCHIVE_NAME
+
+    def check(tmp: Path) -> None:  # before the rename: a bad download never takes the name
+        got = md5sum(tmp)
+        if got != md5:
+            raise DatasetError(f"downloaded {url} has MD5 {got}, expected {md5}; the download "
+                               "was corrupt or is not the official archive: try again")
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
-            atomic_write_bytes(target, lambda f: shutil.copyfileobj(response, f, 1 << 20))
+            atomic_write_bytes(target, lambda f: shutil.copyfileobj(response, f, 1 << 20),
+                               check=check)
     except OSError as exc:
         raise DatasetError(f"could not download CIFAR-10 from {url} ({exc}); download "
                            f"{ARCHIVE_NAME} by hand into {data_dir}, or set AIRBENCH_DATA / "
                            "--data-dir to a folder holding train.npz and test.npz") from None
-    got = md5sum(target)
-    if got != md5:
-        target.unlink()
-        raise DatasetError(f"downloaded {url} has MD5 {got}, expected {md5}; the download was "
-                           "corrupt or is not the official archive: try again")
     return target
 
 
@@ -206,6 +199,9 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None
     if split not in SPLIT_FILES:
         raise DatasetError(f"unknown split {split!r}; use 'train' or 'test'")
     d = resolve_data_dir(data_dir)
+    if d.exists() and not d.is_dir():
+        raise DatasetError(f"data folder {d} is a file, not a folder; give the folder that holds "
+                           f"train.npz/test.npz, {BATCHES_DIR}/ or {ARCHIVE_NAME}")
     npz = d / f"{split}.npz"
     if npz.exists():
         return _read_npz(npz)
@@ -223,6 +219,6 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None
         images, labels = _read_archive(archive, split, md5)
     try:  # cache as arrays for next time; a read-only folder is fine, we just don't cache
         _save_npz(npz, images, labels)
-    except OSError:
+    except (OSError, FileWriteError):
         pass
     return images, labels

@@ -31,10 +31,11 @@ def cli_main(main):
             msg = " ".join(str(exc).split())  # one line, whatever the message held
             print(f"error: {msg}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if verbose:
                 raise
-            print("interrupted (Ctrl-C): finished runs are already in the output file",
-                  file=sys.stderr)
+            msg = " ".join(str(exc).split()) or (
+                "interrupted (Ctrl-C): finished runs are already in the output file")
+            print(msg, file=sys.stderr)
             return 130
     return wrapped

@@ -143,98 +143,169 @@ _CHOICES = {
     "optimizer": ("sgd", "muon"),
     "schedule": ("triangle", "warmup_linear"),
     "depth": (2, 3),
+    "proxy_depth": (2, 3),
     "tta_level": (0, 1, 2),
     "whiten_bias_init": ("zero", "default"),
 }
+# Numeric ranges of the other fields: (low, low_inclusive, high, high_inclusive); every number
+# must also be finite. Integers: batch_size ... ; fields not named here have no numeric range.
+_POSITIVE = (0, False, math.inf, False)
+_NONNEGATIVE = (0, True, math.inf, False)
+_FRACTION = (0, True, 1, False)                  # [0, 1)
+_RANGES: dict[str, tuple] = {
+    **{k: _POSITIVE for k in ("epochs", "lr", "bias_lr", "head_lr", "muon_lr", "bias_scaler",
+                              "whiten_eps", "bn_eps", "scaling_factor")},
+    **{k: (1, True, math.inf, False) for k in ("batch_size", "whiten_images", "muon_ns_steps",
+                                               "proxy_train_every")},
+    **{k: _NONNEGATIVE for k in ("weight_decay", "whiten_bias_epochs", "lr_start", "lr_end",
+                                 "muon_eps", "filter_keep")},
+    **{k: _FRACTION for k in ("momentum", "muon_momentum", "bn_momentum", "label_smoothing")},
+    "warmup_frac": (0, False, 1, False),
+    "whiten_kernel": (1, True, 32, True),        # a patch of at most the whole 32x32 image
+    "translate": (0, True, 16, True),
+    "cutout": (0, True, 32, True),
+}
+_TUPLES = ("widths", "proxy_widths")             # three positive integers (block1..3 widths)
 
 
 def recipe_names() -> list[str]:
     return list(RECIPES)
 
 
-def _coerce(name: str, value: Any, current: Any) -> Any:
-    """Coerce an override (possibly a CLI string) to the field's type."""
-    if isinstance(value, str) and not isinstance(current, str) and current is not None:
-        text = value.strip()
-        if isinstance(current, bool):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise RecipeError(f"override {name}={value!r}: expected true or false")
-        if isinstance(current, tuple):
-            value = tuple(int(v) for v in text.strip("()[] ").split(","))
-        elif isinstance(current, int):
-            value = int(text)
-        else:
-            value = float(text)
-    if name == "scaling_factor" and isinstance(value, str):
-        value = None if value.lower() in ("none", "1/width") else float(value)
-    if isinstance(current, bool):
-        return bool(value)
-    if isinstance(current, tuple):
-        return tuple(int(v) for v in value)
-    if isinstance(current, float) and isinstance(value, int):
-        return float(value)
+def _field_types() -> dict[str, type]:
+    """Each hyper-parameter's type, from the dataclass defaults (scaling_factor: float or None)."""
+    return {f.name: type(f.default) for f in dataclasses.fields(Recipe) if f.name != "name"}
+
+
+_TYPES = _field_types()
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """An override (a Python value or a CLI string) as the field's type; RecipeError if it is
+    not one. No silent conversions: 2.5 is not an integer, 'maybe' is not a bool."""
+    kind = _TYPES[name]
+
+    def wrong(expected: str) -> RecipeError:
+        return RecipeError(f"override {name}={value!r} has the wrong type: expected {expected}")
+
+    text = value.strip() if isinstance(value, str) else None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if text is not None and text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise wrong("true or false")
+    if kind is tuple:
+        items = text.strip("()[] ").split(",") if text is not None else value
+        try:
+            return tuple(_as_int(v) for v in items)
+        except (TypeError, ValueError):
+            raise wrong("three integers like 64,256,256") from None
+    if kind is int:
+        try:
+            return _as_int(value)
+        except (TypeError, ValueError):
+            raise wrong("an integer") from None
+    if kind is float:
+        if name == "scaling_factor" and (value is None or (text or "").lower() in ("none",
+                                                                                   "1/width")):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise wrong("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise wrong("a number") from None
+    if not isinstance(value, str):
+        raise wrong("a string")
     return value
 
 
+def _as_int(value: Any) -> int:
+    """An int from an int, an integral float (2.0) or a string ('2', '2.0'); ValueError else."""
+    if isinstance(value, bool):
+        raise ValueError("a bool is not an integer")
+    if isinstance(value, str):
+        value = value.strip()
+        try:
+            return int(value)
+        except ValueError:
+            value = float(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value} is not an integer")
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    raise TypeError(f"{value!r} is not an integer")
+
+
+def _in_range(value: float, rng: tuple) -> bool:
+    low, low_inc, high, high_inc = rng
+    return (math.isfinite(value) and (value >= low if low_inc else value > low)
+            and (value <= high if high_inc else value < high))
+
+
+def _describe(rng: tuple) -> str:
+    low, low_inc, high, high_inc = rng
+    if rng == _POSITIVE:
+        return "a positive finite number"
+    if high == math.inf:
+        return f"a finite number {'>=' if low_inc else '>'} {low}"
+    return f"in {'[' if low_inc else '('}{low}, {high}{']' if high_inc else ')'}"
+
+
 def _validate(r: Recipe) -> None:
+    """Every field of `r` has its type and lies in its range (see _CHOICES, _RANGES, _TUPLES)."""
     def bad(msg: str) -> RecipeError:
         return RecipeError(f"recipe {r.name}: {msg}")
 
+    for key, kind in _TYPES.items():
+        value = getattr(r, key)
+        if key == "scaling_factor" and value is None:
+            continue
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, tuple) if kind is tuple else
+              isinstance(value, int) and not isinstance(value, bool) if kind is int else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float
+              else isinstance(value, str))
+        if not ok:
+            raise bad(f"{key}={value!r} has the wrong type (expected {kind.__name__})")
     for key, choices in _CHOICES.items():
         if getattr(r, key) not in choices:
             raise bad(f"{key}={getattr(r, key)!r} is not one of {list(choices)}")
-    for key in ("epochs", "batch_size", "lr", "bias_lr", "head_lr", "muon_lr", "bias_scaler",
-                "whiten_images", "whiten_eps", "bn_eps", "muon_ns_steps", "proxy_train_every"):
+    for key, rng in _RANGES.items():
         value = getattr(r, key)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise bad(f"{key}={value!r} must be a positive finite number")
-    for key in ("momentum", "muon_momentum", "bn_momentum"):
-        if not 0 <= getattr(r, key) < 1:
-            raise bad(f"{key}={getattr(r, key)!r} must be in [0, 1)")
-    for key in ("weight_decay", "whiten_bias_epochs", "translate", "cutout", "filter_keep",
-                "label_smoothing", "muon_eps"):
-        if getattr(r, key) < 0:
-            raise bad(f"{key}={getattr(r, key)!r} must be >= 0")
-    if not 0 <= r.label_smoothing < 1:
-        raise bad(f"label_smoothing={r.label_smoothing} must be in [0, 1)")
-    if not 0 < r.warmup_frac < 1:
-        raise bad(f"warmup_frac={r.warmup_frac} must be in (0, 1)")
-    for key in ("widths", "proxy_widths"):
+        if value is None:  # scaling_factor None: 1/widths[2]
+            continue
+        if not _in_range(value, rng):
+            raise bad(f"{key}={value!r} must be {_describe(rng)}")
+    for key in _TUPLES:
         w = getattr(r, key)
-        if len(w) != 3 or any(int(x) < 1 for x in w):
+        if len(w) != 3 or any(not isinstance(x, int) or x < 1 for x in w):
             raise bad(f"{key}={w!r} must be three positive integers (block1, block2, block3)")
-    if r.cutout > 32 or r.translate > 16:
-        raise bad(f"cutout={r.cutout}/translate={r.translate} too large for 32x32 images")
     if r.filter_keep and r.filter_keep >= r.batch_size:
         raise bad(f"filter_keep={r.filter_keep} must be smaller than batch_size={r.batch_size}")
-    if r.proxy_depth not in (2, 3):
-        raise bad(f"proxy_depth={r.proxy_depth} is not one of [2, 3]")
 
 
-def get_recipe(name: str | Recipe, **overrides: Any) -> Recipe:
-    """The named recipe with overrides applied; unknown names/fields raise RecipeError."""
+def get_recipe(name: str | Recipe, /, **overrides: Any) -> Recipe:
+    """The named recipe with overrides applied; unknown names/fields or values of the wrong type
+    or out of range raise RecipeError (one line: the value, why, what is accepted)."""
     if isinstance(name, Recipe):
         base = name
-    elif name in RECIPES:
+    elif isinstance(name, str) and name in RECIPES:
         base = RECIPES[name]
     else:
         raise RecipeError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
-    fields = {f.name: f for f in dataclasses.fields(Recipe) if f.name != "name"}
     changes = {}
     for key, value in overrides.items():
-        if key not in fields:
+        if key not in _TYPES:
             raise RecipeError(
-                f"unknown hyper-parameter {key!r} for {base.name}; valid: {', '.join(fields)}")
-        try:
-            changes[key] = _coerce(key, value, getattr(base, key))
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, RecipeError):
-                raise
-            raise RecipeError(f"override {key}={value!r} has the wrong type "
-                              f"(expected like {getattr(base, key)!r})") from None
+                f"unknown hyper-parameter {key!r} for {base.name}; valid: {', '.join(_TYPES)}")
+        changes[key] = _coerce(key, value)
     recipe = dataclasses.replace(base, **changes)
     _validate(recipe)
     return recipe
@@ -246,8 +317,11 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         if "=" not in item:
             raise RecipeError(f"override {item!r} must look like key=value (e.g. epochs=2)")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in out:
+            raise RecipeError(f"override {key!r} is given twice ({key}={out[key]}, {key}={value}); "
+                              "give each key once")
+        out[key] = value
     return out
 
 

@@ -1,19 +1,26 @@
 """Run records: one JSON object per finished run, appended to a JSON-lines file.
 
-Appends are one write(2) of one complete line on an O_APPEND descriptor under an exclusive lock,
-then fsync: a reader sees whole records only, concurrent writers do not interleave, and a crash
-can at worst leave one torn final line, which read_records() skips (and reports).
+An append is one complete line written in full (a short write is undone and raises: a record is
+counted only if all of it is on disk) on an O_APPEND descriptor, under the file's lock
+(airbench_common.files), then fsync: a reader sees whole records only, concurrent writers do not
+interleave, and a crash can at worst leave one torn final line, which read_records() skips and
+reports. Files get mode 0644.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import json
 import math
 import os
+import stat
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from .errors import UsageError
+from .files import (FILE_MODE, FileWriteError, hold_lock, jsonable as _jsonable,  # noqa: F401
+                    locked, write_all, write_json_atomic)
 
 SCHEMA_VERSION = 1
 
@@ -22,20 +29,6 @@ REQUIRED_FIELDS = (
     "schema", "recipe", "overrides", "seed", "framework", "versions", "device", "dtype",
     "flags", "status", "acc", "acc_tta", "tta_level", "train_seconds", "eval_seconds", "steps",
 )
-
-
-def _jsonable(value: Any) -> Any:
-    """Make numpy scalars, tuples and non-finite floats JSON-safe (NaN -> null is lossy,
-    so non-finite floats are written as strings 'nan'/'inf')."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def make_record(*, recipe: str, overrides: dict, seed: int, framework: str, versions: dict,
@@ -53,44 +46,106 @@ def make_record(*, recipe: str, overrides: dict, seed: int, framework: str, vers
     return _jsonable(rec)
 
 
+APPEND_LOCK_TIMEOUT = 30.0  # seconds a writer waits for another writer's append
+
+
+class RecordFileError(UsageError):
+    """A records file that cannot be read (a directory, unreadable, ...)."""
+
+
 def append_record(path: str | os.PathLike, record: dict) -> None:
-    """Append one record as one line, atomically (see module docstring)."""
+    """Append one record as one line, in full or not at all (see module docstring)."""
     missing = [k for k in REQUIRED_FIELDS if k not in record]
     if missing:
         raise ValueError(f"run record lacks {missing}; build it with make_record()")
     line = (json.dumps(_jsonable(record), sort_keys=True) + "\n").encode()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        # A previous crash may have left a torn line without its newline: start on a fresh line.
-        size = os.fstat(fd).st_size
-        if size:
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if path.is_dir():
+        raise FileWriteError(f"{path} is a directory; give a file path such as "
+                             f"{path / 'runs.jsonl'}")
+    if path.exists() and not path.is_file():
+        raise FileWriteError(f"{path} is not a regular file (a device or a pipe?); give a file "
+                             "path for run records")
+    with hold_lock(path, timeout=APPEND_LOCK_TIMEOUT):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise FileWriteError(f"cannot write run records to {path}: {exc.strerror or exc}; "
+                                 "choose a writable file path") from None
+        try:
+            st = os.fstat(fd)
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode):  # replaced since the check above
+                raise FileWriteError(f"{path} is not a regular file; give a file path for run "
+                                     "records")
+            if size == 0:
+                os.chmod(path, FILE_MODE)  # whatever the umask
+            else:
+                # A previous crash may have left a torn line without its newline: start afresh.
+                with open(path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        line = b"\n" + line
+            try:
+                write_all(fd, line, path)
+                os.fsync(fd)
+            except (FileWriteError, OSError) as exc:
+                # Undo the partial line, so that nothing half-written is ever read as a run.
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                if isinstance(exc, FileWriteError):
+                    raise
+                raise FileWriteError(f"could not write a run record to {path} "
+                                     f"({exc.strerror or exc})") from None
+        finally:
+            os.close(fd)
+
+
+def is_run_record(obj: Any) -> bool:
+    """A dict of this schema carrying every required field."""
+    return (isinstance(obj, dict) and obj.get("schema") == SCHEMA_VERSION
+            and all(k in obj for k in REQUIRED_FIELDS))
+
+
+def parse_records(data: bytes) -> tuple[list[dict], Counter]:
+    """(run records, counts of skipped lines by reason) from the bytes of a JSON-lines file.
+    Reasons: 'torn or corrupt' (not JSON, or not UTF-8) and 'foreign' (JSON, but not a run
+    record of this schema). Blank lines are ignored."""
+    out, skipped = [], Counter()
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            skipped["torn or corrupt"] += 1
+            continue
+        if is_run_record(obj):
+            out.append(obj)
+        else:
+            skipped["foreign"] += 1
+    return out, skipped
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """All complete records; a torn or corrupt line is skipped with a warning, never fatal."""
+    """All complete run records; torn, corrupt or foreign lines are skipped with one warning
+    that counts them, never fatal."""
     path = Path(path)
     if not path.exists():
         return []
-    out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}:{i}: skipping a torn or corrupt record line", stacklevel=2)
-    return out
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecordFileError(f"cannot read run records from {path}: {exc.strerror or exc}; "
+                              "give a JSON-lines file") from None
+    records, skipped = parse_records(data)
+    if skipped:
+        what = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        warnings.warn(f"{path}: skipping {sum(skipped.values())} line(s) that are not run "
+                      f"records ({what})", stacklevel=2)
+    return records
 
 
 def float_or_nan(value: Any) -> float:
@@ -98,9 +153,3 @@ def float_or_nan(value: Any) -> float:
     if value is None:
         return math.nan
     return float(value)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    from .data import atomic_write_bytes
-    atomic_write_bytes(Path(path), lambda f: f.write(
-        (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode()))

@@ -18,7 +18,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 from airbench_common.data import atomic_write_bytes, load_cifar10
 from airbench_common.recipes import Recipe, get_recipe
@@ -311,28 +310,4 @@ def warmup96(*args, **kwargs):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(net: CifarNet, path) -> None:
-    """.npz: upstream-named arrays (PyTorch layout); otherwise msgpack of the (params, rest).
-    Written atomically (temporary file + rename): an interrupted save leaves the old file."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        arrays = to_torch_arrays(net)
-        atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
-    else:
-        _, p, r = _split(net)
-        blob = serialization.msgpack_serialize({"params": p, "rest": r})
-        atomic_write_bytes(path, lambda f: f.write(blob))
-
-
-def load_checkpoint(path, net: CifarNet | str | Recipe = "airbench94") -> CifarNet:
-    if not isinstance(net, CifarNet):
-        net = make_net(net)
-    path = str(path)
-    if path.endswith(".npz"):
-        with np.load(path) as z:
-            return from_torch_arrays(net, {k: z[k] for k in z.files})
-    from flax import nnx
-    g, _, _ = _split(net)
-    with open(path, "rb") as f:
-        d = serialization.msgpack_restore(f.read())
-    return nnx.merge(g, d["params"], d["rest"])
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402,F401

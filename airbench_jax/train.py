@@ -280,19 +280,27 @@ def _versions():
     return package_versions("jax", "jaxlib", "flax", "optax")
 
 
+def available_devices() -> list[str]:
+    """The device names accepted here: each platform JAX has, and platform:index."""
+    names = []
+    for platform in ("cpu", "gpu", "tpu"):
+        try:
+            found = jax.devices(platform)
+        except RuntimeError:
+            continue
+        names += [platform] + [f"{platform}:{i}" for i in range(len(found))]
+    return names
+
+
 def resolve_device(device):
     """None: JAX's default device; a jax.Device as is; a platform name ('cpu', 'gpu', 'cuda',
-    'tpu') or 'platform:index' picks from jax.devices(platform)."""
+    'tpu') or 'platform:index' picks from jax.devices(platform); a device that is not there is a
+    DeviceError listing those that are."""
     if device is None or isinstance(device, jax.Device):
         return device
-    platform, _, index = str(device).partition(":")
-    platform = {"cuda": "gpu"}.get(platform, platform)
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError:
-        raise ValueError(f"device {device!r} is not available; this JAX has "
-                         f"{', '.join(sorted({d.platform for d in jax.devices()}))}") from None
-    return devices[int(index or 0)]
+    from airbench_common.validate import check_device
+    platform, _, index = check_device(device, available_devices(), {"cuda": "gpu"}).partition(":")
+    return jax.devices(platform)[int(index or 0)]
 
 
 def _device_str(device=None):

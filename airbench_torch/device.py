@@ -14,14 +14,26 @@ from torch import nn
 NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def available_devices() -> list[str]:
+    """The device names accepted here: cpu (cpu:0), and cuda / cuda:i / mps where present."""
+    names = ["cpu", "cpu:0"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """None/'auto' -> CUDA if available, else CPU; otherwise the given device."""
+    """None/'auto' -> CUDA if available, else CPU; otherwise the given device, which must be
+    one that is there (DeviceError, listing those that are, otherwise)."""
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    return dev
+    if isinstance(device, torch.device):
+        device = str(device)
+    from airbench_common.validate import check_device
+    return torch.device(check_device(device, available_devices()))
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:

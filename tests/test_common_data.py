@@ -83,6 +83,31 @@ def test_download_with_wrong_md5_is_rejected_and_removed(tmp_path, http_server, 
     assert not list((tmp_path / "d").glob("*.tmp"))  # nothing half-written left behind
 
 
+def test_bad_download_never_takes_the_archive_name(tmp_path, http_server, archive_bytes,
+                                                  monkeypatch):
+    """The MD5 is checked on the temporary file, before the rename: a reader (or a crash right
+    after the rename) never sees a bad archive under the official name."""
+    import os
+    www, base = http_server
+    (www / D.ARCHIVE_NAME).write_bytes(archive_bytes)
+    renamed, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(str(b)), real(a, b)))
+    with pytest.raises(DatasetError, match="MD5"):
+        D.download_archive(tmp_path / "d", url=f"{base}/{D.ARCHIVE_NAME}", md5="0" * 32)
+    assert renamed == [] and list((tmp_path / "d").iterdir()) == []
+    D.download_archive(tmp_path / "d", url=f"{base}/{D.ARCHIVE_NAME}",
+                       md5=hashlib.md5(archive_bytes).hexdigest())
+    assert renamed == [str(tmp_path / "d" / D.ARCHIVE_NAME)]
+    assert (tmp_path / "d" / D.ARCHIVE_NAME).stat().st_mode & 0o777 == 0o644
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(DatasetError, match="is a file, not a folder"):
+        load_cifar10("train", f)
+
+
 def test_unreachable_download_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRBENCH_CIFAR10_URL", "http://127.0.0.1:9/cifar.tar.gz")
     with pytest.raises(DatasetError, match="could not download") as e:
@@ -130,6 +155,14 @@ def test_corrupt_npz_and_missing_keys(tmp_path):
         load_cifar10("test", tmp_path)
 
 
+def test_npz_that_is_not_a_zip_never_mentions_pickles(tmp_path):
+    (tmp_path / "train.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'train.npz'} is not an .npz archive (truncated, "
+                            "corrupt or another format); delete it and run again to rebuild it")
+
+
 def test_missing_dataset_without_download(tmp_path):
     with pytest.raises(DatasetError, match="AIRBENCH_DATA"):
         load_cifar10("train", tmp_path / "empty", download=False)
@@ -149,3 +182,23 @@ def test_real_data_is_labelled(real_data_dir):
     assert images.shape == (10000, 32, 32, 3) and np.bincount(labels).tolist() == [1000] * 10
     label = D.dataset_label(real_data_dir)
     assert label in ("JPEG CIFAR-10", "CIFAR-10")
+
+
+def test_dataset_label_reads_source_md(tmp_path):
+    assert D.dataset_label(tmp_path) == "CIFAR-10"                     # no SOURCE.md
+    (tmp_path / "SOURCE.md").write_text("# CIFAR-10 decoded from JPEG (quality 95)\n")
+    assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
+    (tmp_path / "SOURCE.md").write_text("Exact pixels: a Subset of the official files\n")
+    assert D.dataset_label(tmp_path) == "CIFAR-10 lossless subset"
+    (tmp_path / "SOURCE.md").write_text("x" * 2000 + " jpeg")           # only the head is read
+    assert D.dataset_label(tmp_path) == "CIFAR-10"
+    (tmp_path / "SOURCE.md").write_bytes(b"\xff\xfe JPEG")              # bytes that are not UTF-8
+    assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
+
+
+def test_default_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert D.default_data_dir() == tmp_path / "airbench" / "cifar10"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert D.default_data_dir() == tmp_path / "home" / ".cache" / "airbench" / "cifar10"

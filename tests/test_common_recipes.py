@@ -107,3 +107,19 @@ def test_cli_style_overrides_are_coerced():
 def test_batch_larger_than_data_is_an_error():
     with pytest.raises(RecipeError, match="larger than"):
         get_recipe("airbench94").steps_per_epoch(500)
+
+
+def test_schedule_lengths_and_warmup_linear_with_an_end_value():
+    for name in ("airbench94", "airbench94_muon", "airbench96"):
+        r = get_recipe(name)
+        T = r.total_steps(N)
+        for s in lr_schedules(r, N).values():
+            assert len(s) == T + 1 and s.dtype == np.float64
+        assert len(lookahead_decays(r, N)) == T + 1
+    r = get_recipe("airbench96", lr_end=0.1)
+    T = r.total_steps(N)
+    w = int(0.1 * T)
+    s = lr_schedules(r, N)["main"]
+    assert s[T] == pytest.approx(0.1) and s[w] == pytest.approx(1.0)
+    assert s[0] == pytest.approx(0.2 * 0.9 + 0.1)
+    assert s[w + 10] == pytest.approx((T - w - 10) / (T - w) * 0.9 + 0.1)

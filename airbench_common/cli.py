@@ -1,0 +1,139 @@
+"""The one command line of both implementations: `python -m airbench_jax` and
+`python -m airbench_torch` are this parser and this run loop with a `Framework` plugged in.
+
+Everything is validated before any training (recipe and overrides, counts, seeds, the output file,
+the device, the dtypes, the data), so a bad value costs nothing; then each run's record is
+appended to --out as soon as the run ends (so Ctrl-C or a later failure keeps finished runs), a
+line per run goes to stdout and a diverged run is a one-line error and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from typing import Any, Callable
+
+from . import validate as V
+from .data import dataset_label, load_cifar10, resolve_data_dir
+from .recipes import RECIPES, get_recipe, parse_overrides
+from .records import append_record
+
+DEFAULT_OUT = "runs.jsonl"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are a UsageError (one line via cli_main), not usage + exit."""
+
+    def error(self, message):
+        raise V.OptionError(f"{message} (see {self.prog} --help)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Framework:
+    """What an implementation plugs into the shared CLI."""
+    name: str                                   # "jax" or "torch" (records' `framework`)
+    prog: str                                   # e.g. "python -m airbench_jax"
+    description: str
+    add_options: Callable[[Any], None]          # adds framework-only options to an arg group
+    devices: Callable[[], list[str]]            # device names that are there, e.g. ["cpu", "cpu:0"]
+    check: Callable[[argparse.Namespace], None]  # raise UsageError for unsupported combinations
+    run: Callable[..., dict]                    # run(args, recipe, seed, run_index, train, test)
+    device_aliases: dict = dataclasses.field(default_factory=dict)
+
+
+def recipe_lines() -> str:
+    """One line per recipe for --help: its name and the first clause of its notes."""
+    lines = []
+    for name, r in RECIPES.items():
+        note = r.notes.split(". ")[0]
+        note = note if len(note) <= 70 else note[:67] + "..."
+        lines.append(f"  {name:<18} {note}")
+    return "recipes:\n" + "\n".join(lines)
+
+
+def build_parser(fw: Framework) -> Parser:
+    p = Parser(prog=fw.prog, description=fw.description, epilog=recipe_lines(),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="airbench94", metavar="NAME",
+                   help="recipe to run (listed below; default airbench94)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first run; run i uses seed+i")
+    p.add_argument("--runs", type=int, default=1, help="number of runs (>= 1)")
+    p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe hyper-parameter (repeatable), e.g. --set lr=10")
+    p.add_argument("--n-train", type=int, default=None, metavar="N",
+                   help="train on the first N training images only")
+    p.add_argument("--data-dir", default=None,
+                   help="CIFAR-10 folder (default: $AIRBENCH_DATA, else ~/.cache/airbench/cifar10)")
+    p.add_argument("--device", default=None,
+                   help="device to run on, e.g. cpu, cuda, cuda:1 (default: the framework's)")
+    p.add_argument("--dtype", default=None, choices=V.DTYPES,
+                   help="compute dtype (default: float32 on CPU, the GPU policy on GPU)")
+    p.add_argument("--ns-dtype", default=None, choices=V.DTYPES,
+                   help="Muon's Newton-Schulz dtype (default: float32 on CPU, bfloat16 on GPU)")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help=f"JSON-lines file each run's record is appended to (default {DEFAULT_OUT})")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch table or progress bar")
+    p.add_argument("--verbose", action="store_true", help="show a traceback on errors")
+    fw.add_options(p.add_argument_group(f"{fw.name}-only options"))
+    return p
+
+
+def _summary(i: int, seed: int, rec: dict) -> str:
+    line = (f"run {i} seed {seed}: acc {rec['acc']:.4f} acc_tta {rec['acc_tta']:.4f} "
+            f"train {rec['train_seconds']:.2f}s eval {rec['eval_seconds']:.2f}s")
+    if rec.get("compile_seconds") is not None:
+        line += f" compile {rec['compile_seconds']:.2f}s"
+    return line
+
+
+def main(fw: Framework, argv=None) -> int:
+    """Parse, validate everything, run, append records; 0 if every run finished ok, 2 if one
+    diverged (its record is kept, with status 'diverged'). Wrap in errors.cli_main."""
+    args = build_parser(fw).parse_args(argv)
+
+    # -- validate everything before touching data or devices' memory
+    overrides = parse_overrides(args.sets)
+    if args.epochs is not None:
+        if "epochs" in overrides:
+            raise V.OptionError("--epochs and --set epochs=... both given; give one")
+        overrides["epochs"] = args.epochs
+    recipe = get_recipe(args.recipe, **overrides)
+    args.runs = V.check_runs(args.runs)
+    args.seed = V.check_seeds(args.seed, args.runs)
+    out = V.check_out_file(args.out)
+    args.device = V.check_device(args.device, fw.devices(), fw.device_aliases)
+    fw.check(args)
+    train = load_cifar10("train", args.data_dir)
+    test = load_cifar10("test", args.data_dir)
+    n_train = V.check_n_train(args.n_train, len(train[0]))
+    train = (train[0][:n_train], train[1][:n_train])
+    recipe.total_steps(n_train)  # batch_size vs the number of images
+    data = dict(label=dataset_label(args.data_dir) + ("" if args.n_train is None
+                                                      else f" (first {n_train} train)"),
+                dir=str(resolve_data_dir(args.data_dir)), n_train=n_train, n_test=len(test[0]))
+
+    # -- run; each record is on disk before the next run starts
+    accs, status = [], 0
+    for i in range(args.runs):
+        seed = args.seed + i
+        try:
+            rec = fw.run(args, recipe.name, overrides, seed, i, train, test)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interrupted (Ctrl-C) in run {i}; {i} finished run(s) are "
+                                    f"in {out}") from None
+        rec["data"] = {**rec.get("data", {}), **data}
+        append_record(out, rec)
+        if rec["status"] != "ok":
+            print(f"error: run {i} (seed {seed}) {rec['status']}: {rec.get('error', '')} "
+                  f"(record appended to {out})", file=sys.stderr)
+            status = 2
+            continue
+        accs.append(rec["acc_tta"])
+        print(_summary(i, seed, rec), flush=True)
+    if len(accs) > 1:
+        m = sum(accs) / len(accs)
+        sd = math.sqrt(sum((x - m) ** 2 for x in accs) / (len(accs) - 1))
+        print(f"mean acc_tta {m:.4f} (std {sd:.4f}, n={len(accs)}); records in {out}")
+    return status

@@ -1,0 +1,232 @@
+"""airbench_common.cli with a stand-in framework (no JAX, no PyTorch): the shared options, the
+order of validation, the run loop's records and output, and upstream's table format."""
+import json
+
+import numpy as np
+import pytest
+
+from airbench_common import cli
+from airbench_common.errors import cli_main
+from airbench_common.recipes import RECIPES
+from airbench_common.records import make_record, read_records
+from airbench_common.table import COLUMNS, Table
+from airbench_common.validate import OptionError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("test", 32)):
+        np.savez(d / f"{split}.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 labels=rng.integers(0, 10, n).astype(np.uint8))
+    return d
+
+
+def fake(calls, status=lambda seed: "ok", interrupt_at=None):
+    def run(args, recipe, overrides, seed, i, train, test):
+        if interrupt_at == i:
+            raise KeyboardInterrupt
+        calls.append((recipe, dict(overrides), seed, i, len(train[0]), len(test[0]), args.device))
+        ok = status(seed) == "ok"
+        rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
+                          versions={}, device="cpu", dtype="float32", flags={},
+                          acc=0.5 if ok else None, acc_tta=0.25 * (1 + seed) if ok else None,
+                          tta_level=2, train_seconds=1.5, eval_seconds=0.25, steps=4,
+                          status=status(seed), compile_seconds=2.0,
+                          data={"label": "user-supplied arrays", "dir": None})
+        if not ok:
+            rec["error"] = "non-finite training loss in epoch 0"
+        return rec
+    return cli.Framework(name="fake", prog="python -m fake", description="d",
+                         add_options=lambda g: g.add_argument("--knob", default="k"),
+                         devices=lambda: ["cpu", "cpu:0"], check=lambda a: None, run=run)
+
+
+def test_help_lists_every_recipe_once_and_the_shared_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser(fake([])).parse_args(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in RECIPES:
+        assert sum(line.split()[:1] == [name] for line in out.splitlines()) == 1, name
+    for opt in ("--recipe", "--seed", "--runs", "--epochs", "--set", "--n-train", "--data-dir",
+                "--device", "--dtype", "--ns-dtype", "--out", "--quiet", "--verbose",
+                "fake-only options", "--knob", "float32,bfloat16,float16", "default runs.jsonl"):
+        assert opt in out, opt
+    assert all(len(line) <= 100 for line in cli.recipe_lines().splitlines())
+
+
+def test_parser_errors_are_option_errors():
+    with pytest.raises(OptionError, match=r"unrecognized arguments: --nope \(see python -m fake "
+                                          r"--help\)"):
+        cli.build_parser(fake([])).parse_args(["--nope"])
+
+
+def test_runs_append_records_and_print_a_line_each(tiny, tmp_path, capsys):
+    calls, out = [], tmp_path / "runs.jsonl"
+    code = cli.main(fake(calls), ["--data-dir", str(tiny), "--recipe", "airbench94_muon",
+                                  "--set", "batch_size=16", "--epochs", "2", "--runs", "3",
+                                  "--seed", "5", "--n-train", "48", "--device", "CPU",
+                                  "--out", str(out)])
+    assert code == 0
+    assert calls == [("airbench94_muon", {"batch_size": "16", "epochs": 2.0}, s, i, 48, 32, "cpu")
+                     for i, s in enumerate((5, 6, 7))]
+    recs = read_records(out)
+    assert [r["seed"] for r in recs] == [5, 6, 7]
+    assert recs[0]["data"] == {"label": "CIFAR-10 (first 48 train)", "dir": str(tiny),
+                               "n_train": 48, "n_test": 32}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("run 0 seed 5: acc 0.5000 acc_tta 1.5000 train 1.50s eval 0.25s "
+                        "compile 2.00s")
+    assert lines[-1] == f"mean acc_tta 1.7500 (std 0.2500, n=3); records in {out}"
+
+
+def test_all_data_without_n_train(tiny, tmp_path):
+    calls, out = [], tmp_path / "runs.jsonl"
+    assert cli.main(fake(calls), ["--data-dir", str(tiny), "--set", "batch_size=16",
+                                  "--out", str(out)]) == 0
+    assert calls[0][4] == 64 and calls[0][6] is None
+    assert read_records(out)[0]["data"]["label"] == "CIFAR-10"
+
+
+def test_a_diverged_run_is_kept_and_exits_2(tiny, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    code = cli.main(fake([], status=lambda s: "diverged" if s == 1 else "ok"),
+                    ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "3",
+                     "--out", str(out)])
+    assert code == 2
+    assert [r["status"] for r in read_records(out)] == ["ok", "diverged", "ok"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: run 1 (seed 1) diverged: non-finite training loss in epoch 0 "
+                   f"(record appended to {out})"]
+
+
+def test_ctrl_c_names_the_finished_runs(tiny, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    main = cli_main(lambda argv: cli.main(fake([], interrupt_at=2), argv))
+    assert main(["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "4",
+                 "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted (Ctrl-C) in run 2; 2 finished "
+                                               f"run(s) are in {out}")
+    assert len(read_records(out)) == 2
+
+
+def test_everything_is_checked_before_any_run(tiny, tmp_path):
+    calls = []
+    for argv, match in [(["--runs", "0"], "--runs 0"), (["--device", "gpu"], "available: cpu"),
+                        (["--out", str(tmp_path)], "is a directory"),
+                        (["--n-train", "65"], "<= 64"), (["--set", "batch_size=65"], "larger"),
+                        (["--epochs", "1", "--set", "epochs=2"], "both given")]:
+        with pytest.raises(Exception, match=match):
+            cli.main(fake(calls), ["--data-dir", str(tiny), "--out",
+                                   str(tmp_path / "r.jsonl"), *argv])
+    assert calls == [] and not (tmp_path / "r.jsonl").exists()
+
+
+def test_framework_check_runs_before_data(tmp_path):
+    seen = []
+
+    def check(args):
+        seen.append(args.dtype)
+        raise OptionError("nope")
+    fw = cli.Framework(name="f", prog="p", description="d", add_options=lambda g: None,
+                       devices=lambda: ["cpu"], check=check, run=None)
+    with pytest.raises(OptionError, match="nope"):
+        cli.main(fw, ["--data-dir", str(tmp_path / "missing"), "--dtype", "float16",
+                      "--out", str(tmp_path / "r.jsonl")])
+    assert seen == ["float16"]
+
+
+def test_table_is_upstreams_format():
+    lines = []
+    t = Table(lines.append)
+    t.head()
+    t.row(run=0, epoch=0, train_loss=1.23456, train_acc=0.5, val_acc=None, time_seconds=3.0)
+    t.row(final=True, epoch="eval", tta_val_acc=0.9375, time_seconds=4.0)
+    head = "|  run     |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  time_seconds  |"
+    assert COLUMNS[0] == "run   " and lines[1] == head
+    assert lines[0] == lines[2] == lines[-1] == "-" * len(head)
+    assert lines[3] == ("|       0  |      0  |      1.2346  |     0.5000  |           |"
+                        "               |        3.0000  |")
+    assert lines[4] == ("|          |   eval  |              |             |           |"
+                        "       0.9375  |        4.0000  |")
+    assert len(lines) == 6 and all(len(x) == len(head) for x in lines)
+
+
+def test_recipe_lines_text():
+    text = cli.recipe_lines()
+    assert text.splitlines()[0] == "recipes:"
+    lines = dict((line.split()[0], line) for line in text.splitlines()[1:])
+    assert lines["airbench93"] == "  airbench93         airbench library train93: ~93%"
+    assert lines["airbench94"] == ("  airbench94         airbench library train94 / "
+                                   "legacy/airbench94.py: 94.01%, 3.83 s on ...")
+    assert len(lines["airbench94"]) == 2 + 18 + 1 + 70
+    assert lines["airbench96_faster"] == "  airbench96_faster  airbench96_faster.py: 96.00%, 27.3 s on A100"
+    assert lines["airbench95"] == "  airbench95         legacy/airbench95.py: 95.01%, 10.4 s on A100"
+
+
+def test_help_texts_and_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    p = cli.build_parser(fake([]))
+    a = p.parse_args([])
+    assert (a.recipe, a.seed, a.runs, a.epochs, a.sets, a.n_train, a.data_dir, a.device, a.dtype,
+            a.ns_dtype, a.out, a.quiet, a.verbose, a.knob) == (
+        "airbench94", 0, 1, None, [], None, None, None, None, None, "runs.jsonl", False, False, "k")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for piece in ["--recipe NAME recipe to run (listed below; default airbench94)",
+                  "--seed SEED seed of the first run; run i uses seed+i",
+                  "--runs RUNS number of runs (>= 1)",
+                  "--epochs EPOCHS override the recipe's epochs",
+                  "--set KEY=VALUE override a recipe hyper-parameter (repeatable), e.g. --set lr=10",
+                  "--n-train N train on the first N training images only",
+                  "--data-dir DATA_DIR CIFAR-10 folder (default: $AIRBENCH_DATA, else ~/.cache/airbench/cifar10)",
+                  "--device DEVICE device to run on, e.g. cpu, cuda, cuda:1 (default: the framework's)",
+                  "compute dtype (default: float32 on CPU, the GPU policy on GPU)",
+                  "Muon's Newton-Schulz dtype (default: float32 on CPU, bfloat16 on GPU)",
+                  "--out OUT JSON-lines file each run's record is appended to (default runs.jsonl)",
+                  "--quiet no per-epoch table or progress bar",
+                  "--verbose show a traceback on errors", "fake-only options:", "recipes:"]:
+        assert piece in text, piece
+    assert "usage: python -m fake" in text and " d options:" in text
+
+
+def test_aliases_seeds_and_data_merging(tiny, tmp_path, capsys):
+    calls, out = [], tmp_path / "runs.jsonl"
+
+    def run(args, recipe, overrides, seed, i, train, test):
+        calls.append((args.device, train[0].shape, train[1].shape))
+        rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
+                          versions={}, device="gpu", dtype="float32", flags={},
+                          acc=0.5, acc_tta=0.5, tta_level=2, train_seconds=1.0,
+                          eval_seconds=0.5, steps=4, status="diverged" if i else "ok",
+                          **({"data": {"extra": 7, "label": "x"}} if i == 0 else {}))
+        return rec
+    fw = cli.Framework(name="f", prog="p", description="d", add_options=lambda g: None,
+                       devices=lambda: ["cpu", "gpu", "gpu:0"], check=lambda a: None, run=run,
+                       device_aliases={"cuda": "gpu"})
+    assert cli.main(fw, ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "2",
+                         "--device", "cuda", "--n-train", "40", "--out", str(out)]) == 2
+    assert calls == [("gpu", (40, 32, 32, 3), (40,))] * 2
+    recs = read_records(out)
+    assert recs[0]["data"]["extra"] == 7 and recs[0]["data"]["label"] == "CIFAR-10 (first 40 train)"
+    assert recs[1]["data"]["n_train"] == 40           # a record without data gets it too
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: run 1 (seed 1) diverged:  (record appended to {out})"
+    with pytest.raises(OptionError, match=r"--seed 4294967294 with --runs 3 reaches seed "
+                                          r"4294967296"):
+        cli.main(fw, ["--data-dir", str(tiny), "--seed", str(2 ** 32 - 2), "--runs", "3",
+                      "--out", str(out)])
+    with pytest.raises(OptionError) as e:
+        cli.main(fw, ["--epochs", "1", "--set", "epochs=2", "--out", str(out)])
+    assert str(e.value) == "--epochs and --set epochs=... both given; give one"
+
+
+def test_two_runs_print_the_mean(tiny, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    assert cli.main(fake([]), ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "2",
+                               "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"mean acc_tta 0.3750 (std 0.1768, n=2); records in {out}")
