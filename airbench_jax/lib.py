@@ -13,18 +13,16 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from airbench_common.data import atomic_write_bytes, load_cifar10
+from airbench_common.data import load_cifar10
 from airbench_common.recipes import Recipe, get_recipe
 
 from . import augment as aug
 from . import model as _model
-from .convert import from_torch_arrays, to_torch_arrays
 from .model import CifarNet, make_net
 from .train import (_split, default_dtype, infer_arrays, init_train_state, net_from_state,
                     resolve_device, train_step)

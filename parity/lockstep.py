@@ -374,14 +374,13 @@ def main(argv=None) -> int:
         print(summary_table(rec))
         return 1 if rec.get("summary", {}).get("early_jump") else 0
     from airbench_common import parse_overrides
+    from airbench_common.files import write_json_atomic
     setup_precision(args.threads)
     os.makedirs(args.out, exist_ok=True)
 
     def save(obj):
-        tmp = os.path.join(args.out, "lockstep.json.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
-        os.replace(tmp, os.path.join(args.out, "lockstep.json"))
+        write_json_atomic(os.path.join(args.out, "lockstep.json"), obj, indent=1,
+                          default=lambda o: list(o) if isinstance(o, tuple) else str(o))
 
     rec = run(args.recipe, args.steps, n_train=args.n_train, n_test=args.n_test,
               width_scale=args.width_scale, seed=args.seed, data=args.data,
