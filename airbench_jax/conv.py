@@ -1,36 +1,48 @@
-"""Convolutions for CifarNet, fast on every backend.
+"""Convolutions for CifarNet, with the lowering chosen per pass and per CPU.
 
-XLA:CPU's native convolution gradient is several times slower than PyTorch's oneDNN path on this
-kind of net, so on CPU each convolution is written as im2col (the kh*kw shifted slices of the
-padded input, concatenated on the channel axis) followed by one matmul. Autodiff of that graph is
-itself a pad/slice/concat plus two matmuls, which XLA:CPU runs on its fast GEMM. On GPU the native
-`lax.conv_general_dilated` (cuDNN) is used. Selection: argument `impl` in {'auto', 'native',
-'matmul'}; 'auto' reads $AIRBENCH_JAX_CONV, else picks 'matmul' on CPU and 'native' elsewhere.
+A training step runs each 3x3 convolution three times: forward, input gradient (dx) and weight
+gradient (dw). XLA:CPU lowers `lax.conv_general_dilated` to Eigen's spatial convolution, which is
+fast for the forward pass and for dx (itself a convolution with the flipped kernel) but slow for
+dw, where the contraction runs over batch and space (up to 4x slower than a matmul for the 15x15
+layers). im2col (the kh*kw shifted slices of the padded input concatenated on the channel axis,
+then one matmul) turns dw into a single large GEMM, but materializing the 9x larger column
+buffer makes its forward and dx slower than the native convolution's. Implementations:
+
+- 'native': `lax.conv_general_dilated` for all three passes (cuDNN on GPU).
+- 'matmul': im2col + one matmul for all three passes (autodiff of the im2col graph).
+- 'hybrid': native forward and dx, im2col dw (`jax.custom_vjp`), except for layers with a small
+  output (fewer than `HYBRID_MIN_PIXELS` output pixels per image) where native dw is faster.
+  Each pass alone is faster than 'matmul's (docs/perf/), yet the whole step is not: 'matmul'
+  keeps the forward's column buffer for dw while 'hybrid' builds it a second time, and XLA fuses
+  the preceding BatchNorm/GELU into the im2col slices. So 'hybrid' is opt-in.
+
+'auto' reads $AIRBENCH_JAX_CONV, else picks 'matmul' on CPU and 'native' elsewhere. The per-layer,
+per-pass measurements behind this choice are in docs/perf/. All implementations compute the same
+convolution in the input dtype (float32 accumulation on CPU); they differ only in summation order.
 Layout: NHWC activations, HWIO kernels, stride 1.
-
-Measured (benchmarks/bench_conv_jax.py, airbench94 widths, batch 200, float32, 2-core EPYC shared
-with other jobs, same conditions): matmul 44.1 img/s, native 30.1 img/s, PyTorch 2.13 44.2 img/s;
-matmul peak 58.8 GFLOP/s, matmul conv at ~53% of it. XLA_FLAGS=--xla_cpu_use_onednn=true is
-accepted by jax 0.10.2 but gave no gain (42.3 img/s), so no flag is set by default. Plain
-autodiff of the im2col graph was already at PyTorch's speed, so no custom_vjp is used.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("auto", "native", "matmul")
+IMPLS = ("auto", "native", "matmul", "hybrid")
+ENV_VAR = "AIRBENCH_JAX_CONV"
+# dw by im2col pays off from 7x7 outputs up (measured 1.4x at 7x7, 4x at 15x15, 0.65x at 3x3)
+HYBRID_MIN_PIXELS = 25
 
 
 def resolve_impl(impl: str | None = "auto") -> str:
     impl = impl or "auto"
     if impl == "auto":
-        impl = os.environ.get("AIRBENCH_JAX_CONV", "auto") or "auto"
+        impl = os.environ.get(ENV_VAR, "auto") or "auto"
     if impl not in IMPLS:
-        raise ValueError(f"conv_impl {impl!r} is not one of {list(IMPLS)}")
+        from airbench_common.errors import UsageError
+        raise UsageError(f"conv_impl {impl!r} is not one of {', '.join(IMPLS)}")
     if impl == "auto":
         impl = "matmul" if jax.default_backend() == "cpu" else "native"
     return impl
@@ -48,20 +60,58 @@ def conv_native(x, w, padding: str = "SAME"):
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def conv_matmul(x, w, padding: str = "SAME"):
-    """im2col as kh*kw shifted slices concatenated on channels, then one matmul."""
-    kh, kw, cin, cout = w.shape
-    n, h, wd, _ = x.shape
+def im2col(x, kh: int, kw: int, padding: str = "SAME"):
+    """(n, ho, wo, kh*kw*cin) columns: the shifted slices of the padded input, in HWI order."""
     ph, pw = _pads(kh, kw, padding)
     if ph != (0, 0) or pw != (0, 0):
         x = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
     ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    cols = jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
+    return jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
                            axis=-1)
-    out = cols.reshape(n * ho * wo, kh * kw * cin) @ w.reshape(kh * kw * cin, cout)
+
+
+def conv_matmul(x, w, padding: str = "SAME"):
+    """im2col, then one matmul."""
+    kh, kw, cin, cout = w.shape
+    cols = im2col(x, kh, kw, padding)
+    n, ho, wo, k = cols.shape
+    out = cols.reshape(n * ho * wo, k) @ w.reshape(k, cout)
     return out.reshape(n, ho, wo, cout)
 
 
+def weight_grad_matmul(x, g, kernel_shape, padding: str = "SAME"):
+    """dL/dw of a stride-1 conv as one GEMM: im2col(x)^T @ g, contracted over batch and space."""
+    kh, kw, cin, cout = kernel_shape
+    cols = im2col(x, kh, kw, padding)
+    dw = cols.reshape(-1, kh * kw * cin).T @ g.reshape(-1, cout)
+    return dw.reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_hybrid(x, w, padding: str = "SAME"):
+    return conv_native(x, w, padding)
+
+
+def _hybrid_fwd(x, w, padding):
+    return conv_native(x, w, padding), (x, w)
+
+
+def _hybrid_bwd(padding, res, g):
+    x, w = res
+    _, vjp_x = jax.vjp(lambda x_: conv_native(x_, w, padding), x)
+    (dx,) = vjp_x(g)
+    if g.shape[1] * g.shape[2] >= HYBRID_MIN_PIXELS:
+        dw = weight_grad_matmul(x, g, w.shape, padding)
+    else:
+        _, vjp_w = jax.vjp(lambda w_: conv_native(x, w_, padding), w)
+        (dw,) = vjp_w(g)
+    return dx, dw.astype(w.dtype)
+
+
+conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
+
+_CONVS = dict(native=conv_native, matmul=conv_matmul, hybrid=conv_hybrid)
+
+
 def conv2d(x, w, padding: str = "SAME", impl: str = "auto"):
-    impl = resolve_impl(impl)
-    return (conv_matmul if impl == "matmul" else conv_native)(x, w, padding)
+    return _CONVS[resolve_impl(impl)](x, w, padding)

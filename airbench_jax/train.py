@@ -229,6 +229,18 @@ def _train_epoch(state: TrainState, padded, labels, epoch, key):
 train_epoch = jax.jit(_train_epoch)
 
 
+def _train_steps(state: TrainState, images, labels, n: int):
+    """`n` steps on the same batch as one `lax.scan` program, as inside `train_epoch` (one
+    dispatch, state buffers reused in place) -> (state, summed loss per step)."""
+    def body(st, _):
+        st, loss, _ = _step(st, images, labels)
+        return st, loss
+    return jax.lax.scan(body, state, None, length=n)
+
+
+train_steps = jax.jit(_train_steps, static_argnums=3)
+
+
 # ----------------------------------------------------------------------------- inference
 def _tta_logits(graphdef, params, rest, x, tta_level: int):
     net = nnx.merge(graphdef, params, rest)

@@ -28,6 +28,7 @@ import numpy as np
 
 from airbench_common import get_recipe, parse_overrides
 from airbench_common.env import machine_info, package_versions
+from airbench_jax.conv import IMPLS
 
 
 def forward_flops(recipe) -> float:
@@ -69,21 +70,27 @@ def _torch_stepper(recipe, images, labels, n_train, channels_last=None):
     return step, state
 
 
-def _jax_stepper(recipe, images, labels, n_train, conv_impl):
+def _jax_stepper(recipe, images, labels, n_train, conv_impl, scan_steps=0):
+    """A zero-arg function running one jitted `train_step` (or, with scan_steps=k, k steps as
+    one `lax.scan` program like `train_epoch`; the function then does k steps per call)."""
     import jax
     import jax.numpy as jnp
     import airbench_jax as aj
+    from airbench_jax.train import train_steps
     x = jnp.asarray(images)
     y = jnp.asarray(labels.astype(np.int32))
     state = aj.init_train_state(recipe, n_train, jax.random.PRNGKey(0), whiten_images=x[:64],
                                 conv_impl=conv_impl)
     t = time.perf_counter()
-    compiled = aj.train_step.lower(state, x, y).compile()
+    if scan_steps:
+        run = train_steps.lower(state, x, y, scan_steps).compile()
+    else:
+        run = aj.train_step.lower(state, x, y).compile()
     compile_seconds = time.perf_counter() - t
     box = [state]
 
     def step():
-        box[0], loss = compiled(box[0], x, y)
+        box[0], loss = run(box[0], x, y)
         loss.block_until_ready()
     return step, compile_seconds
 
@@ -105,7 +112,9 @@ def torch_formats(choice: str) -> dict:
 
 
 def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto",
-          overrides=None, log=print, torch_channels_last="auto") -> dict:
+          overrides=None, log=print, torch_channels_last="auto", scan=False) -> dict:
+    """scan=True also times JAX as one `lax.scan` program of `steps` steps per rep
+    ("jax_scan"), the way `train_epoch` runs, beside the per-step `train_step` calls ("jax")."""
     recipe = get_recipe(recipe_name, **(overrides or {}), batch_size=batch, epochs=1000)
     n_train = batch * 50                # long enough a schedule that steps never run out
     rng = np.random.default_rng(0)
@@ -116,21 +125,32 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
     for name, cl in formats.items():
         steppers[name], _ = _torch_stepper(recipe, images, labels, n_train, cl)
     steppers["jax"], compile_seconds = _jax_stepper(recipe, images, labels, n_train, conv_impl)
+    calls = {k: steps for k in steppers}
+    compile_all = {"jax": compile_seconds}
+    if scan:
+        steppers["jax_scan"], compile_all["jax_scan"] = _jax_stepper(
+            recipe, images, labels, n_train, conv_impl, scan_steps=steps)
+        calls["jax_scan"] = 1
     for fn in steppers.values():        # first-call overhead outside the timings
         fn()
+    load_before = os.getloadavg()
     rates = {k: [] for k in steppers}
     for rep in range(reps):
         for name, fn in steppers.items():
             t = time.perf_counter()
-            for _ in range(steps):
+            for _ in range(calls[name]):
                 fn()
             rates[name].append(batch * steps / (time.perf_counter() - t))
             log(f"rep {rep}: {name:5s} {rates[name][-1]:7.1f} img/s")
+    load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in rates.items()}
     peak = matmul_peak_gflops()
     flops = 3 * forward_flops(recipe)
     from airbench_jax.conv import resolve_impl
+    from airbench_jax.cpu import cpu_info
     extra = {}
+    if scan:
+        extra["ratio_jax_scan_over_step"] = med["jax_scan"] / med["jax"]
     if len(formats) == 2:
         by_format = {cl: med[name] for name, cl in formats.items()}
         extra["ratio_torch_channels_last_over_contiguous"] = by_format[True] / by_format[False]
@@ -138,7 +158,12 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
         recipe=recipe_name, batch=batch, steps_per_rep=steps, reps=reps, dtype="float32",
         torch_channels_last=formats, **extra,
         conv_impl=resolve_impl(conv_impl), images_per_second=med, all_rates=rates,
-        ratio_jax_over_torch=med["jax"] / med["torch"], jax_compile_seconds=compile_seconds,
+        ratio_jax_over_torch=med["jax"] / med["torch"],
+        ratios_jax_over={k: med["jax"] / v for k, v in med.items() if k.startswith("torch")},
+        jax_compile_seconds=compile_seconds, compile_seconds=compile_all,
+        rate_spread={k: (max(v) - min(v)) / statistics.median(v) for k, v in rates.items()},
+        load_average=dict(before=load_before, after=load_after), cpu=cpu_info(),
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
         gflops={k: v * flops / 1e9 for k, v in med.items()}, matmul_peak_gflops=peak,
         fraction_of_peak={k: v * flops / 1e9 / peak for k, v in med.items()},
         versions=package_versions("jax", "jaxlib", "flax", "optax", "torch"),
@@ -151,7 +176,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--steps", type=int, default=3, help="steps per timed rep")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--conv-impl", default="auto", choices=("auto", "native", "matmul"))
+    p.add_argument("--conv-impl", default="auto", choices=IMPLS,
+                   help="JAX convolution lowering (default: $AIRBENCH_JAX_CONV, else per backend)")
+    p.add_argument("--scan", action="store_true",
+                   help="also time JAX's steps as one lax.scan program (as train_epoch runs)")
     p.add_argument("--torch-channels-last", default="auto", choices=TORCH_CHANNELS_LAST,
                    help="PyTorch memory format: the device policy, on, off, or both (timed "
                         "side by side)")
@@ -160,18 +188,26 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         res = bench(a.recipe, a.batch, a.steps, a.reps, a.conv_impl, parse_overrides(a.set),
-                    torch_channels_last=a.torch_channels_last)
+                    torch_channels_last=a.torch_channels_last, scan=a.scan)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ips = res["images_per_second"]
-    print(f"{a.recipe} batch {a.batch} float32 on {res['machine']['cpu']}")
+    from airbench_jax.cpu import describe
+    print(f"{a.recipe} batch {a.batch} float32 on {describe()}")
+    la = res["load_average"]
+    print(f"  load average (1 min) {la['before'][0]:.1f} before, {la['after'][0]:.1f} after "
+          f"the timed reps; XLA_FLAGS={res['XLA_FLAGS']!r}")
     for k in ips:
-        print(f"  {k:5s} {ips[k]:7.1f} img/s  {res['gflops'][k]:6.1f} GFLOP/s  "
+        print(f"  {k:16s} {ips[k]:7.1f} img/s  {res['gflops'][k]:6.1f} GFLOP/s  "
               f"{100 * res['fraction_of_peak'][k]:4.1f}% of matmul peak "
-              f"({res['matmul_peak_gflops']:.1f} GFLOP/s)")
-    print(f"  ratio jax/torch {res['ratio_jax_over_torch']:.2f}; jax compile "
-          f"{res['jax_compile_seconds']:.1f} s (conv_impl {res['conv_impl']})")
+              f"({res['matmul_peak_gflops']:.1f} GFLOP/s), reps spread "
+              f"{100 * res['rate_spread'][k]:.0f}%")
+    print("  ratio jax/" + ", jax/".join(f"{k} {v:.2f}" for k, v in res["ratios_jax_over"].items())
+          + f"; jax compile {res['jax_compile_seconds']:.1f} s (conv_impl {res['conv_impl']})")
+    if "ratio_jax_scan_over_step" in res:
+        print(f"  ratio jax lax.scan program / per-step calls "
+              f"{res['ratio_jax_scan_over_step']:.2f}")
     if "ratio_torch_channels_last_over_contiguous" in res:
         print(f"  ratio torch channels_last/contiguous "
               f"{res['ratio_torch_channels_last_over_contiguous']:.2f}")

@@ -37,3 +37,35 @@ def test_bench_times_both_torch_memory_formats_side_by_side():
         ips["torch"] / ips["torch_contiguous"])
     with pytest.raises(ValueError, match="not one of"):
         bench.bench("airbench94_muon", batch=32, torch_channels_last="sideways")
+
+
+def test_bench_times_the_scan_program_and_reports_cpu_and_load():
+    res = bench.bench("airbench94_muon", batch=32, steps=2, reps=1,
+                      overrides={"widths": (8, 16, 16)}, log=lambda *_: None, scan=True)
+    ips = res["images_per_second"]
+    assert set(ips) == {"jax", "jax_scan", "torch"}
+    assert res["ratio_jax_scan_over_step"] == pytest.approx(ips["jax_scan"] / ips["jax"])
+    assert res["ratios_jax_over"] == {"torch": pytest.approx(ips["jax"] / ips["torch"])}
+    assert set(res["compile_seconds"]) == {"jax", "jax_scan"}
+    assert res["cpu"]["logical_cpus"] >= 1 and isinstance(res["cpu"]["features"], list)
+    assert len(res["load_average"]["before"]) == 3
+
+
+def test_scan_program_takes_the_same_steps_as_train_step():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import airbench_jax as aj
+    from airbench_jax.train import train_steps
+    r = get_recipe("airbench94_muon", widths=(8, 16, 16), batch_size=16, epochs=100)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((16, 32, 32, 3), dtype=np.float32))
+    y = jnp.asarray(rng.integers(0, 10, 16).astype(np.int32))
+    s0 = aj.init_train_state(r, 160, jax.random.PRNGKey(0), whiten_images=x, conv_impl="native")
+    s1, l1 = aj.train_step(s0, x, y)
+    s1, l2 = aj.train_step(s1, x, y)
+    s2, losses = train_steps(s0, x, y, 2)
+    np.testing.assert_allclose(losses, [l1, l2], rtol=1e-5)
+    assert int(s2.step) == 2
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
