@@ -10,7 +10,8 @@ from airbench_common import cli
 from airbench_common.errors import cli_main
 from airbench_common.validate import check_choice
 
-CONV_IMPLS = ("auto", "native", "matmul")
+CONV_IMPLS = ("auto", "native", "matmul", "hybrid")  # airbench_jax.conv.IMPLS (not imported: --help stays
+                                                     # free of jax); a test keeps the two equal
 
 
 def _add_options(group):

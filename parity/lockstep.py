@@ -351,7 +351,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto")
     ap.add_argument("--ns-dtype", choices=("float32", "bfloat16"), default="float32")
-    ap.add_argument("--conv-impl", choices=("native", "matmul"), default="matmul")
+    ap.add_argument("--conv-impl", choices=("native", "matmul", "hybrid"), default="matmul")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override, e.g. --set batch_size=500 (repeatable)")
     ap.add_argument("--early", type=int, default=10, help="steps checked for an early jump")

@@ -59,3 +59,10 @@ def test_parse_cpuinfo_reports_features():
     assert info["logical_cpus"] == 2
     assert info["features"] == ["AVX2", "FMA", "AVX-512", "AVX512-BF16", "AMX", "AMX-BF16"]
     assert parse_cpuinfo("processor : 0\nflags : sse2\n")["features"] == []
+
+
+def test_cli_offers_every_conv_lowering():
+    """The JAX CLI's --conv-impl choices are the lowerings airbench_jax.conv implements."""
+    from airbench_jax import __main__ as jax_cli
+    from airbench_jax import conv
+    assert tuple(jax_cli.CONV_IMPLS) == tuple(conv.IMPLS)
