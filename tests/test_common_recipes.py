@@ -123,3 +123,26 @@ def test_schedule_lengths_and_warmup_linear_with_an_end_value():
     assert s[T] == pytest.approx(0.1) and s[w] == pytest.approx(1.0)
     assert s[0] == pytest.approx(0.2 * 0.9 + 0.1)
     assert s[w + 10] == pytest.approx((T - w - 10) / (T - w) * 0.9 + 0.1)
+
+
+def test_override_spellings_and_edges():
+    for text in ("none", "None", "1/width", "1/WIDTH"):
+        assert get_recipe("airbench94", scaling_factor=text).scaling_factor is None
+    assert get_recipe("airbench94", scaling_factor=None).head_scale == 1 / 256
+    assert get_recipe("airbench94", scaling_factor="0.5").scaling_factor == 0.5
+    assert get_recipe("airbench94", batch_size="32.0").batch_size == 32
+    assert get_recipe("airbench94", widths="[8, 16, 16]").widths == (8, 16, 16)
+    assert get_recipe("airbench94", flip=0).flip is False and get_recipe("airbench94", flip=1).flip
+    assert get_recipe("airbench94", flip="TRUE").flip is True
+    with pytest.raises(RecipeError, match="filter_keep=16 must be smaller than batch_size=16"):
+        get_recipe("airbench94", batch_size=16, filter_keep=16)
+    assert get_recipe("airbench94", batch_size=16, filter_keep=15).filter_keep == 15
+    with pytest.raises(RecipeError, match=r"recipe airbench94: widths=\(4, 8, 8\.5\) must be"):
+        get_recipe(dataclasses_replace(get_recipe("airbench94"), widths=(4, 8, 8.5)))
+    with pytest.raises(RecipeError, match="override 'lr' is given twice"):
+        parse_overrides(["lr=1", "lr=2"])
+
+
+def dataclasses_replace(r, **kw):
+    import dataclasses
+    return dataclasses.replace(r, **kw)
