@@ -268,6 +268,29 @@ def _eval_key(graphdef, params, rest, shape, dtype, tta_level):
             tuple((tuple(v.shape), str(v.dtype)) for v in leaves))
 
 
+# Evaluation runs the convolutions with XLA's own kernel ('native'): on CPU the im2col 'matmul'
+# form is chosen for training (its autodiff is faster there), but for the forward pass alone the
+# native convolution measured 1.3-1.7x faster (widths 32/64/64, 2000 images, 2-core CPU), which is
+# what brought JAX's evaluation to PyTorch's speed. $AIRBENCH_JAX_EVAL_CONV overrides ('as-trained'
+# keeps the training form).
+_EVAL_GRAPHS: dict = {}
+
+
+def _eval_graphdef(graphdef, params, rest):
+    choice = os.environ.get("AIRBENCH_JAX_EVAL_CONV", "native")
+    if choice == "as-trained":
+        return graphdef
+    key = (graphdef, choice)
+    if key not in _EVAL_GRAPHS:
+        net = nnx.merge(graphdef, params, rest)
+        for _, mod in nnx.iter_modules(net):
+            for attr in ("impl", "conv_impl"):
+                if isinstance(getattr(mod, attr, None), str):
+                    setattr(mod, attr, choice)
+        _EVAL_GRAPHS[key] = nnx.split(net, nnx.Param, ...)[0]
+    return _EVAL_GRAPHS[key]
+
+
 def default_eval_batch() -> int:
     """2000 as upstream on accelerators, 500 on CPU (full-width im2col buffers would need GBs)."""
     return 500 if jax.default_backend() == "cpu" else 2000
@@ -285,6 +308,7 @@ def compile_eval(graphdef, params, rest, n: int, tta_level: int, *, batch: int |
     returns the seconds spent compiling (0.0 when it was already compiled)."""
     batch, _ = _eval_batches(n, batch or default_eval_batch())
     shape = (batch, 32, 32, 3)
+    graphdef = _eval_graphdef(graphdef, params, rest)
     key = _eval_key(graphdef, params, rest, shape, dtype, tta_level)
     if key in _EVAL_CACHE:
         return 0.0
@@ -305,6 +329,7 @@ def infer_both(graphdef, params, rest, images, tta_level: int = 0, batch: int | 
     n = images.shape[0]
     batch, n_batches = _eval_batches(n, batch or default_eval_batch())
     compile_eval(graphdef, params, rest, n, tta_level, batch=batch, dtype=images.dtype)
+    graphdef = _eval_graphdef(graphdef, params, rest)
     fn = _EVAL_CACHE[_eval_key(graphdef, params, rest, (batch, 32, 32, 3), images.dtype,
                                tta_level)]
     pad = n_batches * batch - n
