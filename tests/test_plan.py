@@ -113,3 +113,69 @@ def test_cli_simulate(capsys):
     assert "true d +0.000: equivalent" in out and out.count("true d") == 4
     assert P.main(["--simulate", "--sd", "0.4", "--reps", "0"]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def _rec(fw, seed, acc, status="ok", key="acc_tta"):
+    r = dict(framework=fw, seed=seed, acc_tta=None, acc=None, status=status)
+    if acc is not None:
+        r[key] = acc / 100
+    return r
+
+
+def test_endpoint_prefers_tta_and_falls_back_to_plain():
+    assert P.endpoint(dict(acc_tta=0.7, acc=0.6)) == pytest.approx(70.0)
+    assert P.endpoint(dict(acc_tta=None, acc=0.6)) == pytest.approx(60.0)
+    assert math.isnan(P.endpoint(dict(acc_tta=None, acc=None)))
+    assert math.isnan(P.endpoint({}))
+
+
+def test_sequential_outcome_details():
+    fws = ["jax", "torch"]
+    plan = P.Plan(0.5, 5)
+    base = [70.0, 70.3, 69.8, 70.1, 69.9]
+    recs = [_rec("jax", s, base[s] + 0.05) for s in range(5)]
+    recs += [_rec("torch", s, base[s], key="acc") for s in range(5)]   # plain-only endpoint
+    out = P.sequential_outcome(recs, fws, plan)
+    assert out["decision"] == "equivalent" and out["n"] == 3
+    assert out["diff"] == pytest.approx(0.05) and out["final"] is False
+    # not enough pairs yet: continue, saying where the first look is
+    out = P.sequential_outcome(recs[:2] + recs[5:7], fws, plan)
+    assert out == dict(decision="continue", n=2, final=False,
+                       reason="first look at 3 runs per side")
+    # a diverged run counts as a run of its side but not in the sample
+    bad = [dict(r) for r in recs]
+    bad[6]["status"] = "diverged"            # torch seed 1
+    out = P.sequential_outcome(bad, fws, plan)
+    assert out["decision"] == "equivalent" and out["n"] == 4 and out["fisher_p"] == 1.0
+    # records with a missing or non-numeric seed are ignored
+    junk = recs + [dict(framework="jax", seed=None), dict(framework="jax", seed="x")]
+    assert P.sequential_outcome(junk, fws, plan)["n"] == 3
+    # one framework: nothing to compare; the study runs to N
+    one = P.sequential_outcome(recs[:5], ["jax"], plan)
+    assert one["decision"] == "not compared" and one["n"] == 5 and one["final"] is True
+    assert P.sequential_outcome(recs[:3], ["jax"], plan)["decision"] == "continue"
+
+
+def test_sequential_outcome_undecided_and_final():
+    fws = ["jax", "torch"]
+    rng = np.random.default_rng(5)
+    a, b = 70 + 3 * rng.standard_normal(6), 70 + 3 * rng.standard_normal(6)
+    recs = [_rec("jax", s, a[s]) for s in range(6)] + [_rec("torch", s, b[s]) for s in range(6)]
+    plan = P.Plan(0.5, 10)
+    out = P.sequential_outcome(recs, fws, plan)
+    assert out["decision"] == "continue" and out["n"] == 6 and not out["final"]
+    assert "p_equivalence" in out and out["level_equivalence"] == plan.levels(6)[0]
+    fin = P.sequential_outcome(recs, fws, plan, final_n=6)
+    assert fin["decision"] == "inconclusive" and fin["final"] is True and fin["n"] == 6
+    assert fin["level_equivalence"] == plan.levels(6, final=True)[0]
+    # the looks replayed stop at the final one: later pairs do not count
+    early = P.sequential_outcome(recs, fws, plan, final_n=4)
+    assert early["decision"] == "inconclusive" and early["n"] == 4
+
+
+def test_positive_argument_parser():
+    import argparse
+    assert P._positive("0.5") == 0.5
+    for bad in ("x", "0", "-1", "inf", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            P._positive(bad)

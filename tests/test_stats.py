@@ -190,3 +190,23 @@ def test_holm_is_at_least_raw_and_keeps_the_order(ps):
        hs.floats(min_value=0.05, max_value=2))
 def test_runs_needed_shrinks_with_a_wider_margin(sa, sb, m):
     assert S.runs_needed(sa, sb, 0.0, 2 * m) <= S.runs_needed(sa, sb, 0.0, m)
+
+
+def test_describe_times_fields_by_hand():
+    # sorted [1, 2, 3, 4, 10]: numpy's linear percentiles q25 = 2, q50 = 3, q75 = 4
+    d = S.describe_times([3.0, 1.0, 10.0, 2.0, 4.0, float("nan")])
+    assert d == dict(n=5, median=3.0, q25=2.0, q75=4.0, iqr=2.0, mean=4.0, min=1.0, max=10.0)
+    e = S.describe_times([])
+    assert e["n"] == 0 and all(math.isnan(v) for k, v in e.items() if k != "n")
+
+
+def test_compare_times_ratio_and_its_interval():
+    a = [4.0, 4.4, 3.8, 4.2, 4.0, 4.1]
+    b = [1.0, 1.1, 0.9, 1.05, 1.0, 0.95]
+    r = S.compare_times(a, b)
+    assert r["ratio"] == pytest.approx(np.median(a) / np.median(b))
+    assert 3.5 < r["ratio_ci_low"] < r["ratio"] < r["ratio_ci_high"] < 4.8
+    assert r["a"]["median"] == pytest.approx(4.05) and r["b"]["median"] == pytest.approx(1.0)
+    for empty in (S.compare_times([], b), S.compare_times(a, []), S.compare_times(a, [0.0, 0.0])):
+        assert math.isnan(empty["ratio"]) and math.isnan(empty["ratio_ci_low"])
+        assert math.isnan(empty["ratio_ci_high"])
