@@ -68,6 +68,9 @@ TOST = {0.1: (0.9410061749185743, 0.027544434817047325),
         0.5: (0.7824584204504605, 0.00542029380856371),
         1.0: (0.39079172845673904, 0.000697177338167406),
         2.0: (0.014525921339015795, 1.6897107841793737e-05)}   # margin: (p, p_lower)
+# CompareMeans(DescrStatsW(A), DescrStatsW(B)).tconfint_diff(alpha, usevar="unequal"):
+CI95 = (-0.12458975567725505, 1.8645897556772357)
+CI90 = (0.055318059174181866, 1.684681940825799)
 HOLM_P = [0.01, 0.04, 0.03, 0.2, 0.005]
 HOLM_ADJ = [0.04, 0.09, 0.09, 0.2, 0.025]
 
@@ -210,3 +213,56 @@ def test_compare_times_ratio_and_its_interval():
     for empty in (S.compare_times([], b), S.compare_times(a, []), S.compare_times(a, [0.0, 0.0])):
         assert math.isnan(empty["ratio"]) and math.isnan(empty["ratio_ci_low"])
         assert math.isnan(empty["ratio_ci_high"])
+
+
+def test_compare_samples_every_field():
+    import statistics
+    r = S.compare_samples(A, B, margin=0.1)
+    assert (r["n_a"], r["n_b"], r["margin"], r["alpha"]) == (8, 8, 0.1, 0.05)
+    assert r["diff"] == pytest.approx(statistics.mean(A) - statistics.mean(B))
+    assert (r["ci95_low"], r["ci95_high"]) == pytest.approx(CI95, rel=1e-9)
+    assert (r["ci90_low"], r["ci90_high"]) == pytest.approx(CI90, rel=1e-9)
+    assert r["tost_p"] == pytest.approx(TOST[0.1][0], rel=1e-9)
+    assert r["tost_p_lower"] == pytest.approx(TOST[0.1][1], rel=1e-7)
+    assert r["tost_p_upper"] == pytest.approx(TOST[0.1][0], rel=1e-9)
+    # Mann-Whitney U by hand: pairs with a > b, ties counting one half
+    u = sum((x > y) + 0.5 * (x == y) for x in A for y in B)
+    assert r["mannwhitney_u"] == u and 0 < r["mannwhitney_p"] < 1
+    assert 0 < r["ks_p"] <= 1
+    assert r["diff_ci_low"] < r["diff"] < r["diff_ci_high"]
+    sd_a, sd_b = statistics.stdev(A), statistics.stdev(B)
+    assert r["a"]["std"] == pytest.approx(sd_a) and r["b"]["std"] == pytest.approx(sd_b)
+    assert r["runs_needed"] == S.runs_needed(sd_a, sd_b, r["diff"], 0.1)
+    assert r["verdict"] == "inconclusive"
+    assert r["reason"] == ("neither equivalence nor a difference beyond the margin is "
+                           f"established; about {r['runs_needed']:.0f} runs per side would "
+                           "decide at the observed variance")
+
+
+def test_compare_samples_reasons_and_degenerate_cases():
+    eq = S.compare_samples([70.0, 70.01, 69.99, 70.0], [70.0, 70.01, 69.99, 70.02], 0.5)
+    assert eq["verdict"] == "equivalent" and eq["reason"].startswith("TOST p=")
+    assert f"[{eq['ci90_low']:+.3f}, {eq['ci90_high']:+.3f}] lies inside +/-0.5" in eq["reason"]
+    diff = S.compare_samples([72.0, 72.01, 71.99, 72.0], [70.0, 70.01, 69.99, 70.02], 0.5)
+    assert diff["verdict"] == "different" and diff["reason"].startswith("Welch p=")
+    assert "lies outside +/-0.5" in diff["reason"]
+    sig = S.compare_samples([70.25, 70.35, 70.15, 70.3], [70.0, 70.05, 69.95, 70.02], 0.2)
+    assert sig["verdict"] == "inconclusive"
+    assert sig["reason"].startswith("significant difference that may still lie within")
+    empty = S.compare_samples([], [70.0, 71.0], 0.5)
+    assert empty["verdict"] == "inconclusive" and empty["reason"] == "no runs on one side"
+    for k in ("diff", "welch_p", "tost_p", "ci95_low", "ci90_high", "mannwhitney_p", "ks_p",
+              "runs_needed", "diff_ci_low"):
+        assert math.isnan(empty[k]), k
+    one = S.compare_samples([70.0], [70.0, 71.0], 0.5)
+    assert one["reason"] == "fewer than 2 runs on a side: no variance estimate"
+    assert math.isnan(one["welch_p"]) and math.isnan(one["runs_needed"])
+
+
+def test_describe_fields_by_hand():
+    d = S.describe([3.0, 1.0, 2.0, float("inf")])
+    assert (d["n"], d["mean"], d["min"], d["max"], d["median"]) == (3, 2.0, 1.0, 3.0, 2.0)
+    assert d["std"] == pytest.approx(1.0) and d["ci_low"] <= 2.0 <= d["ci_high"]
+    one = S.describe([5.0])
+    assert one["n"] == 1 and math.isnan(one["std"]) and math.isnan(one["ci_low"])
+    assert S.describe([])["n"] == 0 and math.isnan(S.describe([])["mean"])
