@@ -17,6 +17,14 @@ PUBLISHED_K5 = [4.877, 3.357, 2.680, 2.290, 2.031]
 PUBLISHED_K2 = [2.963, 1.969]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_boundaries():
+    """boundaries() is memoized: each test computes its own (else a test could pass on values
+    cached by an earlier one)."""
+    P.boundaries.cache_clear()
+    yield
+
+
 def test_boundaries_match_published_obrien_fleming_values():
     z5 = [norm.isf(p) for p in P.boundaries((0.2, 0.4, 0.6, 0.8, 1.0), 0.025)]
     assert z5 == pytest.approx(PUBLISHED_K5, abs=2e-3)
@@ -179,3 +187,29 @@ def test_positive_argument_parser():
     for bad in ("x", "0", "-1", "inf", "nan"):
         with pytest.raises(argparse.ArgumentTypeError):
             P._positive(bad)
+
+
+def test_levels_are_the_schedule_for_equivalence_and_half_alpha_for_difference():
+    plan = P.Plan(0.5, 6)
+    fr = tuple(k / 6 for k in plan.looks)
+    for i, n in enumerate(plan.looks):
+        eq, diff = plan.levels(n)
+        assert eq == pytest.approx(P.boundaries(fr, 0.05)[i], rel=1e-9)
+        assert diff == pytest.approx(P.boundaries(fr, 0.025)[i], rel=1e-9)
+    # an early final look: the earlier looks as planned, then t = 1
+    eq, diff = plan.levels(4, final=True)
+    assert eq == pytest.approx(P.boundaries((3 / 6, 1.0), 0.05)[-1])
+    assert diff == pytest.approx(P.boundaries((3 / 6, 1.0), 0.025)[-1])
+    # the last planned look is final anyway
+    assert plan.levels(6) == plan.levels(6, final=True)
+
+
+def test_simulate_defaults_are_reproducible():
+    plan = P.Plan(0.5, 5)
+    r = P.simulate(0.4, 0.4, 0.0, plan)
+    assert r["reps"] == 2000 and r == P.simulate(0.4, 0.4, 0.0, plan, reps=2000, seed=0)
+    assert r != P.simulate(0.4, 0.4, 0.0, plan, seed=1)
+    assert r["max_pairs"] == 5 and 3 <= r["mean_runs"] <= 5
+    assert sum(r[k] for k in ("equivalent", "different", "inconclusive")) == pytest.approx(1.0)
+    capped = P.simulate(0.4, 0.4, 0.0, plan, max_pairs=3, reps=500)
+    assert capped["max_pairs"] == 3 and capped["mean_runs"] == 3
