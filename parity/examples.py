@@ -8,7 +8,8 @@ test image, kept by parity.compare beside the run records) this module computes:
   Training with respect to Test Sets and Distributions" (arXiv 2304.01910): with p_i the
   fraction of runs that get test example i right and n test examples,
   Var_dist ~ Var(acc) - sum_i p_i (1 - p_i) / n^2 (the run-to-run variance of the test accuracy
-  minus the part a fixed test set's example-level coin flips explain);
+  minus the part a fixed test set's example-level coin flips explain; p_i (1 - p_i) is taken
+  times k / (k - 1) for k runs, its unbiased estimate, which matters when k is small);
 * per-example agreement: the correlation across test examples between the two frameworks'
   per-example accuracies p_i, beside each framework's own split-half correlation (even vs odd
   seeds); and a permutation test over run labels of the statistic D = mean_i (p_i^a - p_i^b)^2:
@@ -43,7 +44,8 @@ def distribution_variance(correct: np.ndarray) -> dict:
     acc = c.mean(1)
     p = c.mean(0)
     var_acc = float(acc.var(ddof=1)) if k > 1 else math.nan
-    binom = float(np.sum(p * (1 - p)) / n ** 2)
+    # p_i (1 - p_i) estimated without bias from k runs: the plug-in value times k / (k - 1)
+    binom = float(np.sum(p * (1 - p)) / n ** 2) * (k / (k - 1) if k > 1 else 1.0)
     var_dist = var_acc - binom
     return dict(runs=k, n=n, var_acc=var_acc * 1e4, var_binomial=binom * 1e4,
                 var_dist=var_dist * 1e4,
