@@ -266,3 +266,29 @@ def test_describe_fields_by_hand():
     one = S.describe([5.0])
     assert one["n"] == 1 and math.isnan(one["std"]) and math.isnan(one["ci_low"])
     assert S.describe([])["n"] == 0 and math.isnan(S.describe([])["mean"])
+
+
+def test_bootstrap_ci_is_the_documented_percentile_bootstrap():
+    """Pins the documented method (percentile, 9999 resamples, seed 0, each sample resampled
+    independently) by comparing with scipy's bootstrap called with exactly those settings."""
+    a = np.array([1.0, 2.5, 2.0, 4.0, 3.1, 2.2])
+    b = np.array([0.5, 1.5, 1.0, 2.2])
+    ref = st.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
+                       vectorized=True, paired=False, confidence_level=0.95, n_resamples=9999,
+                       method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    assert S.bootstrap_ci((a, b), S._diff_means) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    ref90 = st.bootstrap((a,), lambda x, axis=-1: x.mean(axis), vectorized=True,
+                         confidence_level=0.9, n_resamples=9999, method="percentile",
+                         rng=np.random.default_rng(0)).confidence_interval
+    assert S.bootstrap_ci((a,), S._mean, confidence=0.9) == pytest.approx(
+        (ref90.low, ref90.high), rel=1e-12)
+    # two points are enough; one is not; constant samples give a zero-width interval
+    lo, hi = S.bootstrap_ci((np.array([1.0, 3.0]),), S._mean)
+    assert 1.0 <= lo < hi <= 3.0
+    assert all(math.isnan(v) for v in S.bootstrap_ci((np.array([1.0]),), S._mean))
+    assert S.bootstrap_ci((np.array([5.0, 5.0]), np.array([2.0, 2.0, 2.0])),
+                          S._diff_means) == (3.0, 3.0)
+    assert S.bootstrap_ci((np.array([5.0, 5.0]), np.array([1.0, 2.0])),
+                          S._diff_means)[0] < 4.0
+    r = S.compare_times([2.0, 2.0, 2.0], [1.0, 1.0])
+    assert (r["ratio_ci_low"], r["ratio_ci_high"]) == (2.0, 2.0)
