@@ -292,3 +292,35 @@ def test_bootstrap_ci_is_the_documented_percentile_bootstrap():
                           S._diff_means)[0] < 4.0
     r = S.compare_times([2.0, 2.0, 2.0], [1.0, 1.0])
     assert (r["ratio_ci_low"], r["ratio_ci_high"]) == (2.0, 2.0)
+
+
+def test_runs_needed_each_branch_by_hand():
+    z975, z95, z80, z90 = 1.959964, 1.644854, 0.841621, 1.281552   # standard normal quantiles
+    # a difference beyond the margin: (z_.975 + z_.80)^2 * S2 / (d - m)^2
+    assert S.runs_needed(0.5, 0.5, 1.0, 0.5) == math.ceil((z975 + z80) ** 2 * 0.5 / 0.25)  # 16
+    assert S.runs_needed(0.5, 0.5, -1.0, 0.5) == 16
+    # equivalence with d > 0: (z_.95 + z_.80)^2 * S2 / (m - d)^2
+    assert S.runs_needed(0.3, 0.3, 0.2, 0.5) == math.ceil((z95 + z80) ** 2 * 0.18 / 0.09)  # 13
+    # equivalence at d = 0: (z_.95 + z_.90)^2 * S2 / m^2
+    assert S.runs_needed(0.4, 0.4, 0.0, 0.5) == math.ceil((z95 + z90) ** 2 * 0.32 / 0.25)  # 11
+    assert S.runs_needed(0.01, 0.01, 0.0, 0.5) == 2                   # never below 2
+    assert S.runs_needed(0.0, 0.0, 0.1, 0.5) == 2.0
+    assert S.runs_needed(0.0, 0.0, 0.5, 0.5) == math.inf
+    for bad in ((math.nan, 1.0, 0.0), (1.0, math.nan, 0.0), (1.0, 1.0, math.nan)):
+        assert math.isnan(S.runs_needed(*bad, 0.5))
+
+
+def test_verdict_boundaries_are_strict():
+    assert S.verdict(1.0, 0.05, (0.0, 0.0), 0.5) == "inconclusive"        # p == alpha
+    assert S.verdict(1.0, 0.0499, (0.0, 0.0), 0.5) == "equivalent"
+    assert S.verdict(0.05, 1.0, (0.6, 0.9), 0.5) == "inconclusive"
+    assert S.verdict(0.01, 1.0, (0.5, 0.9), 0.5) == "inconclusive"        # touches the margin
+    assert S.verdict(0.01, 1.0, (-0.9, -0.51), 0.5) == "different"
+
+
+def test_describe_empty_and_two_points():
+    e = S.describe([])
+    assert e["n"] == 0 and set(e) == {"n", "mean", "std", "min", "max", "median", "ci_low",
+                                      "ci_high"}
+    assert all(math.isnan(v) for k, v in e.items() if k != "n")
+    assert S.describe([1.0, 3.0])["std"] == pytest.approx(math.sqrt(2))
