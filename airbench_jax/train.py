@@ -396,13 +396,15 @@ def prepare_data(recipe: Recipe, train_images, dtype=jnp.float32, key=None):
 def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
                test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                verbose: bool = False, eval_every_epoch: bool = True, log: Callable = print,
-               dtype=None) -> dict:
+               dtype=None, predictions: bool = False) -> dict:
     """A full run -> run record (airbench_common.records.make_record). Timing: train_seconds
     excludes compilation (AOT lower+compile first, reported as compile_seconds)."""
     rec, _ = run_recipe_with_state(recipe, seed, overrides=overrides, data_dir=data_dir,
                                    train_data=train_data, test_data=test_data, device=device,
                                    ns_dtype=ns_dtype, conv_impl=conv_impl, verbose=verbose,
                                    eval_every_epoch=eval_every_epoch, log=log, dtype=dtype)
+    if not predictions:  # the per-example predictions only when asked (parity.compare)
+        rec.pop("_predictions", None)
     return rec
 
 

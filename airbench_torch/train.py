@@ -309,12 +309,14 @@ def _versions():
 def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=None,
                train_data=None, test_data=None, device=None, ns_dtype=None, verbose=False,
                eval_every_epoch=True, log=print, compile=False, run_label=None,
-               progress=False, channels_last: bool | None = None) -> dict:
+               progress=False, channels_last: bool | None = None,
+               predictions: bool = False) -> dict:
     """One complete run of a recipe; returns a run record (airbench_common.records schema).
     A non-finite loss gives a record with status 'diverged', acc None and an `error` string; a
     collapsed network (every test prediction the same class, see airbench_common.outcome) status
     'diverged' with its accuracies and the reason. The record's in-memory key `_predictions`
     holds the per-example TTA predictions (uint8)."""
+    keep_predictions = predictions
     overrides = dict(overrides or {})
     r = _as_recipe(recipe, overrides)
     dev = resolve_device(device)
@@ -374,7 +376,8 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                       whiten_seconds=state.whiten_seconds, per_epoch=out["per_epoch"])
     if error:
         rec["error"] = error
-    rec["_predictions"] = predictions  # in memory only ("_" keys): parity.compare stores them apart
+    if keep_predictions:  # in memory only ("_" keys), when asked: parity.compare stores them apart
+        rec["_predictions"] = predictions
     return rec
 
 

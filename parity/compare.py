@@ -390,7 +390,8 @@ def _progress_text(out: dict, spent: float, cap_s) -> str:
 
 def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, verbose, tlog):
     t0 = time.perf_counter()
-    kwargs = dict(common, data_dir=config["data_dir"], verbose=verbose, log=tlog)
+    kwargs = dict(common, data_dir=config["data_dir"], verbose=verbose, log=tlog,
+                  predictions=True)
     if not config.get("eval_every_epoch", True):
         kwargs["eval_every_epoch"] = False
     rec = dict(runner(config["recipe"], seed, **kwargs))

@@ -40,7 +40,7 @@ def test_huge_learning_rate_is_recorded_as_diverged_on_both_sides(module):
     assert rec["status"] == "diverged", rec.get("acc")
     assert rec["error"].startswith(("collapsed", "non-finite"))
     ok = m.run_recipe("airbench94_muon", 0, overrides=TINY, train_data=train, test_data=test,
-                      log=lambda *a: None)
+                      log=lambda *a: None, predictions=True)
     assert ok["status"] == "ok" and "error" not in ok
     preds = ok["_predictions"]
     assert preds.dtype == np.uint8 and preds.shape == (600,)
