@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from airbench_common import outcome
 from airbench_common import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays, lr_schedules,
                              param_groups)
 from airbench_common.data import dataset_label, resolve_data_dir
@@ -182,23 +183,34 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
 def infer(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tensor:
     """Logits for all of loader.images. TTA 0: plain; 1: mean of image and mirror; 2: 0.5*level-1
     + 0.5*mean of level-1 on the reflect-pad-1 crops [0:32] and [2:34]."""
+    return infer_both(model, loader, tta_level)[1]
+
+
+def infer_both(model: nn.Module, loader: CifarLoader, tta_level: int = 0):
+    """(plain logits, TTA logits) for all of loader.images, in one pass: the plain forward is
+    part of every TTA level, so the plain accuracy costs nothing extra."""
     if tta_level not in (0, 1, 2):
         raise ValueError(f"tta_level must be 0, 1 or 2, got {tta_level}")
 
     def mirror(x):
         return 0.5 * model(x) + 0.5 * model(x.flip(-1))
 
-    def mirror_translate(x):
-        logits = mirror(x)
+    def both(x):
+        plain = model(x)
+        if tta_level == 0:
+            return plain, plain
+        mirrored = 0.5 * plain + 0.5 * model(x.flip(-1))
+        if tta_level == 1:
+            return plain, mirrored
         p = F.pad(x, (1,) * 4, mode="reflect")
         shifted = [mirror(p[:, :, 0:32, 0:32]), mirror(p[:, :, 2:34, 2:34])]
-        return 0.5 * logits + 0.5 * torch.stack(shifted).mean(0)
+        return plain, 0.5 * mirrored + 0.5 * torch.stack(shifted).mean(0)
 
-    fn = [lambda x: model(x), mirror, mirror_translate][tta_level]
     model.eval()
     images = loader.normalize(loader.images)
     with torch.no_grad():
-        return torch.cat([fn(x).clone() for x in images.split(2000)])
+        outs = [both(x) for x in images.split(2000)]
+    return tuple(torch.cat([o[k].clone() for o in outs]) for k in (0, 1))
 
 
 def evaluate(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
@@ -294,9 +306,14 @@ def _versions():
 def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=None,
                train_data=None, test_data=None, device=None, ns_dtype=None, verbose=False,
                eval_every_epoch=True, log=print, compile=False, run_label=None,
-               progress=False, channels_last: bool | None = None) -> dict:
+               progress=False, channels_last: bool | None = None,
+               predictions: bool = False) -> dict:
     """One complete run of a recipe; returns a run record (airbench_common.records schema).
-    A non-finite loss gives a record with status 'diverged', acc None and an `error` string."""
+    A non-finite loss gives a record with status 'diverged', acc None and an `error` string; a
+    collapsed network (every test prediction the same class, see airbench_common.outcome) status
+    'diverged' with its accuracies and the reason. The record's in-memory key `_predictions`
+    holds the per-example TTA predictions (uint8)."""
+    keep_predictions = predictions
     overrides = dict(overrides or {})
     r = _as_recipe(recipe, overrides)
     dev = resolve_device(device)
@@ -331,24 +348,38 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                   progress=progress)
     except FloatingPointError as exc:
         return make_record(**common, acc=None, acc_tta=None, train_seconds=None,
-                           eval_seconds=None, steps=state.step, status="diverged",
+                           eval_seconds=None, steps=state.step, status=outcome.DIVERGED,
                            error=str(exc), per_epoch=[])
     synchronize(dev)
     t0 = time.perf_counter()
-    acc_tta = evaluate(state.net, test_loader, r.tta_level)
+    # one pass gives plain and TTA predictions (the plain forward is part of TTA), as in JAX
+    plain, tta = infer_both(state.net, test_loader, r.tta_level)
+    plain, predictions = (outcome.predicted_classes(v.float().cpu()) for v in (plain, tta))
     synchronize(dev)
     eval_seconds = time.perf_counter() - t0
-    acc = evaluate(state.net, test_loader, 0) if r.tta_level else acc_tta
+    labels = test_loader.labels.cpu().numpy()
+    acc_tta = float((predictions == labels).mean())
+    acc = float((plain == labels).mean())
+    error = outcome.collapse_reason(predictions)
+    if error is None and not all(bool(torch.isfinite(v).all()) for v in
+                                 state.net.state_dict().values() if v.is_floating_point()):
+        error = "non-finite weights after training"
     if table is not None:
         table.row(final=True, epoch="eval", tta_val_acc=acc_tta,
                   time_seconds=out["train_seconds"] + eval_seconds)
-    return make_record(**common, acc=acc, acc_tta=acc_tta, train_seconds=out["train_seconds"],
-                       eval_seconds=eval_seconds, steps=state.step,
-                       whiten_seconds=state.whiten_seconds, per_epoch=out["per_epoch"])
+    rec = make_record(**common, acc=acc, acc_tta=acc_tta, train_seconds=out["train_seconds"],
+                      eval_seconds=eval_seconds, steps=state.step,
+                      status=outcome.DIVERGED if error else outcome.OK,
+                      whiten_seconds=state.whiten_seconds, per_epoch=out["per_epoch"])
+    if error:
+        rec["error"] = error
+    if keep_predictions:  # in memory only ("_" keys), when asked: parity.compare stores them apart
+        rec["_predictions"] = predictions
+    return rec
 
 
 def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None, steps: int = 2,
-           compile=False, channels_last: bool | None = None) -> TrainState:
+           compile=False, channels_last: bool | None = None, test_data=None) -> TrainState:
     """A few train steps on random inputs with random labels (upstream warms up on random labels)
     so that a timed run afterwards excludes first-call overhead (allocator, kernels, compile)."""
     r = _as_recipe(recipe, overrides)
@@ -364,4 +395,10 @@ def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None,
     for i in range(min(steps, state.total_steps)):
         sl = slice(i * r.batch_size, (i + 1) * r.batch_size)
         train_step(state, x[sl], y[sl])
+    if test_data is not None:  # first-call overhead of the evaluation too, at its batch size
+        n = min(len(test_data[0]), 2000)
+        fake = (np.zeros((n, 32, 32, 3), np.uint8), np.zeros(n, np.int64))
+        loader = CifarLoader(None, train=False, batch_size=2000, device=dev, data=fake,
+                             channels_last=uses_channels_last(dev, channels_last))
+        infer(state.net, loader, r.tta_level)
     return state

@@ -1,23 +1,33 @@
-"""Run both frameworks for many seeds on one recipe and data, and say whether they agree.
+"""Run both frameworks, a pair of runs at a time, until the data decide whether they agree.
 
-    python -m parity.compare --recipe airbench94_muon --runs 30 [--preset cpu|smoke|full]
-        [--frameworks jax,torch] [--out DIR] [--resume] [--margin 0.1] [--data-dir D]
-        [--set key=value ...]
+    python -m parity.compare                     # airbench94_muon, preset for this machine
+    python -m parity.compare [--recipe R] [--preset cpu|smoke|full] [--runs N] [--margin M]
+        [--frameworks jax,torch] [--out DIR] [--resume] [--data-dir D] [--set key=value ...]
     python -m parity.compare --report DIR        # rebuild DIR's report from DIR/runs.jsonl
 
-Runs alternate between frameworks (jax seed 0, torch seed 0, jax seed 1, ...), the same seeds on
-both sides, so slow drifts of the machine hit both alike. Each framework gets one warm-up
-(compilation + a few steps) before the first timed run, excluded from all timings. Every finished
-run is appended to DIR/runs.jsonl at once (one atomic line), so a kill loses no finished run;
-re-running with the same DIR and configuration (or --resume) continues to N runs per framework,
-skipping the (framework, seed) pairs already recorded. A diverged run (status "diverged") is
-recorded and counted; a run whose runner raises records nothing, stops the comparison with a
-one-line error and a non-zero exit status (re-run to resume). The verdict uses the statistics in
-parity.stats; see there for their exact definitions.
+The question, fixed before any run (by the preset; --margin and --runs override it): is the
+mean TTA accuracy on the preset's test set (all 10,000 images at `cpu` and `full`) the same in
+both frameworks within +/- margin points? Runs are added in pairs (jax seed k, then torch seed
+k, the same seeds on both sides, so slow drifts of the machine hit both alike) and after every
+pair the group-sequential plan of parity.plan looks at the data: it stops at "equivalent",
+"different" (a difference beyond the margin, or diverged-run rates that differ by Fisher's exact
+test), or at the cap (N runs per side, or the preset's wall-time cap), which ends
+"inconclusive" with what it would take.
+
+Each framework gets one warm-up (compilation of every function at the shapes of the runs) before
+the first timed run. Every finished run's per-example test predictions are written to
+DIR/predictions/<framework>-seed<k>.npy (atomically, uint8 per test image) and then its record is
+appended to DIR/runs.jsonl (one atomic line), so a kill loses no finished run. Re-running the same
+command (or --resume) continues; every setting that changes results (recipe, preset, overrides,
+margin, data identity: sha256 of the train subset and of the test images and labels) must match
+DIR/config.json, else exit 2 naming the field. Records not written by this comparison (another
+configuration, or by another tool) are left out, with a count. One compare at a time may write a
+DIR (a lock; a second one exits 2 naming the holder's pid).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -27,30 +37,78 @@ import traceback
 from pathlib import Path
 from typing import Callable, Mapping
 
-from airbench_common.data import DatasetError, dataset_label, load_cifar10, resolve_data_dir
-from airbench_common.recipes import RecipeError, get_recipe, parse_overrides, recipe_names
+import numpy as np
+
+from airbench_common.data import atomic_write_bytes, dataset_label, load_cifar10, resolve_data_dir
+from airbench_common.errors import UsageError, cli_main
+from airbench_common.recipes import get_recipe, parse_overrides, recipe_names
 from airbench_common.records import append_record, read_records, write_json_atomic
 
+from . import plan as _plan
 from . import presets as _presets
 from .runners import FRAMEWORKS, RunnerUnavailable, get_runners
 
 CONFIG_NAME = "config.json"
 RUNS_NAME = "runs.jsonl"
-# what must match for runs to belong to the same comparison (runs/margin/frameworks may change)
-IDENTITY_KEYS = ("recipe", "preset", "recipe_params", "n_train", "n_test", "data_label")
-DEFAULT_RUNS = {"smoke": 3, "cpu": 8, "full": 30}
+STATE_NAME = "plan.json"
+PRED_DIR = "predictions"
+LABELS_NAME = "test_labels.npy"
+WRITER = "parity.compare"
+DEFAULT_RECIPE = "airbench94_muon"
+# what must match for runs to belong to the same comparison (runs and frameworks may change)
+IDENTITY_KEYS = ("recipe", "preset", "recipe_params", "n_train", "n_test", "data_label",
+                 "data_identity", "margin")
 
 
-class CompareError(RuntimeError):
-    """A user-facing, one-line error."""
+class CompareError(UsageError):
+    """A user-facing, one-line error (exit status 2)."""
 
 
 def _jsonify(obj):
     return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
+def _sha256(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def data_identity(train_data, test_data) -> dict:
+    """Content hashes of the data a comparison runs on (any other data is another study)."""
+    return dict(train_sha256=_sha256(*train_data), test_images_sha256=_sha256(test_data[0]),
+                test_labels_sha256=_sha256(np.asarray(test_data[1]).astype(np.int64)))
+
+
+def config_hash(config: dict) -> str:
+    ident = {k: config.get(k) for k in IDENTITY_KEYS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_margin(margin) -> float:
+    try:
+        m = float(margin)
+    except (TypeError, ValueError):
+        raise CompareError(f"--margin {margin!r} is not a number; give accuracy points, "
+                           "e.g. 0.5") from None
+    if not (math.isfinite(m) and m > 0):
+        raise CompareError(f"--margin {margin!r} must be a positive finite number of accuracy "
+                           "points, e.g. 0.5")
+    return m
+
+
+def check_runs(runs) -> int:
+    if runs is None or int(runs) < 1:
+        raise CompareError(f"--runs {runs!r} must be at least 1 (runs per framework)")
+    return int(runs)
+
+
 def make_config(recipe: str, preset: str, user_overrides: dict | None, frameworks, runs: int,
-                margin: float, data_dir=None, data_label: str | None = None) -> dict:
+                margin: float, data_dir=None, data_label: str | None = None,
+                identity: dict | None = None) -> dict:
     """The comparison's configuration; validates recipe, preset and overrides."""
     p = _presets.get_preset(preset)
     overrides = p.recipe_overrides(recipe, user_overrides)
@@ -65,27 +123,45 @@ def make_config(recipe: str, preset: str, user_overrides: dict | None, framework
     if len(set(frameworks)) != len(frameworks) or not frameworks:
         raise CompareError(f"--frameworks {','.join(frameworks)}: name each framework once")
     ddir = resolve_data_dir(data_dir)
-    return _jsonify(dict(
+    cfg = _jsonify(dict(
         recipe=recipe, preset=preset, preset_description=p.description,
         preset_trains=p.trains, preset_label=p.label(),
         overrides=eff, user_overrides=dict(user_overrides or {}),
         recipe_params=resolved.to_dict(), n_train=p.n_train, n_test=p.n_test,
-        frameworks=frameworks, runs=int(runs), margin=float(margin),
-        data_dir=str(ddir), data_label=data_label or dataset_label(ddir)))
+        frameworks=frameworks, runs=check_runs(runs), margin=check_margin(margin),
+        wall_minutes=p.wall_minutes, eval_every_epoch=p.eval_every_epoch,
+        alpha=_plan.ALPHA, first_look=_plan.FIRST_LOOK,
+        data_dir=str(ddir), data_label=data_label or dataset_label(ddir),
+        data_identity=identity))
+    cfg["config_hash"] = config_hash(cfg)
+    return cfg
 
 
 def check_config(existing: dict, new: dict, out_dir: Path) -> None:
-    """Raise CompareError (one line) if `new` is not the configuration already in out_dir."""
+    """Raise CompareError (one line) naming the first setting in which `new` differs from the
+    configuration already in out_dir."""
     for key in IDENTITY_KEYS:
-        if existing.get(key) != new.get(key):
-            if key == "recipe_params":
-                a, b = existing.get(key) or {}, new.get(key) or {}
-                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-                what = f"hyper-parameters {', '.join(diff)} differ"
-            else:
-                what = f"{key} {existing.get(key)!r} there vs {new.get(key)!r} now"
-            raise CompareError(f"{out_dir} holds a different comparison ({what}); use another "
-                               "--out (or the same settings to resume)")
+        a, b = existing.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            what = f"{key} differs in {', '.join(diff)}"
+        else:
+            what = f"{key} {a!r} there vs {b!r} now"
+        raise CompareError(f"{out_dir} holds a different comparison ({what}); use another "
+                           "--out (or the same settings to resume)")
+
+
+def read_config(path: Path) -> dict:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CompareError(f"{path} cannot be read ({type(exc).__name__}); it is not a compare "
+                           "configuration: use another --out") from None
+    if not isinstance(cfg, dict) or "recipe" not in cfg:
+        raise CompareError(f"{path} is not a compare configuration; use another --out")
+    return cfg
 
 
 def load_subsets(config: dict):
@@ -100,14 +176,38 @@ def load_subsets(config: dict):
     return (tr_x, tr_y), (te_x, te_y)
 
 
-def planned_order(frameworks, runs: int) -> list[tuple[str, int]]:
-    """Alternating order: (fw0, 0), (fw1, 0), (fw0, 1), ..."""
-    return [(fw, seed) for seed in range(runs) for fw in frameworks]
+def own_records(records, config: dict) -> tuple[list[dict], int]:
+    """(records of this comparison, count of foreign ones): a record belongs when it was written
+    by parity.compare under this configuration hash."""
+    own = [r for r in records if r.get("written_by") == WRITER
+           and r.get("compare_config") == config.get("config_hash")]
+    return own, len(records) - len(own)
 
 
-def done_pairs(records) -> set[tuple[str, int]]:
-    return {(r.get("framework"), int(r.get("seed"))) for r in records
-            if r.get("framework") is not None and r.get("seed") is not None}
+def latest_by_run(records) -> dict[tuple[str, int], dict]:
+    out = {}
+    for r in records:
+        try:
+            out[(r.get("framework"), int(r.get("seed")))] = r
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def prediction_path(out_dir, framework: str, seed: int) -> Path:
+    return Path(out_dir) / PRED_DIR / f"{framework}-seed{int(seed)}.npy"
+
+
+def _save_npy(path: Path, array) -> None:
+    atomic_write_bytes(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+    os.chmod(path, 0o644)
+
+
+def _read_state(out_dir: Path) -> dict:
+    try:
+        return json.loads((out_dir / STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _progress(total, initial, desc, enabled):
@@ -119,41 +219,91 @@ def _progress(total, initial, desc, enabled):
                 dynamic_ncols=True, file=sys.stderr)
 
 
+def _lock(out_dir: Path):
+    """The exclusive lock of out_dir's runs file; CompareError naming the holder's pid."""
+    from filelock import FileLock, Timeout  # noqa: PLC0415
+    lock = FileLock(str(out_dir / (RUNS_NAME + ".lock")))
+    pid_file = out_dir / (RUNS_NAME + ".lock.pid")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = pid_file.read_text().strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise CompareError(f"{out_dir / RUNS_NAME} is being written by another compare "
+                           f"(pid {holder}); wait for it to finish or use another --out") from None
+    pid_file.write_text(f"{os.getpid()}\n")
+    return lock, pid_file
+
+
+def elapsed_seconds(records, state: dict) -> float:
+    """Wall time the study has used: every finished run's wall time plus the warm-ups."""
+    return float(sum(float(r.get("wall_seconds") or 0.0) for r in records)
+                 + float(state.get("warmup_seconds") or 0.0))
+
+
 def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_data=None,
                 test_data=None, *, progress: bool = True, log: Callable = print,
                 verbose: bool = False) -> dict:
-    """Do the runs still missing in out_dir; returns {'finished', 'skipped', 'error'}.
-
-    `runners` maps framework -> callable with run_recipe's signature (optionally with a
-    `warmup` attribute). A runner that raises stops the loop: nothing is recorded for that run,
-    the error is returned (one line) and what finished before stays in runs.jsonl."""
+    """Add pairs of runs to out_dir until the plan decides (or the cap); returns
+    {'finished', 'skipped', 'foreign', 'error', 'outcome'}. `runners` maps framework -> callable
+    with run_recipe's signature (optionally with a `warmup` attribute). A runner that raises
+    stops the loop: nothing is recorded for that run, the error is returned (one line) and what
+    finished before stays in runs.jsonl."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    lock, pid_file = _lock(out_dir)
+    try:
+        return _run_locked(config, out_dir, runners, train_data, test_data, progress=progress,
+                           log=log, verbose=verbose)
+    finally:
+        try:
+            pid_file.unlink()
+        except OSError:
+            pass
+        lock.release()
+
+
+def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, log, verbose):
     cfg_path, runs_path = out_dir / CONFIG_NAME, out_dir / RUNS_NAME
     if cfg_path.exists():
-        existing = json.loads(cfg_path.read_text())
-        check_config(existing, config, out_dir)
+        check_config(read_config(cfg_path), config, out_dir)
     write_json_atomic(cfg_path, config)
-    records = read_records(runs_path)
-    for r in records:  # the runs file must belong to this comparison too
-        if r.get("recipe") != config["recipe"] or (r.get("preset") not in (None, config["preset"])):
-            raise CompareError(f"{runs_path} holds runs of recipe {r.get('recipe')!r} preset "
-                               f"{r.get('preset')!r}; use another --out")
-    done = done_pairs(records)
-    order = planned_order(config["frameworks"], config["runs"])
-    todo = [p for p in order if p not in done]
-    result = dict(finished=0, skipped=len(order) - len(todo), error=None, warmup_seconds={})
-    if not todo:
-        log(f"all {len(order)} planned runs are already in {runs_path}")
+    os.chmod(cfg_path, 0o644)
+    if test_data is not None and not (out_dir / LABELS_NAME).exists():
+        _save_npy(out_dir / LABELS_NAME, np.asarray(test_data[1]).astype(np.uint8))
+    records, foreign = own_records(read_records(runs_path), config)
+    if foreign:
+        log(f"note: {foreign} record(s) in {runs_path} belong to another configuration or "
+            "were not written by parity.compare; they are left out")
+    fws = list(config["frameworks"])
+    plan = _plan.Plan(config["margin"], config["runs"])
+    state = _read_state(out_dir)
+    cap_s = (config.get("wall_minutes") or 0) * 60 or None
+    result = dict(finished=0, skipped=0, foreign=foreign, error=None, warmup_seconds={},
+                  outcome=None)
+
+    def outcome_now():
+        return _plan.sequential_outcome(records, fws, plan, final_n=state.get("final_n"))
+
+    def save_state(**kw):
+        state.update(kw)
+        write_json_atomic(out_dir / STATE_NAME, state)
+
+    done = latest_by_run(records)
+    result["skipped"] = sum(1 for (fw, s) in done if fw in fws and s < plan.max_runs)
+    out = outcome_now()
+    if out["decision"] != "continue":
+        log(f"already decided: {out['decision']} after {out['n']} runs per side ({out['reason']})")
+        result["outcome"] = out
         return result
-    missing = [fw for fw in {fw for fw, _ in todo} if fw not in runners]
+    missing = [fw for fw in fws if fw not in runners]
     if missing:
         raise CompareError(f"no runner for framework(s) {', '.join(missing)}")
     if result["skipped"]:
-        log(f"resuming: {result['skipped']} of {len(order)} runs already in {runs_path}, "
-            f"{len(todo)} to go")
-    overrides = config["overrides"]
-    common = dict(overrides=overrides, train_data=train_data, test_data=test_data)
+        log(f"resuming: {result['skipped']} runs already in {runs_path}")
+    common = dict(overrides=config["overrides"], train_data=train_data, test_data=test_data)
 
     def tlog(msg):
         try:
@@ -162,14 +312,13 @@ def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_da
         except ImportError:  # pragma: no cover
             log(msg)
 
-    # one warm-up per framework with work left, before any timed run
-    for fw in config["frameworks"]:
-        if not any(f == fw for f, _ in todo):
-            continue
+    # one warm-up per framework before any timed run: every compiled function at the run's shapes
+    for fw in fws:
         warm = getattr(runners[fw], "warmup", None)
         if warm is None:
             continue
-        log(f"warming up {fw} (compilation + a few steps; excluded from timings) ...")
+        log(f"warming up {fw} (compilation of the train and eval functions; excluded from "
+            "timings) ...")
         t0 = time.perf_counter()
         try:
             warm(config["recipe"], **common)
@@ -178,56 +327,106 @@ def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_da
             if verbose:
                 traceback.print_exc()
             return result
-        result["warmup_seconds"][fw] = time.perf_counter() - t0
-        log(f"  {fw} warm-up took {result['warmup_seconds'][fw]:.1f} s")
+        secs = time.perf_counter() - t0
+        result["warmup_seconds"][fw] = secs
+        save_state(warmup_seconds=float(state.get("warmup_seconds") or 0.0) + secs)
+        log(f"  {fw} warm-up took {secs:.1f} s")
 
-    bar = _progress(len(order), len(order) - len(todo),
-                    f"{config['recipe']}/{config['preset']}", progress)
+    total = len(fws) * plan.max_runs
+    bar = _progress(total, min(len(done), total), f"{config['recipe']}/{config['preset']}",
+                    progress)
     try:
-        for fw, seed in todo:
+        while True:
+            out = outcome_now()
+            if out["decision"] != "continue":
+                break
+            n = out["n"]
+            spent = elapsed_seconds(records, state)
+            if cap_s is not None and spent >= cap_s:
+                save_state(final_n=n, stop_reason=f"wall-time cap of {config['wall_minutes']:g} "
+                           f"minutes reached after {n} runs per side")
+                continue      # the look at n is now the final one
+            seed = n
+            for fw in fws:
+                if (fw, seed) in done:
+                    continue
+                if bar is not None:
+                    bar.set_description_str(f"{fw} seed {seed}")
+                try:
+                    rec = _one_run(config, out_dir, runners[fw], fw, seed, common, train_data,
+                                   test_data, verbose, tlog)
+                except Exception as exc:  # noqa: BLE001
+                    result["error"] = (f"{fw} seed {seed} failed: {type(exc).__name__}: "
+                                       f"{_one_line(exc)}")
+                    if verbose:
+                        traceback.print_exc()
+                    return result
+                records.append(rec)
+                done[(fw, seed)] = rec
+                result["finished"] += 1
+                if bar is not None:
+                    bar.update(1)
             if bar is not None:
-                bar.set_postfix_str(f"{fw} seed {seed}")
-            try:
-                rec = runners[fw](config["recipe"], seed, data_dir=config["data_dir"],
-                                  verbose=verbose, log=tlog, **common)
-                # keys starting with "_" are in-memory extras (e.g. the jax net state)
-                rec = {k: v for k, v in dict(rec).items() if not str(k).startswith("_")}
-                rec.setdefault("framework", fw)
-                if rec["framework"] != fw or int(rec.get("seed", seed)) != seed:
-                    raise RuntimeError(f"runner returned a record for {rec['framework']} seed "
-                                       f"{rec.get('seed')}, expected {fw} seed {seed}")
-                rec["preset"] = config["preset"]
-                data = dict(rec.get("data") or {})
-                data.update(label=config["data_label"], dir=config["data_dir"])
-                if train_data is not None:
-                    data["n_train"] = len(train_data[0])
-                if test_data is not None:
-                    data["n_test"] = len(test_data[0])
-                rec["data"] = data
-                try:  # how busy the machine was: shared machines make timings noisy
-                    rec["load_avg"] = [round(v, 2) for v in os.getloadavg()]
-                    rec.setdefault("machine", {}).setdefault("cpu_count", os.cpu_count())
-                except (OSError, AttributeError):
-                    pass
-                append_record(runs_path, rec)
-            except Exception as exc:  # noqa: BLE001
-                result["error"] = (f"{fw} seed {seed} failed: {type(exc).__name__}: "
-                                   f"{_one_line(exc)}")
-                if verbose:
-                    traceback.print_exc()
-                return result
-            result["finished"] += 1
-            if bar is not None:
-                acc = rec.get("acc_tta") if rec.get("acc_tta") is not None else rec.get("acc")
-                status = rec.get("status")
-                bar.update(1)
-                bar.set_postfix_str(f"last {fw} seed {seed}: "
-                                    + (f"{100 * float(acc):.2f}%" if status == "ok" and acc is not None
-                                       else str(status)))
+                bar.set_postfix_str(_progress_text(outcome_now(), elapsed_seconds(records, state),
+                                                   cap_s))
     finally:
         if bar is not None:
             bar.close()
+    if out.get("final") and "final_n" not in state:
+        save_state(final_n=out["n"], stop_reason=f"{plan.max_runs} runs per side reached")
+    result["outcome"] = out
     return result
+
+
+def _progress_text(out: dict, spent: float, cap_s) -> str:
+    cap = f"/{cap_s / 60:.0f}" if cap_s else ""
+    head = f"{spent / 60:.1f}{cap} min"
+    if "diff" not in out:
+        return f"{head}; {out['reason']}"
+    return (f"{head}; d {out['diff']:+.2f} pts; TOST p {out['p_equivalence']:.2g} (needs < "
+            f"{out['level_equivalence']:.2g}); beyond-margin p {out['p_difference']:.2g} (needs < "
+            f"{out['level_difference']:.2g})")
+
+
+def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, verbose, tlog):
+    t0 = time.perf_counter()
+    kwargs = dict(common, data_dir=config["data_dir"], verbose=verbose, log=tlog,
+                  predictions=True)
+    if not config.get("eval_every_epoch", True):
+        kwargs["eval_every_epoch"] = False
+    rec = dict(runner(config["recipe"], seed, **kwargs))
+    wall = time.perf_counter() - t0
+    preds = rec.get("_predictions")
+    # keys starting with "_" are in-memory extras (predictions, the jax net state)
+    rec = {k: v for k, v in rec.items() if not str(k).startswith("_")}
+    rec.setdefault("framework", fw)
+    if rec["framework"] != fw or int(rec.get("seed", seed)) != seed:
+        raise RuntimeError(f"runner returned a record for {rec['framework']} seed "
+                           f"{rec.get('seed')}, expected {fw} seed {seed}")
+    rec.update(preset=config["preset"], written_by=WRITER, compare_config=config["config_hash"],
+               wall_seconds=wall)
+    data = dict(rec.get("data") or {})
+    data.update(label=config["data_label"], dir=config["data_dir"])
+    if train_data is not None:
+        data["n_train"] = len(train_data[0])
+    if test_data is not None:
+        data["n_test"] = len(test_data[0])
+    rec["data"] = data
+    if preds is not None:
+        preds = np.asarray(preds)
+        if test_data is not None and preds.shape != (len(test_data[0]),):
+            raise RuntimeError(f"predictions of shape {preds.shape}, expected "
+                               f"({len(test_data[0])},)")
+        path = prediction_path(out_dir, fw, seed)
+        _save_npy(path, preds.astype(np.uint8))      # before the record: a record implies them
+        rec["predictions"] = str(path.relative_to(out_dir))
+    try:  # how busy the machine was: shared machines make timings noisy
+        rec["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+        rec.setdefault("machine", {}).setdefault("cpu_count", os.cpu_count())
+    except (OSError, AttributeError):
+        pass
+    append_record(out_dir / RUNS_NAME, rec)
+    return rec
 
 
 def _one_line(exc: BaseException) -> str:
@@ -239,13 +438,14 @@ def _one_line(exc: BaseException) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m parity.compare",
-        description="Run the JAX port and the PyTorch reference for many seeds on one recipe "
-                    "and data, and compare accuracy (Welch, TOST, Mann-Whitney, KS, bootstrap) "
-                    "and time.")
-    p.add_argument("--recipe", choices=recipe_names(), help="recipe to run (required unless "
-                   "--report, or --resume with an existing --out)")
-    p.add_argument("--runs", type=int, help="runs (seeds 0..N-1) per framework; default: "
-                   + ", ".join(f"{k} {v}" for k, v in DEFAULT_RUNS.items()))
+        description="Run the JAX port and the PyTorch reference in pairs of seeds until a "
+                    "group-sequential equivalence test (TOST, O'Brien-Fleming alpha spending) "
+                    "decides whether their mean TTA accuracies agree within the margin.")
+    p.add_argument("--recipe", choices=recipe_names(),
+                   help=f"recipe to run (default {DEFAULT_RECIPE})")
+    p.add_argument("--runs", help="most runs (seeds 0..N-1) per framework, the plan's N; "
+                   "default: the preset's (" + ", ".join(
+                       f"{k} {v.max_runs}" for k, v in _presets.PRESETS.items()) + ")")
     p.add_argument("--preset", choices=_presets.preset_names(),
                    help="scaling of the recipe (default: full with a GPU, else cpu)")
     p.add_argument("--frameworks", default=None, help="comma-separated, default jax,torch")
@@ -253,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the comparison in --out (settings not given are read from its "
                         "config.json); re-running with the same settings resumes as well")
-    p.add_argument("--margin", type=float, default=None,
-                   help="TOST equivalence margin in accuracy points (default 0.1)")
+    p.add_argument("--margin", default=None,
+                   help="equivalence margin in accuracy points (default: the preset's, "
+                        + ", ".join(f"{k} {v.margin}" for k, v in _presets.PRESETS.items()) + ")")
     p.add_argument("--data-dir", help="CIFAR-10 folder (default $AIRBENCH_DATA or ~/.cache)")
     p.add_argument("--report", metavar="DIR",
                    help="only rebuild DIR's report from DIR/runs.jsonl (+ config.json)")
@@ -266,95 +467,105 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _int_arg(text, name):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise CompareError(f"{name} {text!r} is not a whole number") from None
+
+
 def main(argv=None, runners: Mapping[str, Callable] | None = None) -> int:
-    """CLI entry point; `runners` (framework -> callable) replaces the real ones in tests."""
+    """CLI entry point; `runners` (framework -> callable) replaces the real ones in tests. Bad
+    input (UsageError) is one line on stderr and exit status 2."""
+    return cli_main(lambda a: _main(a, runners))(argv)
+
+
+def _main(argv, runners) -> int:
     args = build_parser().parse_args(argv)
     from . import report as _report  # noqa: PLC0415
 
-    def err(msg: str, code: int = 2) -> int:
-        print(f"error: {msg}", file=sys.stderr)
-        return code
-
+    if args.runs is not None:
+        check_runs(_int_arg(args.runs, "--runs"))
+    if args.margin is not None:
+        check_margin(args.margin)
     if args.report:
         if args.recipe or args.runs or args.resume:
-            return err("--report DIR only rebuilds a report; drop --recipe/--runs/--resume")
+            raise CompareError("--report DIR only rebuilds a report; drop --recipe/--runs/--resume")
         try:
-            _report.write_report(args.report, margin=args.margin, plots=not args.no_plots)
+            _report.write_report(args.report, margin=args.margin and float(args.margin),
+                                 plots=not args.no_plots)
         except _report.ReportError as exc:
-            return err(str(exc))
+            raise CompareError(str(exc)) from None
         return 0
 
-    try:
-        existing = None
-        if args.resume:
-            out = args.out
-            if out is None:
-                if not args.recipe:
-                    return err("--resume needs --out DIR (or --recipe and --preset)")
-                preset = args.preset or _presets.default_preset()[0]
-                out = f"results/compare-{args.recipe}-{preset}"
-            cfg_path = Path(out) / CONFIG_NAME
-            if not cfg_path.exists():
-                return err(f"--resume: {cfg_path} does not exist; nothing to resume")
-            existing = json.loads(cfg_path.read_text())
-            args.out = out
-        recipe = args.recipe or (existing or {}).get("recipe")
-        if not recipe:
-            return err("--recipe is required (one of: " + ", ".join(recipe_names()) + ")")
-        if args.preset:
-            preset = args.preset
-        elif existing:
-            preset = existing["preset"]
-        else:
-            preset, why = _presets.default_preset()
-            print(f"preset: {preset} (default, because {why}; choose with --preset)")
-        user = parse_overrides(args.overrides) if args.overrides else \
-            dict((existing or {}).get("user_overrides") or {})
-        frameworks = (args.frameworks.split(",") if args.frameworks
-                      else (existing or {}).get("frameworks") or ["jax", "torch"])
-        frameworks = [f.strip() for f in frameworks if f.strip()]
-        runs = args.runs or (existing or {}).get("runs") or DEFAULT_RUNS.get(preset, 8)
-        margin = args.margin if args.margin is not None else \
-            (existing or {}).get("margin", 0.1)
-        if runs < 1:
-            return err("--runs must be at least 1")
-        if not margin > 0:
-            return err("--margin must be positive (accuracy points)")
-        data_dir = args.data_dir or (existing or {}).get("data_dir")
-        config = make_config(recipe, preset, user, frameworks, runs, margin, data_dir)
-        out_dir = Path(args.out or f"results/compare-{recipe}-{preset}")
-        cfg_path = out_dir / CONFIG_NAME
-        if cfg_path.exists():
-            check_config(json.loads(cfg_path.read_text()), config, out_dir)
-        p = _presets.get_preset(preset)
-        print(f"{recipe} | {p.label()} | {config['data_label']} ({config['data_dir']}) | "
-              f"{','.join(frameworks)} x {runs} runs | margin +/-{margin} points | out {out_dir}")
-        if config["overrides"]:
-            print("overrides: " + ", ".join(f"{k}={v}" for k, v in config["overrides"].items()))
-        if not p.trains:
-            print(f"note: preset {preset} checks the plumbing; its accuracies are not "
-                  "expected to mean anything")
-        if runners is None:
+    existing = None
+    if args.resume:
+        out = args.out
+        if out is None:
+            recipe = args.recipe or DEFAULT_RECIPE
+            preset = args.preset or _presets.default_preset()[0]
+            out = f"results/compare-{recipe}-{preset}"
+        cfg_path = Path(out) / CONFIG_NAME
+        if not cfg_path.exists():
+            raise CompareError(f"--resume: {cfg_path} does not exist; nothing to resume")
+        existing = read_config(cfg_path)
+        args.out = out
+    recipe = args.recipe or (existing or {}).get("recipe") or DEFAULT_RECIPE
+    if args.preset:
+        preset = args.preset
+    elif existing:
+        preset = existing["preset"]
+    else:
+        preset, why = _presets.default_preset()
+        print(f"preset: {preset} (default, because {why}; choose with --preset)")
+    p = _presets.get_preset(preset)
+    user = parse_overrides(args.overrides) if args.overrides else \
+        dict((existing or {}).get("user_overrides") or {})
+    frameworks = (args.frameworks.split(",") if args.frameworks
+                  else (existing or {}).get("frameworks") or ["jax", "torch"])
+    frameworks = [f.strip() for f in frameworks if f.strip()]
+    runs = _int_arg(args.runs, "--runs") if args.runs is not None else \
+        (existing or {}).get("runs") or p.max_runs
+    margin = float(args.margin) if args.margin is not None else \
+        (existing or {}).get("margin", p.margin)
+    data_dir = args.data_dir or (existing or {}).get("data_dir")
+    probe = make_config(recipe, preset, user, frameworks, runs, margin, data_dir)
+    train_data, test_data = load_subsets(probe)
+    config = make_config(recipe, preset, user, frameworks, runs, margin, data_dir,
+                         identity=data_identity(train_data, test_data))
+    out_dir = Path(args.out or f"results/compare-{recipe}-{preset}")
+    cfg_path = out_dir / CONFIG_NAME
+    if cfg_path.exists():
+        check_config(read_config(cfg_path), config, out_dir)
+    cap = f", cap {p.wall_minutes:g} minutes" if p.wall_minutes else ""
+    print(f"{recipe} | {p.label()} | {config['data_label']} ({config['data_dir']}) | "
+          f"{','.join(frameworks)} | sequential plan: margin +/-{margin} points, at most {runs} "
+          f"runs per side{cap} | out {out_dir}")
+    if config["overrides"]:
+        print("overrides: " + ", ".join(f"{k}={v}" for k, v in config["overrides"].items()))
+    if not p.trains:
+        print(f"note: preset {preset} checks the plumbing; its accuracies are not "
+              "expected to mean anything")
+    if runners is None:
+        try:
             runners = get_runners(frameworks)
-        train_data, test_data = load_subsets(config)
-    except (RecipeError, CompareError, DatasetError, RunnerUnavailable) as exc:
-        return err(_one_line(exc))
+        except RunnerUnavailable as exc:
+            raise CompareError(_one_line(exc)) from None
 
     try:
         result = run_compare(config, out_dir, runners, train_data, test_data,
                              progress=not args.no_progress, verbose=args.verbose)
-    except CompareError as exc:
-        return err(_one_line(exc))
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished runs are in {out_dir / RUNS_NAME} (re-run to resume)",
               file=sys.stderr)
-        _safe_report(_report, out_dir, margin, not args.no_plots)
+        _safe_report(_report, out_dir, None, not args.no_plots)
         return 130
-    _safe_report(_report, out_dir, margin, not args.no_plots)
+    _safe_report(_report, out_dir, None, not args.no_plots)
     if result["error"]:
         n = len(read_records(out_dir / RUNS_NAME))
-        return err(f"{result['error']} ({n} finished runs kept in {out_dir / RUNS_NAME}; "
-                   "re-run the same command to resume)", code=1)
+        print(f"error: {result['error']} ({n} finished runs kept in {out_dir / RUNS_NAME}; "
+              "re-run the same command to resume)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,8 @@ from airbench_common.data import atomic_write_bytes
 from airbench_common.env import machine_info, package_versions
 from airbench_common.records import float_or_nan, read_records, write_json_atomic
 
+from . import examples as E
+from . import plan as P
 from . import stats as S
 
 FW_ORDER = ("jax", "torch")
@@ -93,12 +95,100 @@ def _environment(records, frameworks) -> dict:
                                     threads=threads))
 
 
-def summarize(records: list[dict], config: dict | None = None, margin: float | None = None) -> dict:
-    """Everything report.json holds, computed from run records (+ optional config)."""
+# What the full recipe would take on a GPU (the report's first lines). The per-run spread of
+# airbench94 on the full test set is about 0.13-0.14 points (Jordan, arXiv 2304.01910; upstream
+# airbench's README); upstream's airbench94_muon takes about 3 s per run on an A100. The runs per
+# side are the plan's simulated mean at d = 0:
+#   python -m parity.plan --simulate --sd 0.13 --margin 0.1 --max-runs 200
+GPU_SD_POINTS = 0.13
+GPU_SECONDS_PER_RUN = 3.0
+GPU_MEAN_RUNS_AT_D0 = 63
+
+
+def gpu_projection() -> str:
+    minutes = 2 * GPU_MEAN_RUNS_AT_D0 * GPU_SECONDS_PER_RUN / 60
+    return (f"full recipe on a GPU (preset full: all 50000/10000 images, margin +/-0.1, at most "
+            f"200 runs per side): at airbench94's spread of about {GPU_SD_POINTS} points per run "
+            f"the plan decides 'equivalent' at d = 0 after about {GPU_MEAN_RUNS_AT_D0} runs per "
+            f"side on average (python -m parity.plan --simulate --sd {GPU_SD_POINTS} --margin 0.1 "
+            f"--max-runs 200), about {minutes:.0f} minutes at upstream's ~{GPU_SECONDS_PER_RUN:g} s "
+            "per run on an A100, plus compilation (estimate, not measured here)")
+
+
+def _sequential(records, frameworks, config, margin, state) -> dict | None:
+    """The plan's decision replayed over the records (see parity.plan.sequential_outcome)."""
+    if len(frameworks) != 2:
+        return None
+    n_complete = 0
+    have = {(r.get("framework"), r.get("seed")) for r in records}
+    while all((fw, n_complete) in have for fw in frameworks):
+        n_complete += 1
+    max_runs = int(config.get("runs") or max(n_complete, 1))
+    plan = P.Plan(margin, max_runs)
+    final_n = state.get("final_n")
+    if not config.get("runs"):        # no configuration: the records are the whole study
+        final_n = n_complete
+    out = P.sequential_outcome(records, frameworks, plan, final_n=final_n)
+    if out["decision"] == "continue":
+        out = dict(out, decision="undecided",
+                   reason=f"study incomplete: {out['n']} of at most {max_runs} runs per side "
+                          f"so far ({out['reason']}); resume to continue")
+    elif out["decision"] == "inconclusive":
+        sd = [S.describe([P.endpoint(r) for r in records if r.get("framework") == fw
+                          and r.get("status") == "ok"])["std"] for fw in frameworks]
+        need = S.runs_needed(sd[0], sd[1], out.get("diff", math.nan), margin)
+        out["runs_needed_fixed"] = need
+        out["reason"] += (f"; at the observed spread a fixed-size study would need about "
+                          f"{need:.0f} runs per side" if math.isfinite(need) else "")
+        if state.get("stop_reason"):
+            out["reason"] = f"{state['stop_reason']}: " + out["reason"]
+    out["max_runs"] = max_runs
+    out["alpha"] = plan.alpha
+    return out
+
+
+def _per_example(records, frameworks, out_dir) -> dict | None:
+    """Per-example analysis when both frameworks' ok runs have stored predictions."""
+    if out_dir is None or len(frameworks) != 2:
+        return None
+    labels_path = Path(out_dir) / "test_labels.npy"
+    if not labels_path.exists():
+        return None
+    labels = np.load(labels_path, allow_pickle=False)
+    mats = []
+    for fw in frameworks:
+        rows = []
+        for r in sorted((r for r in records if r.get("framework") == fw and
+                         r.get("status") == "ok"), key=lambda r: int(r.get("seed", 0))):
+            path = Path(out_dir) / str(r.get("predictions") or "")
+            if r.get("predictions") and path.is_file():
+                pr = np.load(path, allow_pickle=False)
+                if pr.shape == labels.shape:
+                    rows.append(pr)
+        if len(rows) < 2:
+            return None
+        mats.append(np.stack(rows))
+    return E.analyse(mats[0], mats[1], labels)
+
+
+def summarize(records: list[dict], config: dict | None = None, margin: float | None = None,
+              *, state: dict | None = None, out_dir=None, foreign: int = 0) -> dict:
+    """Everything report.json holds, computed from run records (+ optional config and plan
+    state)."""
     config = dict(config or {})
+    state = dict(state or {})
     if not records:
         raise ReportError("no run records to report on")
-    margin = float(margin if margin is not None else config.get("margin", 0.1))
+    margin_overridden = margin is not None and margin != config.get("margin")
+    if margin is None:
+        margin = config.get("margin")
+    if margin is None:
+        from .presets import PRESETS  # noqa: PLC0415
+        pre = PRESETS.get(str(records[0].get("preset")))
+        margin = pre.margin if pre else 0.1
+    margin = float(margin)
+    if not (math.isfinite(margin) and margin > 0):
+        raise ReportError(f"margin {margin!r} must be a positive finite number of accuracy points")
     frameworks = _frameworks(records, config)
     first = records[0]
     recipe = config.get("recipe") or first.get("recipe")
@@ -137,7 +227,11 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
                                                             for r in by_fw[fw]
                                                             if r.get("compile_seconds") is not None]))
     comparison = None
+    sequential = _sequential(records, frameworks, config, margin, state)
+    per_example = None
+    secondary = []
     if len(frameworks) >= 2:
+        per_example = _per_example(records, frameworks, out_dir)
         a, b = frameworks[0], frameworks[1]
         comparison = dict(a=a, b=b, difference=f"{a} - {b}", ratio=f"{a} / {b}")
         for key in ("acc", "acc_tta"):
@@ -149,6 +243,25 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         head = "acc_tta" if (tta_level or 0) > 0 and comparison["acc_tta"]["n_a"] else "acc"
         comparison["headline_metric"] = head
         comparison["verdict"] = comparison[head]["verdict"]
+        h = comparison[head]
+        secondary = [dict(test=f"Welch t-test ({head})", p=h["welch_p"]),
+                     dict(test=f"Mann-Whitney U ({head})", p=h["mannwhitney_p"]),
+                     dict(test=f"Kolmogorov-Smirnov ({head})", p=h["ks_p"])]
+        if per_example:
+            secondary.append(dict(test="per-example agreement (permutation)",
+                                  p=per_example["agreement"]["p"]))
+            secondary += [dict(test=f"class {r['cls']} accuracy (Welch)", p=r["p"])
+                          for r in per_example["per_class"]]
+        for row, q in zip(secondary, S.holm([row["p"] for row in secondary])):
+            row["p_holm"] = q
+    minutes = sum(float(r.get("wall_seconds") or 0) for r in records) / 60 \
+        + float(state.get("warmup_seconds") or 0) / 60
+    if foreign:
+        warnings.append(f"{foreign} record(s) in runs.jsonl belong to another configuration or "
+                        "were not written by parity.compare: left out")
+    if margin_overridden:
+        warnings.append(f"margin +/-{margin} given at report time, not the study's "
+                        f"+/-{config.get('margin')}: the plan was fixed with the latter")
     if config.get("preset_trains") is False or preset == "smoke":
         warnings.append(f"preset {preset} only checks the plumbing: its accuracies are not "
                         "expected to be meaningful")
@@ -175,7 +288,10 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         load_avg_1m=dict(min=min(loads), max=max(loads)) if loads else None,
         tta_level=tta_level, margin_points=margin, frameworks=frameworks,
         planned_runs=config.get("runs"), counts=counts, per_framework=per_fw,
-        comparison=comparison, warnings=warnings, environment=_environment(records, frameworks),
+        comparison=comparison, sequential=sequential, secondary=secondary,
+        per_example=per_example, minutes=minutes, wall_minutes_cap=config.get("wall_minutes"),
+        n_test=data.get("n_test", config.get("n_test")), gpu_projection=gpu_projection(),
+        verdict=(sequential or {}).get("decision"), warnings=warnings, environment=_environment(records, frameworks),
         generated_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         stats_notes="accuracies in percentage points; bootstrap: percentile, 9999 resamples, "
                     "seed 0; verdict rules in parity/stats.py"))
@@ -259,6 +375,10 @@ def headline(summary) -> str:
     c = summary["comparison"]
     if not c:
         return f"only {', '.join(summary['frameworks'])} recorded: no comparison"
+    q = summary.get("sequential")
+    if q:
+        return (f"verdict: {q['decision'].upper()} -- mean TTA accuracy on {summary.get('n_test')}"
+                f" test images, margin +/-{summary['margin_points']} points: {q['reason']}")
     s = c[c["headline_metric"]]
     metric = "TTA accuracy" if c["headline_metric"] == "acc_tta" else "accuracy"
     return (f"verdict ({metric}, margin +/-{summary['margin_points']} points): "
@@ -273,6 +393,8 @@ def print_terminal(summary, file=None) -> None:
         wide = None if getattr(file, "isatty", lambda: False)() else 160
         console = Console(file=file, width=wide)
         console.print(f"[bold]{summary['title']}[/bold]")
+        for line in first_lines(summary):
+            console.print(line.replace("**", ""), markup=False)
         for title, header, rows in _tables(summary):
             table = Table(title=title)
             for h in header:
@@ -287,6 +409,8 @@ def print_terminal(summary, file=None) -> None:
     except ImportError:
         pass
     print(summary["title"], file=file)
+    for line in first_lines(summary):
+        print(line.replace("**", ""), file=file)
     for title, header, rows in _tables(summary):
         print(f"\n{title}\n{_plain_table(header, rows)}", file=file)
     print("\n" + headline(summary), file=file)
@@ -294,8 +418,63 @@ def print_terminal(summary, file=None) -> None:
         print(f"warning: {w}", file=file)
 
 
+def first_lines(summary) -> list[str]:
+    """The report's first lines: verdict, margin, runs, minutes, what a GPU would take."""
+    q = summary.get("sequential")
+    if not q or not summary.get("comparison"):
+        return [headline(summary)]
+    c = summary["counts"]
+    fws = summary["frameworks"]
+    cap = summary.get("wall_minutes_cap")
+    return [f"**Verdict: {q['decision'].upper()}** -- {q['reason']}",
+            f"- margin: +/-{summary['margin_points']} points on the mean TTA accuracy over "
+            f"{summary.get('n_test')} test images (fixed in advance by the preset)",
+            f"- runs: {q['n']} per side at the deciding look ("
+            + ", ".join(f"{fw} {c[fw]['ok']} ok + {c[fw]['diverged']} diverged" for fw in fws)
+            + f"; plan: at most {q['max_runs']} per side)",
+            f"- minutes: {summary['minutes']:.1f} of wall time"
+            + (f" (cap {cap:g})" if cap else ""),
+            f"- {summary['gpu_projection']}"]
+
+
+def _rows_secondary(summary):
+    rows = [[r["test"], _p(r["p"]), _p(r.get("p_holm"))] for r in summary.get("secondary") or []]
+    return ["secondary test", "p", "p (Holm-adjusted, this family)"], rows
+
+
+def _per_example_md(summary) -> list[str]:
+    pe = summary.get("per_example")
+    if not pe:
+        return ["", "## Per-example parity", "",
+                "(no per-example predictions stored for both frameworks)"]
+    fws = summary["frameworks"]
+    ag = pe["agreement"]
+    out = ["", "## Per-example parity (secondary)", "",
+           "Distribution-wise variance after Jordan (arXiv 2304.01910): Var_dist ~ Var(acc) - "
+           "sum_i p_i(1-p_i)/n^2, in points^2 (sd in points).", "",
+           _md_table(["framework", "runs", "sd(acc)", "Var(acc)", "binomial part", "Var_dist",
+                      "sd_dist"],
+                     [[fw, v["runs"], _fmt(v["sd_acc"]), _fmt(v["var_acc"], ".4f"),
+                       _fmt(v["var_binomial"], ".4f"), _fmt(v["var_dist"], ".4f"),
+                       _fmt(v["sd_dist"])] for fw, v in zip(fws, (pe["var_a"], pe["var_b"]))]),
+           "",
+           f"Per-example accuracy correlation {fws[0]} vs {fws[1]}: {_fmt(ag['corr'])}; "
+           f"split-half (even vs odd seeds) within {fws[0]}: {_fmt(ag['split_half_a'])}, within "
+           f"{fws[1]}: {_fmt(ag['split_half_b'])}. Mean squared per-example difference "
+           f"D = {_fmt(ag['msd'], '.5f')}; permutation test over run labels "
+           f"({ag['permutations']} permutations): p = {_p(ag['p'])}.", "",
+           "Per-class accuracy (points), Welch p Holm-adjusted over the classes, CI "
+           "Bonferroni-corrected (95% family-wise):", "",
+           _md_table(["class", "n", f"{fws[0]}", f"{fws[1]}", "diff", "CI", "p", "p Holm"],
+                     [[r["cls"], r["n"], _fmt(r["mean_a"], ".2f"), _fmt(r["mean_b"], ".2f"),
+                       _fmt(r["diff"], "+.2f"),
+                       f"[{_fmt(r['ci_low'], '+.2f')}, {_fmt(r['ci_high'], '+.2f')}]",
+                       _p(r["p"]), _p(r["p_holm"])] for r in pe["per_class"]])]
+    return out
+
+
 def to_markdown(summary, plots: list[str]) -> str:
-    out = [f"# Parity: {summary['title']}", ""]
+    out = [f"# Parity: {summary['title']}", ""] + first_lines(summary) + [""]
     out.append(f"- recipe **{summary['recipe']}**, preset **{summary['preset']}**"
                + (f": {summary['preset_description']}" if summary.get("preset_description") else ""))
     d = summary["data"]
@@ -315,7 +494,19 @@ def to_markdown(summary, plots: list[str]) -> str:
         out.append(f"> warning: {w}")
     for title, header, rows in _tables(summary):
         out += ["", f"## {title}", "", _md_table(header, rows)]
+    if summary.get("secondary"):
+        out += ["", "## Secondary tests (Holm-corrected; they do not change the verdict)", "",
+                _md_table(*_rows_secondary(summary))]
+    out += _per_example_md(summary)
     out += ["", "## Method", "",
+            "Primary: the group-sequential plan of `parity.plan` (runs added in pairs; at each "
+            "look from 3 runs per side, TOST with both one-sided Welch tests against "
+            "+/-margin, and one-sided tests for a difference beyond the margin at alpha/2 a "
+            "side; nominal levels from Lan-DeMets alpha spending with the O'Brien-Fleming-type "
+            "function, alpha 0.05; the look at the cap spends what is left; diverged-run rates "
+            "compared by Fisher's exact test at the look's level). The fixed-sample numbers "
+            "below are descriptive.",
+            "",
             "Welch's t-test (scipy `ttest_ind(equal_var=False)`); TOST = two one-sided Welch tests "
             "against +/-margin (equivalent iff the 90% CI of the difference lies inside the "
             "margin); *different* iff Welch p < 0.05 and the 95% Welch CI lies entirely outside "
@@ -438,8 +629,26 @@ def write_report(out_dir, *, margin: float | None = None, plots: bool = True,
     if not records:
         raise ReportError(f"{runs} holds no complete run records")
     cfg_path = out_dir / "config.json"
-    config = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
-    summary = summarize(records, config, margin)
+    config, state, foreign = None, {}, 0
+    if cfg_path.exists():
+        try:
+            config = json.loads(cfg_path.read_text())
+        except ValueError:
+            raise ReportError(f"{cfg_path} is not valid JSON; remove it to report from "
+                              f"{runs} alone") from None
+    try:
+        state = json.loads((out_dir / "plan.json").read_text())
+    except (OSError, ValueError):
+        state = {}
+    if config and config.get("config_hash"):
+        from .compare import own_records  # noqa: PLC0415
+        records, foreign = own_records(records, config)
+        n_max = int(config.get("runs") or 0)
+        if n_max:   # fewer --runs than recorded: the first N per side
+            records = [r for r in records if int(r.get("seed", 0)) < n_max]
+        if not records:
+            raise ReportError(f"{runs} holds no records of this comparison ({foreign} foreign)")
+    summary = summarize(records, config, margin, state=state, out_dir=out_dir, foreign=foreign)
     names = []
     if plots:
         try:
@@ -450,6 +659,8 @@ def write_report(out_dir, *, margin: float | None = None, plots: bool = True,
     write_json_atomic(out_dir / "report.json", summary)
     md = to_markdown(summary, names)
     atomic_write_bytes(out_dir / "report.md", lambda f: f.write(md.encode()))
+    for name in ["report.json", "report.md", *names]:
+        os.chmod(out_dir / name, 0o644)
     if console:
         print_terminal(summary, file=file)
         print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}"

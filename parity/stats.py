@@ -273,3 +273,21 @@ def compare_times(a: Sequence[float], b: Sequence[float]) -> dict:
 def jsonable(obj: Any) -> Any:
     """NaN/inf -> None, numpy scalars -> Python, for report.json."""
     return _nan_to_none(obj)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control); NaN stays NaN and does
+    not count in the family. adjusted p_(i) = max_{j<=i} min(1, (m - j + 1) p_(j)) in ascending
+    order of the m finite p-values."""
+    p = np.asarray([float(v) for v in pvalues], dtype=np.float64)
+    out = np.full(len(p), math.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = len(idx)
+    if m == 0:
+        return out.tolist()
+    order = idx[np.argsort(p[idx], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()

@@ -31,8 +31,8 @@ class FakeRunner:
     """Deterministic fake accuracies/timings; raises on call number `fail_on` (1-based, counted
     over all frameworks sharing `calls`); diverges for the seeds in `diverge`."""
 
-    def __init__(self, framework, calls, *, shift=0.0, fail_on=None, diverge=()):
-        self.framework, self.calls, self.shift = framework, calls, shift
+    def __init__(self, framework, calls, *, shift=0.0, fail_on=None, diverge=(), noise=0.002):
+        self.framework, self.calls, self.shift, self.noise = framework, calls, shift, noise
         self.fail_on, self.diverge = fail_on, set(diverge)
         self.warmups = 0
 
@@ -49,8 +49,11 @@ class FakeRunner:
         self.calls.append((self.framework, seed))
         assert train_data[0].shape[1:] == (32, 32, 3)
         diverged = seed in self.diverge
-        acc = None if diverged else 0.90 + 0.002 * math.sin(seed * 1.7) + self.shift
-        return make_record(
+        acc = None if diverged else 0.90 + self.noise * math.sin(seed * 1.7) + self.shift
+        labels = np.asarray(test_data[1])
+        preds = labels.astype(np.uint8).copy()
+        preds[seed % 7::10] = (preds[seed % 7::10] + 1) % 10   # 10% wrong, varying by seed
+        rec = make_record(
             recipe=recipe, overrides=overrides or {}, seed=seed, framework=self.framework,
             versions={"fake": "1"}, device="cpu", dtype="float32", flags={},
             acc=acc, acc_tta=None if diverged else acc + 0.001, tta_level=2,
@@ -62,6 +65,8 @@ class FakeRunner:
             data={"label": "?", "dir": None, "n_train": len(train_data[0]),
                   "n_test": len(test_data[0])},
             error="loss became nan" if diverged else None)
+        rec["_predictions"] = preds
+        return rec
 
 
 def fakes(**kw):
@@ -80,26 +85,52 @@ def test_alternating_order_warmup_and_outputs(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     assert compare.main(argv(out, data_dir), runners=runners) == 0
     assert calls[:2] == [("jax", "warmup"), ("torch", "warmup")]
-    assert calls[2:] == [(fw, s) for s in range(4) for fw in ("jax", "torch")]
+    # identical accuracies: the first look (3 runs per side) decides "equivalent"; no 4th pair
+    assert calls[2:] == [(fw, s) for s in range(3) for fw in ("jax", "torch")]
     recs = read_records(out / "runs.jsonl")
-    assert len(recs) == 8
+    assert len(recs) == 6
     assert all(r["preset"] == "smoke" and r["data"]["label"] == "JPEG CIFAR-10" for r in recs)
     assert all(r["data"]["n_train"] == 2000 and r["data"]["n_test"] == 1000 for r in recs)
+    assert all(r["written_by"] == "parity.compare" and r["wall_seconds"] >= 0 for r in recs)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["recipe"] == "airbench94_muon" and cfg["preset"] == "smoke"
-    assert cfg["overrides"]["widths"] == [16, 32, 32] and cfg["margin"] == 0.1
+    assert cfg["overrides"]["widths"] == [16, 32, 32] and cfg["margin"] == 0.5
     assert cfg["data_label"] == "JPEG CIFAR-10" and cfg["frameworks"] == ["jax", "torch"]
+    assert set(cfg["data_identity"]) == {"train_sha256", "test_images_sha256",
+                                         "test_labels_sha256"}
+    assert all(r["compare_config"] == cfg["config_hash"] for r in recs)
+    # per-example predictions beside the records, uint8, one per test image
+    for r in recs:
+        p = np.load(out / r["predictions"])
+        assert p.dtype == np.uint8 and p.shape == (1000,)
     for name in ("report.md", "report.json", "accuracy_ecdf.png", "time_per_run.png",
                  "val_acc_per_epoch.png"):
         assert (out / name).exists(), name
+        assert (out / name).stat().st_mode & 0o777 == 0o644
     rep = json.loads((out / "report.json").read_text())
     assert rep["title"] == "airbench94_muon | preset smoke | JPEG CIFAR-10"
+    assert rep["verdict"] == "equivalent" and rep["sequential"]["n"] == 3
     assert rep["comparison"]["acc"]["diff"] == 0  # identical fake accuracies on both sides
-    assert rep["comparison"]["verdict"] in ("equivalent", "inconclusive")
     assert rep["comparison"]["train_seconds"]["ratio"] > 1
+    assert rep["per_example"]["agreement"]["msd"] == 0   # same fake predictions on both sides
+    assert {s["test"].split(" (")[0] for s in rep["secondary"]} >= {
+        "Welch t-test", "Mann-Whitney U", "Kolmogorov-Smirnov"}
     md = (out / "report.md").read_text()
-    assert "preset smoke" in md and "JPEG CIFAR-10" in md
+    first = md.splitlines()[2:7]
+    assert first[0].startswith("**Verdict: EQUIVALENT**")
+    assert first[1].startswith("- margin: +/-0.5") and first[2].startswith("- runs: 3 per side")
+    assert first[3].startswith("- minutes:") and "GPU" in first[4]
+    assert "Holm" in md and "Per-example parity" in md
     assert "JPEG CIFAR-10" in capsys.readouterr().out
+
+
+def test_default_recipe_is_airbench94_muon(tmp_path, data_dir):
+    _, runners = fakes()
+    out = tmp_path / "cmp"
+    args = ["--preset", "smoke", "--out", str(out), "--data-dir", str(data_dir), "--no-progress",
+            "--no-plots"]
+    assert compare.main(args, runners=runners) == 0
+    assert json.loads((out / "config.json").read_text())["recipe"] == "airbench94_muon"
 
 
 def test_resume_after_kill_no_duplicates_nothing_lost(tmp_path, data_dir, capsys):
@@ -110,58 +141,163 @@ def test_resume_after_kill_no_duplicates_nothing_lost(tmp_path, data_dir, capsys
     assert "torch seed 1 failed: RuntimeError: simulated kill second line" in err
     first = read_records(out / "runs.jsonl")
     assert [(r["framework"], r["seed"]) for r in first] == [("jax", 0), ("torch", 0), ("jax", 1)]
-    # resume: the same command again; then --resume with only --out and a larger N
+    # resume: the same command again continues with torch seed 1 and decides at 3 pairs
     calls, runners = fakes()
     assert compare.main(argv(out, data_dir), runners=runners) == 0
-    assert ("jax", 0) not in calls and ("torch", 1) in calls
+    assert [c for c in calls if c[1] != "warmup"] == [("torch", 1), ("jax", 2), ("torch", 2)]
     recs = read_records(out / "runs.jsonl")
     assert recs[:3] == first
     pairs = [(r["framework"], r["seed"]) for r in recs]
-    assert len(pairs) == len(set(pairs)) == 8
+    assert len(pairs) == len(set(pairs)) == 6
+    # decided: --resume with only --out (and a larger N) runs nothing, warms nothing up
     calls, runners = fakes()
     assert compare.main(["--resume", "--out", str(out), "--runs", "5", "--no-progress"],
                         runners=runners) == 0
-    assert [c for c in calls if c[1] != "warmup"] == [("jax", 4), ("torch", 4)]
-    assert len(read_records(out / "runs.jsonl")) == 10
-    # nothing left to do: no warm-up, no runs
-    calls, runners = fakes()
-    assert compare.main(["--resume", "--out", str(out), "--no-progress"], runners=runners) == 0
     assert calls == []
+
+
+def test_undecided_study_continues_and_fewer_runs_reports_first_n(tmp_path, data_dir, capsys):
+    out = tmp_path / "cmp"
+    calls, runners = fakes(noise=0.02, jax={"shift": 0.004})   # 2-point spread: no decision
+    assert compare.main(argv(out, data_dir, runs=5), runners=runners) == 0
+    assert len([c for c in calls if c[1] != "warmup"]) == 10      # ran to the cap N = 5
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["verdict"] == "inconclusive" and rep["sequential"]["n"] == 5
+    assert "runs per side" in rep["sequential"]["reason"]
+    # --resume with fewer runs reports the first 3 per side, runs nothing
+    calls, runners = fakes()
+    assert compare.main(["--resume", "--out", str(out), "--runs", "3", "--no-progress",
+                         "--no-plots"], runners=runners) == 0
+    assert calls == []
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["counts"]["jax"]["total"] == 3 and rep["counts"]["torch"]["total"] == 3
+    assert len(read_records(out / "runs.jsonl")) == 10            # nothing deleted
 
 
 def test_config_mismatch_is_a_one_line_error(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, runs=2), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, runs=3), runners=runners) == 0
     capsys.readouterr()
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, "--set", "epochs=2", runs=2), runners=runners) == 2
+    assert compare.main(argv(out, data_dir, "--set", "epochs=2", runs=3), runners=runners) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "epochs" in err and "another --out" in err
     _, runners = fakes()
     rc = compare.main(["--recipe", "airbench94", "--preset", "smoke", "--runs", "2", "--out",
                        str(out), "--data-dir", str(data_dir), "--no-progress"], runners=runners)
     assert rc == 2 and "another --out" in capsys.readouterr().err
+    _, runners = fakes()
+    assert compare.main(argv(out, data_dir, "--margin", "0.3", runs=3), runners=runners) == 2
+    assert "margin" in capsys.readouterr().err
+    # other data (one test label changed) is another study: refused, naming the field
+    with np.load(data_dir / "test.npz") as z:
+        images, labels = z["images"], z["labels"].copy()
+    labels[0] = (labels[0] + 1) % 10
+    np.savez(data_dir / "test.npz", images=images, labels=labels)
+    _, runners = fakes()
+    assert compare.main(argv(out, data_dir, runs=3), runners=runners) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data_identity" in err and "test_labels_sha256" in err
+
+
+@pytest.mark.parametrize("bad", [["--runs", "0"], ["--runs", "-3"], ["--runs", "x"],
+                                 ["--margin", "inf"], ["--margin", "nan"], ["--margin", "0"],
+                                 ["--margin", "-1"]])
+def test_bad_runs_and_margin_are_one_line_errors(tmp_path, data_dir, capsys, bad):
+    calls, runners = fakes()
+    args = ["--preset", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir),
+            "--no-progress", *bad]
+    assert compare.main(args, runners=runners) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and err.count("\n") == 0 and bad[0] in err
+    assert "Traceback" not in err and calls == []
+
+
+def test_report_margin_is_checked(tmp_path, data_dir, capsys):
+    out = tmp_path / "cmp"
+    _, runners = fakes()
+    assert compare.main(argv(out, data_dir, "--no-plots", runs=3), runners=runners) == 0
+    for bad in ("nan", "-1", "inf"):
+        assert compare.main(["--report", str(out), "--margin", bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_second_compare_on_same_out_exits_naming_the_holder(tmp_path, data_dir, capsys):
+    from filelock import FileLock
+    out = tmp_path / "cmp"
+    out.mkdir()
+    held = FileLock(str(out / "runs.jsonl.lock"))
+    held.acquire()
+    (out / "runs.jsonl.lock.pid").write_text("4242\n")
+    try:
+        calls, runners = fakes()
+        assert compare.main(argv(out, data_dir), runners=runners) == 2
+        err = capsys.readouterr().err.strip()
+        assert "pid 4242" in err and err.count("\n") == 0 and calls == []
+    finally:
+        held.release()
+    _, runners = fakes()
+    assert compare.main(argv(out, data_dir, "--no-plots"), runners=runners) == 0
+
+
+def test_foreign_records_are_counted_not_mixed_in(tmp_path, data_dir, capsys):
+    out = tmp_path / "cmp"
+    _, runners = fakes()
+    assert compare.main(argv(out, data_dir, "--no-plots", runs=3), runners=runners) == 0
+    own = read_records(out / "runs.jsonl")
+    from airbench_common.records import append_record
+    plain = dict(own[0], seed=7, acc_tta=0.1)          # as the plain CLI writes: no compare tags
+    plain.pop("written_by")
+    other = dict(own[1], seed=8, compare_config="0" * 16)   # another configuration
+    append_record(out / "runs.jsonl", plain)
+    append_record(out / "runs.jsonl", other)
+    capsys.readouterr()
+    assert compare.main(["--report", str(out), "--no-plots"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["counts"]["jax"]["total"] == 3 and rep["counts"]["torch"]["total"] == 3
+    assert any("2 record(s)" in w for w in rep["warnings"])
+
+
+def test_wall_time_cap_ends_inconclusive(tmp_path, data_dir, monkeypatch):
+    import dataclasses
+    from parity import presets
+    monkeypatch.setitem(presets.PRESETS, "smoke",
+                        dataclasses.replace(presets.PRESETS["smoke"], wall_minutes=1e-9))
+    calls, runners = fakes()
+    out = tmp_path / "cmp"
+    assert compare.main(argv(out, data_dir, "--no-plots"), runners=runners) == 0
+    assert [c for c in calls if c[1] != "warmup"] == []      # the warm-ups used the budget
+    state = json.loads((out / "plan.json").read_text())
+    assert state["final_n"] == 0 and "cap" in state["stop_reason"]
 
 
 def test_diverged_runs_are_recorded_and_counted(tmp_path, data_dir):
     out = tmp_path / "cmp"
     _, runners = fakes(torch={"diverge": {1}})
-    assert compare.main(argv(out, data_dir), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, runs=3), runners=runners) == 0
     recs = read_records(out / "runs.jsonl")
     assert sum(r["status"] == "diverged" for r in recs) == 1
     rep = json.loads((out / "report.json").read_text())
-    assert rep["counts"]["torch"] == {"total": 4, "ok": 3, "diverged": 1, "other": 0,
+    assert rep["counts"]["torch"] == {"total": 3, "ok": 2, "diverged": 1, "other": 0,
                                       "diverged_seeds": [1]}
-    assert rep["comparison"]["acc"]["n_b"] == 3 and rep["comparison"]["acc"]["n_a"] == 4
+    assert rep["comparison"]["acc"]["n_b"] == 2 and rep["comparison"]["acc"]["n_a"] == 3
     assert any("diverged" in w for w in rep["warnings"])
     assert "1 diverged" in (out / "report.md").read_text()
 
 
+def test_different_divergence_rates_make_the_verdict_different(tmp_path, data_dir):
+    out = tmp_path / "cmp"
+    _, runners = fakes(torch={"diverge": set(range(20))})
+    assert compare.main(argv(out, data_dir, "--no-plots", runs=12), runners=runners) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["verdict"] == "different" and "Fisher" in rep["sequential"]["reason"]
+
+
 def test_report_rebuilds_from_runs_file_alone(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
-    _, runners = fakes(jax={"shift": 0.01})   # jax one point better: "different"
-    assert compare.main(argv(out, data_dir, runs=6), runners=runners) == 0
+    _, runners = fakes(jax={"shift": 0.01})   # jax one point better, margin 0.5: "different"
+    assert compare.main(argv(out, data_dir, runs=8), runners=runners) == 0
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(out / "runs.jsonl", lone / "runs.jsonl")
@@ -170,7 +306,7 @@ def test_report_rebuilds_from_runs_file_alone(tmp_path, data_dir, capsys):
     text = capsys.readouterr().out
     assert "DIFFERENT" in text and "preset smoke" in text and "JPEG CIFAR-10" in text
     rep = json.loads((lone / "report.json").read_text())
-    assert rep["comparison"]["acc"]["verdict"] == "different"
+    assert rep["verdict"] == "different"
     assert rep["comparison"]["acc"]["diff"] == pytest.approx(1.0)
     assert rep["preset"] == "smoke" and rep["data"]["label"] == "JPEG CIFAR-10"
     assert (lone / "report.md").exists() and (lone / "accuracy_ecdf.png").exists()
@@ -188,11 +324,19 @@ def test_single_framework_and_bad_arguments(tmp_path, data_dir, capsys):
     assert compare.main(argv(out, data_dir, "--frameworks", "torch", runs=2),
                         runners={"torch": runners["torch"]}) == 0
     assert {c[0] for c in calls} == {"torch"}
+    assert len([c for c in calls if c[1] != "warmup"]) == 2
     rep = json.loads((out / "report.json").read_text())
     assert rep["comparison"] is None
     assert compare.main(argv(tmp_path / "x", data_dir, "--set", "nonsense=1")) == 2
     assert "nonsense" in capsys.readouterr().err
     assert compare.main(argv(tmp_path / "y", data_dir, "--frameworks", "mxnet")) == 2
+
+
+def test_progress_text_shows_estimate_and_distance():
+    from parity import plan
+    out = plan.decide([90.0, 90.2, 89.9, 90.1], [90.1, 89.8, 90.0, 90.2], plan.Plan(0.5, 10))
+    text = compare._progress_text(out, 125.0, 1800)
+    assert "2.1/30 min" in text and "d " in text and "TOST p" in text and "needs <" in text
 
 
 def test_presets_are_documented_and_valid():
