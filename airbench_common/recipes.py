@@ -46,7 +46,7 @@ class Recipe:
     epochs: float = 9.9
     batch_size: int = 1024
     label_smoothing: float = 0.2
-    whiten_bias_epochs: float = 3
+    whiten_bias_epochs: float = 3.0
     optimizer: str = "sgd"               # "sgd" (all Nesterov SGD) or "muon" (Muon on conv filters)
     # decoupled SGD hyper-parameters (optimizer == "sgd"), per 1024 examples
     lr: float = 11.5

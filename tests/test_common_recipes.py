@@ -146,3 +146,14 @@ def test_override_spellings_and_edges():
 def dataclasses_replace(r, **kw):
     import dataclasses
     return dataclasses.replace(r, **kw)
+
+
+def test_field_types_follow_their_annotations():
+    """The override type of a field is its default's type: a float field with an int default
+    (whiten_bias_epochs = 3 once) would refuse fractional values such as 0.5 epochs."""
+    import dataclasses
+    from airbench_common.recipes import Recipe
+    bad = [f.name for f in dataclasses.fields(Recipe)
+           if "float" in str(f.type) and type(f.default) is int]
+    assert bad == []
+    assert get_recipe("airbench94", whiten_bias_epochs="0.5").whiten_bias_epochs == 0.5
