@@ -34,7 +34,7 @@ def _run(args, recipe, overrides, seed, i, train, test) -> dict:
     return run_recipe(recipe, seed, overrides=overrides, data_dir=args.data_dir,
                       train_data=train, test_data=test, device=args.device,
                       ns_dtype=args.ns_dtype, conv_impl=args.conv_impl, dtype=args.dtype,
-                      verbose=not args.quiet)
+                      verbose=not args.quiet, run_label=i)
 
 
 FRAMEWORK = cli.Framework(

@@ -25,6 +25,7 @@ from flax import nnx, struct
 from airbench_common import outcome, records
 from airbench_common.data import dataset_label, load_cifar10, resolve_data_dir
 from airbench_common.env import machine_info, package_versions
+from airbench_common.table import Table
 from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
 
 from . import augment as aug
@@ -416,13 +417,14 @@ def prepare_data(recipe: Recipe, train_images, dtype=jnp.float32, key=None):
 def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
                test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                verbose: bool = False, eval_every_epoch: bool = True, log: Callable = print,
-               dtype=None, predictions: bool = False) -> dict:
+               dtype=None, predictions: bool = False, run_label=None) -> dict:
     """A full run -> run record (airbench_common.records.make_record). Timing: train_seconds
     excludes compilation (AOT lower+compile first, reported as compile_seconds)."""
     rec, _ = run_recipe_with_state(recipe, seed, overrides=overrides, data_dir=data_dir,
                                    train_data=train_data, test_data=test_data, device=device,
                                    ns_dtype=ns_dtype, conv_impl=conv_impl, verbose=verbose,
-                                   eval_every_epoch=eval_every_epoch, log=log, dtype=dtype)
+                                   eval_every_epoch=eval_every_epoch, log=log, dtype=dtype,
+                                   run_label=run_label)
     if not predictions:  # the per-example predictions only when asked (parity.compare)
         rec.pop("_predictions", None)
     return rec
@@ -431,8 +433,9 @@ def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=N
 def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
                           test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                           verbose: bool = False, eval_every_epoch: bool = True,
-                          log: Callable = print, dtype=None):
-    """run_recipe, also returning the final TrainState."""
+                          log: Callable = print, dtype=None, run_label=None):
+    """run_recipe, also returning the final TrainState. `run_label`: the run column of the
+    per-epoch table (the table's head is printed for the first run only, as upstream)."""
     from .model import resolve_impl
     overrides = dict(overrides or {})
     r = get_recipe(recipe, **overrides)
@@ -478,8 +481,9 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
         per_epoch = []
         status, error = "ok", None
         spe = r.steps_per_epoch(n_train)
-        if verbose:
-            log(_row(["epoch", "train_loss", "train_acc", "val_acc", "time_seconds"], head=True))
+        table = Table(log) if verbose else None
+        if table is not None and run_label in (None, 0):
+            table.head()
         for epoch in range(math.ceil(r.epochs)):
             t1 = time.perf_counter()
             state, (losses, correct, active) = compiled(state, padded, train_y, epoch, k_epochs)
@@ -498,8 +502,9 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
             val = accuracy(state, test_x, test_y, 0) if eval_every_epoch else None
             per_epoch.append(dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e, val_acc=val,
                                   seconds=dt))
-            if verbose:
-                log(_row([epoch, loss_e, acc_e, val if val is not None else "", train_seconds]))
+            if table is not None:
+                table.row(run=(run_label or 0) if epoch == 0 else None, epoch=epoch, train_loss=loss_e,
+                          train_acc=acc_e, val_acc=val, time_seconds=train_seconds)
             if int(state.step) >= total:
                 break
 
@@ -517,8 +522,8 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
                 error = "non-finite weights after training"
             if error:
                 status = outcome.DIVERGED
-        if verbose and status == "ok":
-            log(_row(["eval", "", "", acc_tta, train_seconds]))
+        if table is not None and status == "ok":
+            table.row(final=True, epoch="eval", tta_val_acc=acc_tta, time_seconds=train_seconds)
 
     flags = dict(conv_impl=impl, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
                  jax_enable_x64=bool(jax.config.jax_enable_x64),
@@ -572,12 +577,3 @@ def warmup(recipe, *, n_train: int | None = None, seed: int = 0, steps: int = 2,
             secs += compile_eval(state.graphdef, state.params, state.rest, n_test, level,
                                  dtype=dtype)
     return secs
-
-
-def _row(cols, head=False):
-    cells = []
-    for c in cols:
-        s = f"{c:.4f}" if isinstance(c, float) else str(c)
-        cells.append(s.rjust(12))
-    line = "|" + "|".join(cells) + "|"
-    return ("-" * len(line) + "\n" + line + "\n" + "-" * len(line)) if head else line

@@ -16,6 +16,7 @@ from airbench_common import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_deca
                              param_groups)
 from airbench_common.data import dataset_label, resolve_data_dir
 from airbench_common.env import machine_info, package_versions
+from airbench_common.table import Table
 from airbench_common.records import make_record
 
 from .device import (apply_precision, compute_dtype, dtype_name, resolve_device, resolve_ns_dtype,
@@ -219,36 +220,6 @@ def evaluate(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float
 
 
 # ---------------------------------------------------------------------- the loop
-COLUMNS = ["run   ", "epoch", "train_loss", "train_acc", "val_acc", "tta_val_acc", "time_seconds"]
-
-
-class Table:
-    """Upstream-style log table."""
-
-    def __init__(self, log=print):
-        self.log = log
-
-    def _line(self, cells):
-        return "".join(f"|  {c}  " for c in cells) + "|"
-
-    def head(self):
-        line = self._line(COLUMNS)
-        self.log("-" * len(line))
-        self.log(line)
-        self.log("-" * len(line))
-
-    def row(self, final=False, **values):
-        cells = []
-        for col in COLUMNS:
-            v = values.get(col.strip())
-            s = "" if v is None else (f"{v:0.4f}" if isinstance(v, float) else str(v))
-            cells.append(s.rjust(len(col)))
-        line = self._line(cells)
-        self.log(line)
-        if final:
-            self.log("-" * len(line))
-
-
 def fit(state: TrainState, train_loader: CifarLoader, test_loader: CifarLoader | None = None, *,
         eval_every_epoch=True, table: Table | None = None, run_label=None, progress=False) -> dict:
     """Train to state.total_steps over the loader's epochs. Returns timing and per-epoch logs;
