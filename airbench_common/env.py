@@ -42,6 +42,21 @@ def cpu_flags_of_interest() -> list[str]:
     return []
 
 
+def code_version() -> str:
+    """The git commit of this source tree ('+dirty' when it has uncommitted changes), or
+    'unknown' outside a git checkout (an installed wheel): which code made a record."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def machine_info() -> dict:
     return {
         "host": platform.node(),

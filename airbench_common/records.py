@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .env import code_version
 from .errors import UsageError
 from .files import (FILE_MODE, FileWriteError, hold_lock, jsonable as _jsonable,  # noqa: F401
                     locked, write_all, write_json_atomic)
@@ -41,7 +42,8 @@ def make_record(*, recipe: str, overrides: dict, seed: int, framework: str, vers
                framework=framework, versions=versions, device=device, dtype=dtype, flags=flags,
                status=status, acc=acc, acc_tta=acc_tta, tta_level=int(tta_level),
                train_seconds=train_seconds, eval_seconds=eval_seconds, steps=int(steps),
-               finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+               finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               code=code_version())
     rec.update(extra)
     return _jsonable(rec)
 

@@ -38,3 +38,16 @@ def test_machine_info(monkeypatch):
     assert m["host"] == platform.node() and m["platform"] == platform.platform()
     assert m["cpu"] == env.cpu_model() and m["cpu_count"] >= 1
     assert m["env"]["OMP_NUM_THREADS"] == "3" and "XLA_FLAGS" not in m["env"]
+
+
+def test_records_say_which_code_made_them(tmp_path):
+    """A record names the git commit of the source tree that produced it (+dirty if modified)."""
+    import re
+    from airbench_common.env import code_version
+    from airbench_common.records import make_record
+    v = code_version()
+    assert v == "unknown" or re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", v), v
+    rec = make_record(recipe="airbench94", overrides={}, seed=0, framework="jax", versions={},
+                      device="cpu", dtype="float32", flags={}, acc=0.5, acc_tta=0.5, tta_level=2,
+                      train_seconds=1.0, eval_seconds=1.0, steps=1)
+    assert rec["code"] == v
