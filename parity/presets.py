@@ -8,8 +8,9 @@ whiten_images (capped at n_train: the whitening covariance is estimated from the
 whiten_images training images), and for airbench96_faster filter_keep (must stay below the batch
 size) and proxy_widths.
 
-DESIGN.md ("Parity") warns that naively shrinking widths with airbench94_muon's hyper-parameters
-stayed at chance, so a preset is only trustworthy once measured to train; each preset says what
+Upstream airbench94_muon.py with widths (16,64,64) and its hyper-parameters otherwise unchanged
+stayed at chance (10% after 2 epochs, measured here), so a preset is only trustworthy once measured
+to train; each preset says what
 was measured (``measured``) and whether it is expected to be accurate at all (``trains``).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The recipe table: DESIGN.md's numbers, schedules at chosen steps, validation of overrides."""
+"""The recipe table: upstream's published hyper-parameters, schedules at chosen steps, validation of overrides."""
 import math
 
 import numpy as np
