@@ -39,6 +39,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from airbench_common.files import locked
 from airbench_common.data import atomic_write_bytes, dataset_label, load_cifar10, resolve_data_dir
 from airbench_common.errors import UsageError, cli_main
 from airbench_common.recipes import get_recipe, parse_overrides, recipe_names
@@ -219,24 +220,6 @@ def _progress(total, initial, desc, enabled):
                 dynamic_ncols=True, file=sys.stderr)
 
 
-def _lock(out_dir: Path):
-    """The exclusive lock of out_dir's runs file; CompareError naming the holder's pid."""
-    from filelock import FileLock, Timeout  # noqa: PLC0415
-    lock = FileLock(str(out_dir / (RUNS_NAME + ".lock")))
-    pid_file = out_dir / (RUNS_NAME + ".lock.pid")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        try:
-            holder = pid_file.read_text().strip() or "unknown"
-        except OSError:
-            holder = "unknown"
-        raise CompareError(f"{out_dir / RUNS_NAME} is being written by another compare "
-                           f"(pid {holder}); wait for it to finish or use another --out") from None
-    pid_file.write_text(f"{os.getpid()}\n")
-    return lock, pid_file
-
-
 def elapsed_seconds(records, state: dict) -> float:
     """Wall time the study has used: every finished run's wall time plus the warm-ups."""
     return float(sum(float(r.get("wall_seconds") or 0.0) for r in records)
@@ -253,16 +236,11 @@ def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_da
     finished before stays in runs.jsonl."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock, pid_file = _lock(out_dir)
-    try:
+    # the runs file's one lock in this process (airbench_common.files): appending a record takes
+    # the same lock again, reentrantly; a second compare gets a LockedError naming this pid
+    with locked(out_dir / RUNS_NAME):
         return _run_locked(config, out_dir, runners, train_data, test_data, progress=progress,
                            log=log, verbose=verbose)
-    finally:
-        try:
-            pid_file.unlink()
-        except OSError:
-            pass
-        lock.release()
 
 
 def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, log, verbose):
