@@ -26,7 +26,10 @@ def trained():
     data = (rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 96))
     rec, state = run_recipe_with_state(RECIPE, 0, train_data=data, test_data=data,
                                        eval_every_epoch=False)
-    assert rec["status"] == "ok" and rec["steps"] == 3
+    # 3 steps of a tiny net on random labels may well predict one class everywhere, which the
+    # run record rightly calls a collapse; the weights (what this file tests) trained all the same
+    assert rec["steps"] == 3
+    assert rec["status"] == "ok" or rec["error"].startswith("collapsed"), rec.get("error")
     return net_from_state(state)
 
 
