@@ -212,10 +212,15 @@ def test_sigint_mid_run_keeps_finished_runs(tiny, tmp_path):
         if proc.poll() is None:
             proc.kill()
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert proc.returncode == 130 and len(lines) == 1 and "Traceback" not in err, err
-    assert "interrupted" in lines[0] and str(out) in lines[0]
+    # a tiny net may collapse (one class everywhere): its run is then recorded as diverged with
+    # one line of its own, before the interruption's line
+    collapsed = [line for line in lines[:-1] if "diverged: collapsed" in line]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert len(lines) == 1 + len(collapsed) and len(collapsed) <= 1, err
+    assert "interrupted" in lines[-1] and str(out) in lines[-1]
     recs = read_records(out)
-    assert len(recs) >= 1 and recs[0]["seed"] == 0 and recs[0]["status"] == "ok"
+    assert len(recs) >= 1 and recs[0]["seed"] == 0
+    assert recs[0]["status"] == ("diverged" if collapsed else "ok")
 
 
 def test_keyboard_interrupt_is_one_line_exit_130(capsys):
