@@ -23,7 +23,7 @@ import optax
 from flax import nnx, struct
 
 from airbench_common import outcome, records
-from airbench_common.data import dataset_label, load_cifar10, resolve_data_dir
+from airbench_common.data import DatasetError, dataset_label, load_cifar10, resolve_data_dir
 from airbench_common.env import machine_info, package_versions
 from airbench_common.table import Table
 from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
@@ -446,7 +446,9 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
     tr_x, tr_y = np.asarray(train_data[0]), np.asarray(train_data[1])
     te_x, te_y = np.asarray(test_data[0]), np.asarray(test_data[1])
     n_train = len(tr_x)
-    total = r.total_steps(n_train)
+    if len(te_x) < 1:
+        raise DatasetError("the test set has 0 images; give at least one test image")
+    total = r.total_steps(n_train)  # a RecipeError for fewer training images than a batch
     dev = resolve_device(device) or jax.devices()[0]
     dtype = jnp.dtype(dtype) if dtype is not None else default_dtype()
     ns = jnp.dtype(ns_dtype) if ns_dtype is not None else default_ns_dtype()

@@ -14,7 +14,7 @@ from torch import nn
 from airbench_common import outcome
 from airbench_common import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays, lr_schedules,
                              param_groups)
-from airbench_common.data import dataset_label, resolve_data_dir
+from airbench_common.data import DatasetError, dataset_label, resolve_data_dir
 from airbench_common.env import machine_info, package_versions
 from airbench_common.table import Table
 from airbench_common.records import make_record
@@ -297,6 +297,9 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     test_loader = CifarLoader(data_dir, train=False, batch_size=2000, device=dev, data=test_data,
                               channels_last=cl)
     n_train, n_test = len(train_loader.images), len(test_loader.images)
+    r.total_steps(n_train)  # a RecipeError (one line) for fewer training images than a batch
+    if n_test < 1:
+        raise DatasetError("the test set has 0 images; give at least one test image")
     whiten_inputs = train_loader.normalize(train_loader.images[:r.whiten_images])
     table = Table(log) if verbose else None
     if table is not None and run_label in (None, 0):
