@@ -179,7 +179,8 @@ def whitening_compare(rep: Report, name, r, w_nhwc):
             note=f"{nflip}/{half} eigenvector signs differ; eig ratio {ev[0] / ev[-1]:.1e}",
             ref64=ref_al)
     rep.add(name, "whitening W^T W (sign-free)", a.T @ a, b.T @ b, "whiten_gram",
-            ref64=ref.T @ ref)
+            ref64=ref.T @ ref, note="PyTorch's float32 eigh (as upstream) vs JAX's float64 eigh: "
+            "small-eigenvalue directions are scaled up by 1/sqrt(l + eps)")
     # per-eigenvector detail: worst relative error of one filter
     per = np.abs(a_al - b).max(1) / np.abs(b).max(1)
     rep.rows[-2].note += f"; worst filter {int(per.argmax())} rel {per.max():.1e}"
