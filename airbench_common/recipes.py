@@ -221,7 +221,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise wrong("a number") from None
     if not isinstance(value, str):
         raise wrong("a string")
-    return value
+    return value.strip()  # as the command line reads it (parse_overrides strips), so both agree
 
 
 def _as_int(value: Any) -> int:
