@@ -91,6 +91,17 @@ class Recipe:
                 "images; lower batch_size (e.g. --set batch_size=256) or use more data")
         return n_train // self.batch_size
 
+    def loader_aug(self) -> dict[str, Any]:
+        """The CifarLoader `aug` dict of this recipe (upstream's hyp['aug']), for both sides."""
+        out: dict[str, Any] = {}
+        if self.flip:
+            out["flip"] = True
+        if self.translate:
+            out["translate"] = self.translate
+        if self.cutout:
+            out["cutout"] = self.cutout
+        return out
+
     def total_steps(self, n_train: int) -> int:
         return math.ceil(self.steps_per_epoch(n_train) * self.epochs)
 

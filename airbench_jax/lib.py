@@ -154,18 +154,6 @@ def evaluate(model: CifarNet, loader: CifarLoader, tta_level: int = 0) -> float:
 
 
 # ----------------------------------------------------------------------------- training
-def recipe_aug(recipe: Recipe) -> dict:
-    """The loader `aug` dict of a recipe (upstream's hyp['aug'])."""
-    out = {}
-    if recipe.flip:
-        out["flip"] = True
-    if recipe.translate:
-        out["translate"] = recipe.translate
-    if recipe.cutout:
-        out["cutout"] = recipe.cutout
-    return out
-
-
 _COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_val_acc", "time_seconds")
 
 
@@ -203,7 +191,7 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
         overrides.setdefault("batch_size", loader.batch_size)
     r = get_recipe(recipe, **overrides)
     if loader is None:
-        loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=recipe_aug(r),
+        loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
                              altflip=r.altflip)
     loader.epoch = 0
     seed = _draw_seed() if seed is None else int(seed)

@@ -8,7 +8,7 @@ from airbench_common import get_recipe
 
 from .device import resolve_device
 from .loader import CifarLoader
-from .train import (Table, evaluate, fit, make_train_state, recipe_aug)
+from .train import Table, evaluate, fit, make_train_state
 
 # upstream argument names -> recipe fields
 UPSTREAM_NAMES = {"epochs": "epochs", "label_smoothing": "label_smoothing",
@@ -31,7 +31,7 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     r = get_recipe(recipe, **overrides)
     dev = resolve_device(device if loader is None else loader.device)
     if loader is None:
-        loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=recipe_aug(r),
+        loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
                              altflip=r.altflip, device=dev, seed=seed)
     loader.epoch = 0
     warm = run in (-1, "warmup")

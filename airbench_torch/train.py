@@ -258,17 +258,6 @@ def fit(state: TrainState, train_loader: CifarLoader, test_loader: CifarLoader |
     return dict(per_epoch=per_epoch, train_seconds=train_seconds)
 
 
-def recipe_aug(recipe: Recipe) -> dict:
-    aug = {}
-    if recipe.flip:
-        aug["flip"] = True
-    if recipe.translate:
-        aug["translate"] = recipe.translate
-    if recipe.cutout:
-        aug["cutout"] = recipe.cutout
-    return aug
-
-
 def _versions():
     v = package_versions("torch")
     return {k: v[k] for k in ("torch", "numpy", "python")}
@@ -291,7 +280,7 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     ns = resolve_ns_dtype(ns_dtype, dev)
     cl = uses_channels_last(dev, channels_last)
     torch.manual_seed(seed)
-    train_loader = CifarLoader(data_dir, train=True, batch_size=r.batch_size, aug=recipe_aug(r),
+    train_loader = CifarLoader(data_dir, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
                                altflip=r.altflip, device=dev, seed=seed, data=train_data,
                                channels_last=cl)
     test_loader = CifarLoader(data_dir, train=False, batch_size=2000, device=dev, data=test_data,
