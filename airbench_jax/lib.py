@@ -20,6 +20,7 @@ import numpy as np
 
 from airbench_common.data import load_cifar10
 from airbench_common.recipes import Recipe, get_recipe
+from airbench_common.table import Table
 
 from . import augment as aug
 from . import model as _model
@@ -154,28 +155,6 @@ def evaluate(model: CifarNet, loader: CifarLoader, tta_level: int = 0) -> float:
 
 
 # ----------------------------------------------------------------------------- training
-_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_val_acc", "time_seconds")
-
-
-def _print_row(values: dict, head=False, final=False, log=print):
-    """Upstream's per-epoch table (print_columns / print_training_details)."""
-    cells = []
-    for col in _COLUMNS:
-        v = values.get(col)
-        s = f"{v:0.4f}" if isinstance(v, float) else ("" if v is None else str(v))
-        cells.append(s.rjust(len(col)))
-    if head:
-        line = "|" + "|".join(f"  {c}  " for c in _COLUMNS) + "|"
-        log("-" * len(line))
-        log(line)
-        log("-" * len(line))
-        return
-    line = "|" + "|".join(f"  {c}  " for c in cells) + "|"
-    log(line)
-    if final:
-        log("-" * len(line))
-
-
 def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=None, run=0,
           verbose: bool = True, seed: int | None = None, test_loader: CifarLoader | None = None,
           ns_dtype=None, conv_impl: str = "auto", dtype=None, **overrides) -> CifarNet:
@@ -218,7 +197,7 @@ def _fit(state, loader, test_loader, r: Recipe, run, verbose) -> CifarNet:
             test_loader = CifarLoader(loader.path, train=False, batch_size=2000,
                                       device=loader.device)
         if run == 0:
-            _print_row({}, head=True)
+            Table().head()
     for epoch in range(math.ceil(total / len(loader))):
         t0 = time.perf_counter()
         for inputs, labels in loader:
@@ -235,15 +214,15 @@ def _fit(state, loader, test_loader, r: Recipe, run, verbose) -> CifarNet:
             net = net_from_state(state)
             used = r.filter_keep or len(labels)
             train_acc = evaluate_arrays(net, inputs, labels)
-            _print_row(dict(run=run if epoch == 0 else None, epoch=epoch, train_loss=loss / used,
-                            train_acc=train_acc, val_acc=evaluate(net, test_loader, 0),
-                            time_seconds=seconds))
+            Table().row(run=run if epoch == 0 else None, epoch=epoch, train_loss=loss / used,
+                        train_acc=train_acc, val_acc=evaluate(net, test_loader, 0),
+                        time_seconds=seconds)
         if steps >= total:
             break
     net = net_from_state(state)
     if verbose:
-        _print_row(dict(epoch="eval", tta_val_acc=evaluate(net, test_loader, r.tta_level),
-                        time_seconds=seconds), final=True)
+        Table().row(final=True, epoch="eval", tta_val_acc=evaluate(net, test_loader, r.tta_level),
+                    time_seconds=seconds)
     return net
 
 
