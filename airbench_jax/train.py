@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import sys
 import time
 from typing import Any, Callable
 
@@ -482,7 +480,6 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
         train_seconds = setup_seconds
         per_epoch = []
         status, error = "ok", None
-        spe = r.steps_per_epoch(n_train)
         table = Table(log) if verbose else None
         if table is not None and run_label in (None, 0):
             table.head()

@@ -18,7 +18,6 @@ behind the CPU memory-format policy in airbench_torch/device.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

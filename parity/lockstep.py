@@ -36,11 +36,9 @@ import types
 
 import numpy as np
 
-from airbench_common import get_recipe
-
 from . import convert
 from .batches import BatchStream, normalize, synthetic_images, to_nchw
-from .sides import jax_float_only, scaled_recipe, setup_precision
+from .sides import scaled_recipe, setup_precision
 
 THRESHOLDS = (1e-4, 1e-3, 1e-2, 1e-1)
 PAIRS = ("cross", "self_torch", "self_jax")

@@ -320,7 +320,7 @@ def _rows_tests(summary):
                      f"[{_fmt(s['diff_ci_low'], '+.3f')}, {_fmt(s['diff_ci_high'], '+.3f')}]",
                      _p(s["welch_p"]), _p(s["tost_p"]), _p(s["mannwhitney_p"]), _p(s["ks_p"]),
                      s["verdict"], _fmt(s["runs_needed"], ".0f")])
-    return [f"metric", f"diff {c['difference']}", "95% CI (bootstrap)", "Welch p",
+    return ["metric", f"diff {c['difference']}", "95% CI (bootstrap)", "Welch p",
             f"TOST p (+/-{summary['margin_points']})", "MWU p", "KS p", "verdict",
             "runs/side to decide"], rows
 

@@ -1,6 +1,5 @@
 """airbench_common.cli with a stand-in framework (no JAX, no PyTorch): the shared options, the
 order of validation, the run loop's records and output, and upstream's table format."""
-import json
 
 import numpy as np
 import pytest

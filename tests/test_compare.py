@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from airbench_common.records import make_record, read_records
-from parity import compare, report
+from parity import compare
 
 
 @pytest.fixture()

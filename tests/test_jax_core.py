@@ -1,5 +1,4 @@
 """Fast CPU tests of airbench_jax (tiny nets, synthetic data unless AIRBENCH_DATA is set)."""
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ from airbench_jax.convert import from_torch_arrays, to_torch_arrays
 from airbench_jax.model import make_net, patch_covariance, whitening_kernel
 from airbench_jax.muon import muon, newton_schulz
 from airbench_jax.optim import build_optimizer, lr_array, sgd_group
-from airbench_jax.train import init_train_state, net_from_state, train_epoch, train_step
+from airbench_jax.train import init_train_state, train_epoch, train_step
 
 KEY = jax.random.PRNGKey(0)
 TINY = dict(widths=(8, 16, 16), batch_size=32, epochs=2)

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("flax")
 
-from airbench_common import get_recipe, recipe_names  # noqa: E402
+from airbench_common import recipe_names  # noqa: E402
 from parity import convert  # noqa: E402
 from parity.sides import scaled_recipe  # noqa: E402
 

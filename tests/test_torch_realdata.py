@@ -1,9 +1,8 @@
 """Short real-data runs on $AIRBENCH_DATA (skipped when it is unset)."""
-import numpy as np
 import pytest
 import torch
 
-from airbench_common import get_recipe, load_cifar10
+from airbench_common import load_cifar10
 
 
 @pytest.mark.slow
