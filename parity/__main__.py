@@ -6,6 +6,7 @@ COMMANDS = {
     "compare": "many seeds per framework, sequential equivalence test, report (the front door)",
     "numerics": "shared weights and inputs: logits, loss, gradients, optimizer steps, lr schedules",
     "lockstep": "both frameworks on one batch stream from the same weights, per-step divergence",
+    "examples": "per-example parity of two sweeps (compare folders), e.g. a variant vs the reference",
     "bench": "train-step throughput of both frameworks in one run, and the CPU it ran on",
 }
 

@@ -123,3 +123,80 @@ def analyse(preds_a: np.ndarray, preds_b: np.ndarray, labels, *,
     return dict(var_a=distribution_variance(ca), var_b=distribution_variance(cb),
                 agreement=agreement(ca, cb, permutations=permutations),
                 per_class=per_class(ca, cb, labels))
+
+
+# ----------------------------------------------------------------------------- command line
+# python -m parity.examples A_DIR:FW B_DIR:FW compares the ok runs of two compare folders (or two
+# frameworks of one folder) per example, e.g. a deliberately broken variant against the
+# reference, next to what mean accuracy alone says (Welch's test).
+
+def load_sweep(spec: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(label, predictions runs x n, accuracies in points, test labels) of 'DIR:FRAMEWORK'."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from airbench_common.errors import UsageError  # noqa: PLC0415
+    from airbench_common.records import read_records  # noqa: PLC0415
+
+    folder, sep, fw = spec.rpartition(":")
+    if not sep or not folder or fw not in ("jax", "torch"):
+        raise UsageError(f"{spec!r}: give a compare folder and a framework as DIR:jax or "
+                         "DIR:torch")
+    root = Path(folder)
+    labels_path = root / "test_labels.npy"
+    if not labels_path.is_file():
+        raise UsageError(f"{labels_path} missing: {folder} is not a parity.compare folder with "
+                         "per-example predictions")
+    labels = np.load(labels_path, allow_pickle=False)
+    preds, accs = [], []
+    for r in sorted((r for r in read_records(root / "runs.jsonl")
+                     if r.get("framework") == fw and r.get("status") == "ok"
+                     and r.get("predictions")), key=lambda r: int(r.get("seed", 0))):
+        p = np.load(root / r["predictions"], allow_pickle=False)
+        if p.shape == labels.shape:
+            preds.append(p)
+            accs.append(100.0 * float(r["acc_tta"]))
+    if len(preds) < 2:
+        raise UsageError(f"{spec}: {len(preds)} ok {fw} runs with predictions; need at least 2")
+    return f"{root.name}:{fw}", np.stack(preds), np.asarray(accs), labels
+
+
+def main(argv=None) -> int:
+    import argparse  # noqa: PLC0415
+
+    from airbench_common.errors import UsageError  # noqa: PLC0415
+    from airbench_common.files import write_json_atomic  # noqa: PLC0415
+
+    from .report import _per_example_md  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m parity.examples",
+                                 description="Per-example parity of two sweeps (compare folders)")
+    ap.add_argument("a", help="DIR:FRAMEWORK, e.g. results/compare-airbench94_muon-cpu:jax")
+    ap.add_argument("b", help="DIR:FRAMEWORK")
+    ap.add_argument("--permutations", type=int, default=N_PERMUTATIONS)
+    ap.add_argument("--json", help="also write the analysis to this JSON file")
+    args = ap.parse_args(argv)
+    la, pa, acc_a, labels_a = load_sweep(args.a)
+    lb, pb, acc_b, labels_b = load_sweep(args.b)
+    if not np.array_equal(labels_a, labels_b):
+        raise UsageError(f"{args.a} and {args.b} were evaluated on different test sets")
+    result = analyse(pa, pb, labels_a, permutations=args.permutations)
+    welch = _st.ttest_ind(acc_a, acc_b, equal_var=False)
+    result["mean_accuracy"] = dict(a=float(acc_a.mean()), b=float(acc_b.mean()),
+                                   sd_a=float(acc_a.std(ddof=1)), sd_b=float(acc_b.std(ddof=1)),
+                                   welch_p=float(welch.pvalue))
+    m = result["mean_accuracy"]
+    print(f"mean TTA accuracy: {la} {m['a']:.2f} +/- {m['sd_a']:.2f} ({len(acc_a)} runs), "
+          f"{lb} {m['b']:.2f} +/- {m['sd_b']:.2f} ({len(acc_b)} runs); Welch p = "
+          f"{m['welch_p']:.3g}")
+    print("\n".join(_per_example_md(dict(per_example=result, frameworks=[la, lb]))))
+    if args.json:
+        write_json_atomic(args.json, dict(a=args.a, b=args.b, **result))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from airbench_common.errors import cli_main
+
+    sys.exit(cli_main(main)())

@@ -60,3 +60,55 @@ def test_analyse_takes_prediction_matrices():
     out = E.analyse(preds, preds, labels, permutations=19)
     assert out["agreement"]["msd"] == 0 and out["agreement"]["corr"] == pytest.approx(1.0)
     assert len(out["per_class"]) == 10
+
+
+def _sweep(folder, fw, outcomes, labels):
+    """A compare folder as parity.compare writes it: test_labels.npy, predictions per run
+    (the true class where the outcome is right, another class where wrong), runs.jsonl."""
+    from airbench_common.records import append_record, make_record
+    (folder / "predictions").mkdir(parents=True, exist_ok=True)
+    np.save(folder / "test_labels.npy", labels)
+    for seed, right in enumerate(outcomes):
+        pred = np.where(right, labels, (labels + 1) % 10).astype(np.uint8)
+        rel = f"predictions/{fw}-seed{seed}.npy"
+        np.save(folder / rel, pred)
+        append_record(folder / "runs.jsonl", make_record(
+            recipe="airbench94_muon", overrides={}, seed=seed, framework=fw, versions={},
+            device="cpu", dtype="float32", flags={}, acc=None, acc_tta=float(right.mean()),
+            tta_level=2, train_seconds=1.0, eval_seconds=1.0, steps=1, predictions=rel))
+
+
+def test_examples_cli_flags_a_variant_and_rejects_bad_input(tmp_path, capsys):
+    # identical mean accuracy by construction (Welch p > 0.05 for 95% of seeds; seed 3 was in
+    # the other 5%: p = 0.012), other examples right in the broken sweep
+    rng = np.random.default_rng(4)
+    n = 2000
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    p = rng.uniform(0.3, 1.0, n)
+    q = p.copy()
+    idx = rng.permutation(n)[:800]
+    q[idx] = rng.permutation(q[idx])
+    _sweep(tmp_path / "ref", "jax", _runs(p, 6, rng), labels)
+    _sweep(tmp_path / "ref", "torch", _runs(p, 6, rng), labels)
+    _sweep(tmp_path / "broken", "torch", _runs(q, 6, rng), labels)
+    out = tmp_path / "broken.json"
+    assert E.main([f"{tmp_path / 'ref'}:jax", f"{tmp_path / 'broken'}:torch",
+                   "--permutations", "199", "--json", str(out)]) == 0
+    import json
+    res = json.loads(out.read_text())
+    assert res["agreement"]["p"] <= 0.01 and res["mean_accuracy"]["welch_p"] > 0.05
+    assert E.main([f"{tmp_path / 'ref'}:jax", f"{tmp_path / 'ref'}:torch",
+                   "--permutations", "199", "--json", str(out)]) == 0
+    # the same sweep design twice: not flagged at the 1% level (a false alarm 1% of the time)
+    assert json.loads(out.read_text())["agreement"]["p"] > 0.01
+    # bad input: one line, exit 2
+    from airbench_common.errors import cli_main
+    capsys.readouterr()
+    assert cli_main(E.main)([f"{tmp_path / 'ref'}", f"{tmp_path}/ref:jax"]) == 2
+    assert cli_main(E.main)([f"{tmp_path}:jax", f"{tmp_path}/ref:jax"]) == 2
+    other = tmp_path / "other"
+    _sweep(other, "jax", _runs(p, 3, rng), (labels + 1) % 10)
+    assert cli_main(E.main)([f"{other}:jax", f"{tmp_path}/ref:jax"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "different test sets" in err[-1]
