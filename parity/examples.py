@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     from airbench_common.errors import UsageError  # noqa: PLC0415
     from airbench_common.files import write_json_atomic  # noqa: PLC0415
 
-    from .report import _per_example_md  # noqa: PLC0415
+    from .report import per_example_md  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m parity.examples",
                                  description="Per-example parity of two sweeps (compare folders)")
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     print(f"mean TTA accuracy: {la} {m['a']:.2f} +/- {m['sd_a']:.2f} ({len(acc_a)} runs), "
           f"{lb} {m['b']:.2f} +/- {m['sd_b']:.2f} ({len(acc_b)} runs); Welch p = "
           f"{m['welch_p']:.3g}")
-    print("\n".join(_per_example_md(dict(per_example=result, frameworks=[la, lb]))))
+    print("\n".join(per_example_md(dict(per_example=result, frameworks=[la, lb]))))
     if args.json:
         write_json_atomic(args.json, dict(a=args.a, b=args.b, **result))
     return 0

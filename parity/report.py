@@ -442,7 +442,9 @@ def _rows_secondary(summary):
     return ["secondary test", "p", "p (Holm-adjusted, this family)"], rows
 
 
-def _per_example_md(summary) -> list[str]:
+def per_example_md(summary) -> list[str]:
+    """The per-example section (markdown lines) of summary["per_example"] (report and
+    python -m parity.examples)."""
     pe = summary.get("per_example")
     if not pe:
         return ["", "## Per-example parity", "",
@@ -497,7 +499,7 @@ def to_markdown(summary, plots: list[str]) -> str:
     if summary.get("secondary"):
         out += ["", "## Secondary tests (Holm-corrected; they do not change the verdict)", "",
                 _md_table(*_rows_secondary(summary))]
-    out += _per_example_md(summary)
+    out += per_example_md(summary)
     out += ["", "## Method", "",
             "Primary: the group-sequential plan of `parity.plan` (runs added in pairs; at each "
             "look from 3 runs per side, TOST with both one-sided Welch tests against "
