@@ -367,13 +367,16 @@ def _progress_text(out: dict, spent: float, cap_s) -> str:
 
 
 def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, verbose, tlog):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     kwargs = dict(common, data_dir=config["data_dir"], verbose=verbose, log=tlog,
                   predictions=True)
     if not config.get("eval_every_epoch", True):
         kwargs["eval_every_epoch"] = False
     rec = dict(runner(config["recipe"], seed, **kwargs))
     wall = time.perf_counter() - t0
+    # CPU seconds of all this process's threads: on a shared machine, cpu_seconds / cores
+    # estimates what the run would take alone (wall_seconds grows with the other jobs)
+    cpu = time.process_time() - c0
     preds = rec.get("_predictions")
     # keys starting with "_" are in-memory extras (predictions, the jax net state)
     rec = {k: v for k, v in rec.items() if not str(k).startswith("_")}
@@ -382,7 +385,7 @@ def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, v
         raise RuntimeError(f"runner returned a record for {rec['framework']} seed "
                            f"{rec.get('seed')}, expected {fw} seed {seed}")
     rec.update(preset=config["preset"], written_by=WRITER, compare_config=config["config_hash"],
-               wall_seconds=wall)
+               wall_seconds=wall, cpu_seconds=cpu)
     data = dict(rec.get("data") or {})
     data.update(label=config["data_label"], dir=config["data_dir"])
     if train_data is not None:

@@ -256,6 +256,8 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
             row["p_holm"] = q
     minutes = sum(float(r.get("wall_seconds") or 0) for r in records) / 60 \
         + float(state.get("warmup_seconds") or 0) / 60
+    cpus = [float(r["cpu_seconds"]) for r in records if r.get("cpu_seconds") is not None]
+    cpu_minutes = sum(cpus) / 60 if len(cpus) == len(records) else None
     if foreign:
         warnings.append(f"{foreign} record(s) in runs.jsonl belong to another configuration or "
                         "were not written by parity.compare: left out")
@@ -289,7 +291,8 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         tta_level=tta_level, margin_points=margin, frameworks=frameworks,
         planned_runs=config.get("runs"), counts=counts, per_framework=per_fw,
         comparison=comparison, sequential=sequential, secondary=secondary,
-        per_example=per_example, minutes=minutes, wall_minutes_cap=config.get("wall_minutes"),
+        per_example=per_example, minutes=minutes, cpu_minutes=cpu_minutes,
+        wall_minutes_cap=config.get("wall_minutes"),
         n_test=data.get("n_test", config.get("n_test")), gpu_projection=gpu_projection(),
         verdict=(sequential or {}).get("decision"), warnings=warnings, environment=_environment(records, frameworks),
         generated_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -433,7 +436,9 @@ def first_lines(summary) -> list[str]:
             + ", ".join(f"{fw} {c[fw]['ok']} ok + {c[fw]['diverged']} diverged" for fw in fws)
             + f"; plan: at most {q['max_runs']} per side)",
             f"- minutes: {summary['minutes']:.1f} of wall time"
-            + (f" (cap {cap:g})" if cap else ""),
+            + (f" (cap {cap:g})" if cap else "")
+            + (f"; the runs used {summary['cpu_minutes']:.1f} CPU-minutes (all threads)"
+               if summary.get("cpu_minutes") is not None else ""),
             f"- {summary['gpu_projection']}"]
 
 

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,9 @@ class FakeRunner:
             raise RuntimeError("simulated kill\nsecond line")
         self.calls.append((self.framework, seed))
         assert train_data[0].shape[1:] == (32, 32, 3)
+        start = time.process_time()
+        while time.process_time() - start < 0.02:   # some CPU work, for the records' cpu_seconds
+            pass
         diverged = seed in self.diverge
         acc = None if diverged else 0.90 + self.noise * math.sin(seed * 1.7) + self.shift
         labels = np.asarray(test_data[1])
@@ -92,6 +96,7 @@ def test_alternating_order_warmup_and_outputs(tmp_path, data_dir, capsys):
     assert all(r["preset"] == "smoke" and r["data"]["label"] == "JPEG CIFAR-10" for r in recs)
     assert all(r["data"]["n_train"] == 2000 and r["data"]["n_test"] == 1000 for r in recs)
     assert all(r["written_by"] == "parity.compare" and r["wall_seconds"] >= 0 for r in recs)
+    assert all(0.02 <= r["cpu_seconds"] < 5 for r in recs)   # the runner's CPU time is recorded
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["recipe"] == "airbench94_muon" and cfg["preset"] == "smoke"
     assert cfg["overrides"]["widths"] == [16, 32, 32] and cfg["margin"] == 0.5
