@@ -112,3 +112,46 @@ def test_examples_cli_flags_a_variant_and_rejects_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "different test sets" in err[-1]
+
+
+# ------------------------------------------------------------------ real short trainings
+@pytest.mark.slow
+def test_per_example_analysis_flags_a_real_broken_variant_mean_accuracy_misses():
+    """Real trainings (PyTorch, widths (16,32,32), 2 epochs, 6 runs per side). The reference
+    trains on training images 0..1999; the 'broken' variant on images 2000..3999, as a loader
+    that reads the wrong shard would: the same distribution, hence the same mean accuracy, but
+    other test images right. The per-example permutation test must flag it, Welch's test on the
+    mean accuracies must not, and two reference sweeps (other seeds) must not be flagged."""
+    import os
+
+    from scipy import stats
+
+    if not os.environ.get("AIRBENCH_DATA"):
+        pytest.skip("AIRBENCH_DATA is unset (e.g. AIRBENCH_DATA=/work/shared/data/cifar10-jpeg)")
+    from airbench_common.data import load_cifar10
+    from airbench_torch import run_recipe
+
+    images, labels = load_cifar10("train")
+    test = tuple(a[:5000] for a in load_cifar10("test"))
+    overrides = dict(widths=(16, 32, 32), epochs=2, batch_size=250)
+
+    def sweep(first, seeds):
+        train = (images[first:first + 2000], labels[first:first + 2000])
+        recs = [run_recipe("airbench94_muon", s, overrides=overrides, train_data=train,
+                           test_data=test, predictions=True, eval_every_epoch=False)
+                for s in seeds]
+        assert all(r["status"] == "ok" for r in recs)
+        return (np.array([100 * r["acc_tta"] for r in recs]),
+                np.stack([r["_predictions"] for r in recs]))
+
+    acc_ref, pred_ref = sweep(0, range(6))
+    acc_bad, pred_bad = sweep(2000, range(6))
+    acc_ref2, pred_ref2 = sweep(0, range(6, 12))
+    broken = E.analyse(pred_ref, pred_bad, test[1], permutations=199)["agreement"]
+    same = E.analyse(pred_ref, pred_ref2, test[1], permutations=199)["agreement"]
+    welch_p = stats.ttest_ind(acc_ref, acc_bad, equal_var=False).pvalue
+    print(f"mean {acc_ref.mean():.2f} vs {acc_bad.mean():.2f} (Welch p {welch_p:.3f}); "
+          f"per-example p broken {broken['p']:.3f}, same {same['p']:.3f}")
+    assert welch_p > 0.05
+    assert broken["p"] <= 0.01
+    assert same["p"] > 0.01
