@@ -120,8 +120,10 @@ def test_per_example_analysis_flags_a_real_broken_variant_mean_accuracy_misses()
     """Real trainings (PyTorch, widths (16,32,32), 2 epochs, 6 runs per side). The reference
     trains on training images 0..1999; the 'broken' variant on images 2000..3999, as a loader
     that reads the wrong shard would: the same distribution, hence the same mean accuracy, but
-    other test images right. The per-example permutation test must flag it, Welch's test on the
-    mean accuracies must not, and two reference sweeps (other seeds) must not be flagged."""
+    other test images right. The per-example permutation test must flag it at the 1% level,
+    Welch's test on the mean accuracies must not reach that level, and two reference sweeps
+    (other seeds) must not be flagged. Measured at the commit that added it (AVX-512 EPYC): mean
+    42.65 vs 40.80% (Welch p 0.126), per-example p 0.005 (broken) and 0.585 (same)."""
     import os
 
     from scipy import stats
@@ -152,6 +154,6 @@ def test_per_example_analysis_flags_a_real_broken_variant_mean_accuracy_misses()
     welch_p = stats.ttest_ind(acc_ref, acc_bad, equal_var=False).pvalue
     print(f"mean {acc_ref.mean():.2f} vs {acc_bad.mean():.2f} (Welch p {welch_p:.3f}); "
           f"per-example p broken {broken['p']:.3f}, same {same['p']:.3f}")
-    assert welch_p > 0.05
     assert broken["p"] <= 0.01
+    assert welch_p > 0.01
     assert same["p"] > 0.01

@@ -196,7 +196,9 @@ def test_sigint_mid_run_keeps_finished_runs(tiny, tmp_path):
     """Ctrl-C during run 2 of 3 of the JAX CLI: one line, exit 130, run 1's record intact."""
     out = tmp_path / "runs.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
-    args = ["--data-dir", str(tiny), *TINY, "--epochs", "30", "--runs", "3", "--out", str(out)]
+    # 2000 epochs of 4 steps: each run takes seconds even on a fast idle machine, so the signal
+    # lands inside run 2 (with 30 epochs runs 2 and 3 could finish before it: exit 0 or 2)
+    args = ["--data-dir", str(tiny), *TINY, "--epochs", "2000", "--runs", "3", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "airbench_jax", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -205,7 +207,7 @@ def test_sigint_mid_run_keeps_finished_runs(tiny, tmp_path):
             assert proc.poll() is None, proc.communicate()
             assert time.time() < deadline, "the first run did not finish in time"
             time.sleep(0.2)
-        time.sleep(1.0)  # into the second run
+        time.sleep(0.5)  # into the second run
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
