@@ -215,7 +215,11 @@ class CifarNet(nnx.Module):
         x = x.astype(self.dtype)
         x = conv2d(x, self.whiten_kernel[...].astype(self.dtype), "VALID", self.conv_impl,
                    self.conv_precision)
-        x = gelu(x + self.whiten_bias[...].astype(self.dtype))
+        # the bias added in >= float32 (as a conv's fused bias), so that its gradient, a sum over
+        # batch x 31 x 31 positions, accumulates in float32: XLA:CPU sums float16 in float16,
+        # which made the 16-bit policies' whitening-bias step 0.7 (relative) off PyTorch's
+        wide = jnp.promote_types(self.dtype, jnp.float32)
+        x = gelu((x.astype(wide) + self.whiten_bias[...].astype(wide)).astype(self.dtype))
         x = self.group1(x, train)
         x = self.group2(x, train)
         x = self.group3(x, train)
