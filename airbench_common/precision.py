@@ -117,11 +117,3 @@ def require_same_params_and_compute(p: Precision, side: str) -> Precision:
             f"by the {side} side (it computes in the dtype it stores); give one --dtype")
     return p
 
-
-def tolerance(p: Precision, fan_in: int, factor: float = 8.0) -> float:
-    """Relative tolerance for comparing two implementations of the same policy: `factor` x eps
-    of the compute format x sqrt(fan_in). Why: a dot product of length K rounded in a format with
-    unit eps has a random-walk relative error of about eps*sqrt(K) (each partial sum rounds
-    once); two implementations that sum in different orders differ by about that much, sqrt(2)
-    more, and a few layers in a row add a small factor. float32 is held to the same rule."""
-    return factor * EPS[p.compute] * fan_in ** 0.5

@@ -7,6 +7,8 @@ COMMANDS = {
     "numerics": "shared weights and inputs: logits, loss, gradients, optimizer steps, lr schedules",
     "lockstep": "both frameworks on one batch stream from the same weights, per-step divergence",
     "bench": "train-step throughput of both frameworks in one run, and the CPU it ran on",
+    "policies": "both frameworks under each precision policy over two steps from shared weights",
+    "gpu_check": "validate a GPU machine end to end and write its evidence (--dry-run on CPU)",
 }
 
 

@@ -27,9 +27,10 @@ M test images of $AIRBENCH_DATA (or --data-dir) into one compressed npz (keys tr
 train_labels, test_images, test_labels, source); its sha256, size and source label are recorded
 in every result. The timing stage uses synthetic images.
 
-Only Python 3.12, torch, jax/jaxlib (+ CUDA plugin), flax, optax, numpy, scipy, matplotlib and
-tqdm are assumed: nothing here imports rich, hypothesis or filelock (records are appended without
-the file lock when filelock is missing: this command is the only writer of OUT).
+Only Python 3.12, torch, jax/jaxlib (+ CUDA plugin), flax (and what flax itself imports, rich
+among them), optax, numpy, scipy, matplotlib and tqdm are assumed: nothing on this path needs
+hypothesis or filelock (records are appended without the file lock when filelock is missing:
+this command is the only writer of OUT).
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import signal
 import statistics
 import subprocess

@@ -16,8 +16,9 @@ from parity import gpu_check as G
 ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = Path(os.environ.get("AIRBENCH_LOSSLESS_SUBSET",
                                ROOT.parent.parent / "shared" / "data" / "cifar10-lossless-subset"))
-# what the GPU machines do not have: the command must not import these
-ABSENT_THERE = ("rich", "filelock", "hypothesis")
+# project dependencies the GPU machines may lack: the command must not need them (rich is not
+# here: flax itself imports it, flax/linen/summary.py, so a machine with flax has rich)
+ABSENT_THERE = ("filelock", "hypothesis")
 
 
 def _run_blocked(args, tmp_path, timeout=600):
@@ -110,8 +111,9 @@ def test_dry_run_writes_every_stage_without_the_absent_packages(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok", summary
-    assert [s for s in summary["stages"]] == ["environment", "numerics", "throughput", "runs"]
+    assert set(summary["stages"]) == {"environment", "numerics", "throughput", "runs"}
     assert all(s["status"] == "ok" for s in summary["stages"].values())
+    print({k: s["seconds"] for k, s in summary["stages"].items()}, os.getloadavg())
     env = json.loads((out / "environment.json").read_text())
     assert env["env_set"]["XLA_FLAGS"]["set_by"] == "parity.gpu_check"
     assert env["default_precision_policy"] == "float32"        # a CPU
