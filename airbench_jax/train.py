@@ -80,8 +80,13 @@ def init_train_state(recipe: Recipe, n_train: int, key, whiten_images=None, net=
     if isinstance(key, int):
         key = jax.random.PRNGKey(key)
     pol = prec.resolve(precision, dtype=dtype, param_dtype=param_dtype, ns_dtype=ns_dtype)
+    own_dtypes = net is not None and precision is None and dtype is None and param_dtype is None
     ns_dtype, dtype = jnp.dtype(pol.newton_schulz), jnp.dtype(pol.compute)
     pkw = dict(dtype=dtype, param_dtype=jnp.dtype(pol.params), tf32=pol.tf32)
+    if own_dtypes:
+        # a given net keeps its own dtypes, and the proxy net follows it, not the device default
+        pkw = dict(dtype=net.dtype, param_dtype=getattr(net, "param_dtype", net.dtype),
+                   tf32=getattr(net, "tf32", "off"))
     k_net, k_proxy = jax.random.split(key)
     if net is None:
         net = make_net(recipe, k_net, conv_impl=conv_impl, **pkw)

@@ -80,6 +80,8 @@ def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, s
     to the net's dtype."""
     recipe = _as_recipe(recipe)
     dev = resolve_device(device)
+    if net is not None and precision is None and dtype is None:
+        dtype = next(net.parameters()).dtype  # a given net keeps its dtype; the proxy follows it
     pol = resolve_precision(precision, dev, dtype=dtype, ns_dtype=ns_dtype)
     ns = torch_dtype(pol.newton_schulz)
     torch.manual_seed(seed)
