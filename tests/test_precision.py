@@ -50,13 +50,14 @@ def test_torch_refuses_params_other_than_compute():
 def test_cli_bad_policy_is_one_line_exit_2(module, capsys, tmp_path):
     import importlib
     main = importlib.import_module(f"{module}.__main__").main
-    argv = ["--precision", "float32", "--param-dtype", "float16", "--dtype", "bfloat16",
-            "--out", str(tmp_path / "r.jsonl"), "--device", "cpu"]
+    argv, word = ["--precision", "float32", "--param-dtype", "float16", "--dtype", "bfloat16",
+                  "--out", str(tmp_path / "r.jsonl"), "--device", "cpu"], "PyTorch side"
     if module == "airbench_jax":  # JAX runs mixed policies: give it a bad part instead
-        argv = ["--precision", "nope", "--out", str(tmp_path / "r.jsonl")]
+        argv, word = ["--precision", "nope", "--out", str(tmp_path / "r.jsonl")], "nope"
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error:")
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and word in err, err
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 # ---------------------------------------------------------------------- both sides, each policy
