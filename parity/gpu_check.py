@@ -2,7 +2,8 @@
 
     python -m parity.gpu_check --out docs/results/gpu/<device>/ --subset cifar10-subset.npz
     python -m parity.gpu_check --make-subset cifar10-subset.npz --train 15000 --test 2000
-    python -m parity.gpu_check --dry-run --out /tmp/gpu-dry    # CPU, tiny, < 1 minute
+    python -m parity.gpu_check --out docs/results/gpu/<device>/ --subset ... --stages runs
+    python -m parity.gpu_check --dry-run --out /tmp/gpu-dry    # CPU, tiny, every stage
 
 Stages, in order, each written to OUT as soon as it ends (`summary.json` is rewritten after every
 stage, run records are appended one by one), so a run stopped by its budget, by SIGTERM or by
@@ -21,6 +22,9 @@ Ctrl-C keeps everything measured before:
    synchronisations; JAX's compile time and PyTorch's first-call time reported apart;
 4. runs (`runs.jsonl`): full airbench94_muon runs, JAX and PyTorch alternating (seed k on both),
    on the training subset, evaluated on the test subset, until the budget would be exceeded.
+   Another invocation on the same OUT with `--stages runs` adds pairs with the next seeds
+   (one command may run only ~8 minutes on the GPU machines); summary.json keeps the stages it
+   did not re-run.
 
 Data: at most 64 MiB can travel with the code, so `--make-subset` writes the first N training and
 M test images of $AIRBENCH_DATA (or --data-dir) into one compressed npz (keys train_images,
@@ -333,12 +337,13 @@ def runs(out: Path, deadline: float, train, test, data_ident: dict, overrides: d
     jt = importlib.import_module("airbench_jax.train")
     tt = importlib.import_module("airbench_torch.train")
     path = out / "runs.jsonl"
+    first = _next_seed(path)   # a later invocation (--stages runs) continues the seeds
     common = dict(overrides=overrides, train_data=train, test_data=test, eval_every_epoch=False)
     done, pair_seconds = {"jax": [], "torch": []}, []
     t0 = time.perf_counter()
     tt.warmup(RECIPE, overrides=overrides, test_data=test)   # first-call work, outside the runs
     warm = time.perf_counter() - t0
-    for seed in range(max_pairs):
+    for seed in range(first, first + max_pairs):
         if pair_seconds and time.time() + 1.2 * max(pair_seconds) > deadline:
             break
         tp = time.perf_counter()
@@ -364,6 +369,18 @@ def runs(out: Path, deadline: float, train, test, data_ident: dict, overrides: d
                              min_train_seconds=min(secs) if secs else None)
     return dict(status="ok", records=str(path), torch_warmup_seconds=warm,
                 pair_seconds=pair_seconds, per_side=summary)
+
+
+def _next_seed(path: Path) -> int:
+    """One past the highest seed recorded in `path` (0 when there is none)."""
+    seeds = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                seeds.append(int(json.loads(line)["seed"]))
+            except (ValueError, KeyError, TypeError):
+                continue   # a torn or foreign line
+    return max(seeds) + 1 if seeds else 0
 
 
 def _mean(v):
@@ -392,6 +409,14 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
     summary = dict(command=sys.argv, dry_run=dry_run, budget_minutes=budget_minutes,
                    started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
                    recipe=RECIPE, stages={})
+    try:  # an earlier invocation's stages are kept (e.g. a second command with --stages runs)
+        earlier = json.loads((out / "summary.json").read_text())
+        summary["earlier"] = {k: earlier[k] for k in ("command", "started", "status", "code")
+                              if k in earlier}
+        summary["stages"] = {k: v for k, v in earlier.get("stages", {}).items()
+                             if k not in stages}
+    except (OSError, ValueError, AttributeError):
+        pass
     from airbench_common.env import code_version
     summary["code"] = code_version()
     if subset is not None:
@@ -453,8 +478,8 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
             summary["stages"][name] = res
             save()
             log(f"[gpu_check] {name}: {res['status']} ({res['seconds']} s)")
-        summary["status"] = ("ok" if all(s.get("status") == "ok"
-                                         for s in summary["stages"].values()) else "failed")
+        summary["status"] = ("ok" if all(summary["stages"][s].get("status") == "ok"
+                                         for s in stages) else "failed")
     except (BudgetExceeded, KeyboardInterrupt) as exc:
         summary["status"] = f"stopped: {exc or 'Ctrl-C'} (everything before is written)"
     finally:

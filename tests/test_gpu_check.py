@@ -91,6 +91,13 @@ def test_a_corrupt_subset_is_a_dataset_error(tmp_path):
         G.load_subset(tmp_path / "partial.npz")
 
 
+def test_next_seed_skips_torn_lines(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    assert G._next_seed(path) == 0
+    path.write_text('{"seed": 0}\n{"seed": 3, "x": 1}\n{"seed": 9, "x"')
+    assert G._next_seed(path) == 4
+
+
 def test_xla_flags_only_where_the_user_set_none(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
@@ -126,6 +133,17 @@ def test_dry_run_writes_every_stage_without_the_absent_packages(tmp_path):
     for r in recs:
         assert r["precision"]["name"] == "float32" and r["preset"] == "gpu_check"
         assert r["data"]["source"].startswith("synthetic")
+    # a second command (a GPU command runs ~8 minutes at most) adds pairs with the next seeds and
+    # keeps the stages it did not re-run
+    p = _run_blocked(["--dry-run", "--out", str(out), "--max-pairs", "1", "--stages", "runs"],
+                     tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert sorted((r["framework"], r["seed"]) for r in recs) == [("jax", 0), ("jax", 1),
+                                                                  ("torch", 0), ("torch", 1)]
+    again = json.loads((out / "summary.json").read_text())
+    assert set(again["stages"]) == set(summary["stages"]) and again["status"] == "ok"
+    assert again["stages"]["numerics"] == summary["stages"]["numerics"]
 
 
 @pytest.mark.slow
