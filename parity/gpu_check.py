@@ -115,7 +115,7 @@ def append_record(path: Path, rec: dict) -> None:
     """airbench_common.records.append_record when filelock is installed; otherwise the same line
     appended and fsynced without the lock (this command is the only writer of OUT)."""
     try:
-        import filelock  # noqa: F401
+        import filelock  # noqa: F401 (only whether it is there)
     except ImportError:
         from airbench_common.files import jsonable
         with open(path, "a") as f:
@@ -506,9 +506,9 @@ def main(argv=None) -> int:
         ap.add_argument("--budget-minutes", type=float, default=7.5,
                         help="stop cleanly after this many minutes (default 7.5)")
         ap.add_argument("--dry-run", action="store_true",
-                        help="CPU-sized, every stage in about a minute: numerics at width 1/16 "
-                             "(forward, gradient and TTA rows), timing at batch 32, tiny run "
-                             "pairs on 128 synthetic images")
+                        help="CPU-sized, every stage and the same files: numerics at width "
+                             "1/16 (forward, gradient and TTA rows), timing at batch 32, tiny "
+                             "run pairs on 128 synthetic images")
         ap.add_argument("--stages", default="environment,numerics,throughput,runs",
                         help="comma-separated stages to run (default: all, in this order)")
         ap.add_argument("--max-pairs", type=int, default=1000, help="most run pairs")
