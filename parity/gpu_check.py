@@ -364,9 +364,11 @@ def runs(out: Path, deadline: float, train, test, data_ident: dict, overrides: d
         ok = [x for x in rs if x["status"] == "ok"]
         accs = [x["acc_tta"] for x in ok]
         secs = [x["train_seconds"] for x in ok]
+        comp = [x["compile_seconds"] for x in rs if x["compile_seconds"] is not None]
         summary[name] = dict(runs=len(rs), ok=len(ok), mean_acc_tta=_mean(accs),
                              sd_acc_tta=_sd(accs), mean_train_seconds=_mean(secs),
-                             min_train_seconds=min(secs) if secs else None)
+                             min_train_seconds=min(secs) if secs else None,
+                             mean_compile_seconds=_mean(comp))
     return dict(status="ok", records=str(path), torch_warmup_seconds=warm,
                 pair_seconds=pair_seconds, per_side=summary)
 
