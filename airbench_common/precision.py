@@ -56,17 +56,13 @@ class Precision:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @property
-    def low_precision(self) -> bool:
-        return self.compute != "float32"
-
 
 POLICIES = {
     "float32": Precision("float32", "float32", "float32", "float32", "float32", "off"),
     "upstream": Precision("upstream", "float16", "float16", "float32", "bfloat16", "conv"),
     "bfloat16": Precision("bfloat16", "bfloat16", "bfloat16", "float32", "bfloat16", "conv"),
 }
-NUMERICS = POLICIES["float32"]
+NUMERICS = POLICIES["float32"]   # parity.numerics' and parity.lockstep's setting
 
 
 def default_policy_name(accelerator: bool) -> str:
