@@ -16,8 +16,9 @@ Named policies:
   (`parity.numerics`, `parity.lockstep`) on every device.
 - `upstream`: upstream airbench's CUDA policy: float16 weights and activations, float32
   BatchNorm, bfloat16 Newton-Schulz, TF32 as PyTorch leaves it (`conv`). The GPU default.
-- `bfloat16`: as `upstream` with bfloat16 weights and activations (the JAX side's GPU default
-  before this policy existed; kept to compare the two 16-bit formats).
+- `bfloat16`: as `upstream` with bfloat16 weights and activations, to compare the two 16-bit
+  formats (the JAX side's GPU default before this policy existed was bfloat16 activations with
+  float32 weights: `bfloat16` with `--param-dtype float32`, JAX only).
 
 Each part can be overridden (`--dtype` sets `params` and `compute` together, `--param-dtype`,
 `--bn-dtype`, `--ns-dtype`, `--tf32`); an overridden policy is named `<base>+<part>=<value>,...`
