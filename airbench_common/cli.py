@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from . import validate as V
 from .data import dataset_label, load_cifar10, resolve_data_dir
+from .precision import BN_DTYPES, POLICIES, TF32_MODES
 from .recipes import RECIPES, get_recipe, parse_overrides
 from .records import append_record
 
@@ -68,10 +69,24 @@ def build_parser(fw: Framework) -> Parser:
                    help="CIFAR-10 folder (default: $AIRBENCH_DATA, else ~/.cache/airbench/cifar10)")
     p.add_argument("--device", default=None,
                    help="device to run on, e.g. cpu, cuda, cuda:1 (default: the framework's)")
-    p.add_argument("--dtype", default=None, choices=V.DTYPES,
-                   help="compute dtype (default: float32 on CPU, the GPU policy on GPU)")
-    p.add_argument("--ns-dtype", default=None, choices=V.DTYPES,
-                   help="Muon's Newton-Schulz dtype (default: float32 on CPU, bfloat16 on GPU)")
+    prec = p.add_argument_group(
+        "precision", "one policy on both sides (airbench_common/precision.py); the options after "
+        "--precision override one part each, and the record's `precision` says what ran")
+    prec.add_argument("--precision", default=None, choices=tuple(POLICIES), metavar="NAME",
+                      help="precision policy: " + ", ".join(POLICIES) + " (default: float32 on "
+                           "CPU, upstream on GPU: float16 weights and activations, float32 "
+                           "BatchNorm, bfloat16 Newton-Schulz, TF32 for convs only)")
+    prec.add_argument("--dtype", default=None, choices=V.DTYPES,
+                      help="weights and activations (the policy's params and compute)")
+    prec.add_argument("--param-dtype", default=None, choices=V.DTYPES,
+                      help="stored weights only (JAX; PyTorch refuses params != compute)")
+    prec.add_argument("--bn-dtype", default=None, choices=BN_DTYPES,
+                      help="BatchNorm statistics (float32 only)")
+    prec.add_argument("--ns-dtype", default=None, choices=V.DTYPES,
+                      help="Muon's Newton-Schulz dtype")
+    prec.add_argument("--tf32", default=None, choices=TF32_MODES,
+                      help="TF32 for float32 convs/matmuls on NVIDIA GPUs: off, conv (convs "
+                           "only, PyTorch's default), on")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help=f"JSON-lines file each run's record is appended to (default {DEFAULT_OUT})")
     p.add_argument("--quiet", action="store_true", help="no per-epoch table or progress bar")

@@ -27,13 +27,23 @@ def devices() -> list[str]:
 
 def _check(args) -> None:
     check_choice("--conv-impl", args.conv_impl, CONV_IMPLS)
+    _precision(args)
+
+
+def _precision(args):
+    """The run's precision policy (a PrecisionError, one line, for a bad part)."""
+    from .precision import resolve
+    from .train import resolve_device
+    return resolve(args.precision, device=resolve_device(args.device), dtype=args.dtype,
+                   param_dtype=args.param_dtype, bn_dtype=args.bn_dtype,
+                   ns_dtype=args.ns_dtype, tf32=args.tf32)
 
 
 def _run(args, recipe, overrides, seed, i, train, test) -> dict:
     from .train import run_recipe
     return run_recipe(recipe, seed, overrides=overrides, data_dir=args.data_dir,
                       train_data=train, test_data=test, device=args.device,
-                      ns_dtype=args.ns_dtype, conv_impl=args.conv_impl, dtype=args.dtype,
+                      precision=_precision(args), conv_impl=args.conv_impl,
                       verbose=not args.quiet, run_label=i)
 
 
