@@ -228,22 +228,25 @@ def elapsed_seconds(records, state: dict) -> float:
 
 def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_data=None,
                 test_data=None, *, progress: bool = True, log: Callable = print,
-                verbose: bool = False) -> dict:
+                verbose: bool = False, jax_vmap: int = 1) -> dict:
     """Add pairs of runs to out_dir until the plan decides (or the cap); returns
     {'finished', 'skipped', 'foreign', 'error', 'outcome'}. `runners` maps framework -> callable
     with run_recipe's signature (optionally with a `warmup` attribute). A runner that raises
     stops the loop: nothing is recorded for that run, the error is returned (one line) and what
-    finished before stays in runs.jsonl."""
+    finished before stays in runs.jsonl. `jax_vmap` K > 1: when JAX needs seed k, seeds k..k+K-1
+    (those not done, below the plan's N) are trained together as one vmapped program (their
+    records marked `vmapped`; each record's wall_seconds is its share of the group's)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the runs file's one lock in this process (airbench_common.files): appending a record takes
     # the same lock again, reentrantly; a second compare gets a LockedError naming this pid
     with locked(out_dir / RUNS_NAME):
         return _run_locked(config, out_dir, runners, train_data, test_data, progress=progress,
-                           log=log, verbose=verbose)
+                           log=log, verbose=verbose, jax_vmap=jax_vmap)
 
 
-def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, log, verbose):
+def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, log, verbose,
+                jax_vmap=1):
     cfg_path, runs_path = out_dir / CONFIG_NAME, out_dir / RUNS_NAME
     if cfg_path.exists():
         check_config(read_config(cfg_path), config, out_dir)
@@ -330,20 +333,29 @@ def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, lo
                     continue
                 if bar is not None:
                     bar.set_description_str(f"{fw} seed {seed}")
+                group = [seed]
+                if fw == "jax" and jax_vmap > 1:
+                    group = [s for s in range(seed, min(seed + jax_vmap, plan.max_runs))
+                             if (fw, s) not in done]
                 try:
-                    rec = _one_run(config, out_dir, runners[fw], fw, seed, common, train_data,
-                                   test_data, verbose, tlog)
+                    if len(group) > 1:
+                        recs = _group_run(config, out_dir, runners[fw], fw, group, common,
+                                          train_data, test_data, verbose, tlog)
+                    else:
+                        recs = [_one_run(config, out_dir, runners[fw], fw, seed, common,
+                                         train_data, test_data, verbose, tlog)]
                 except Exception as exc:  # noqa: BLE001
                     result["error"] = (f"{fw} seed {seed} failed: {type(exc).__name__}: "
                                        f"{_one_line(exc)}")
                     if verbose:
                         traceback.print_exc()
                     return result
-                records.append(rec)
-                done[(fw, seed)] = rec
-                result["finished"] += 1
-                if bar is not None:
-                    bar.update(1)
+                for rec in recs:
+                    records.append(rec)
+                    done[(fw, rec["seed"])] = rec
+                    result["finished"] += 1
+                    if bar is not None:
+                        bar.update(1)
             if bar is not None:
                 bar.set_postfix_str(_progress_text(outcome_now(), elapsed_seconds(records, state),
                                                    cap_s))
@@ -366,14 +378,37 @@ def _progress_text(out: dict, spent: float, cap_s) -> str:
             f"{out['level_difference']:.2g})")
 
 
-def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, verbose, tlog):
-    t0 = time.perf_counter()
+def _run_kwargs(config, common, verbose, tlog) -> dict:
     kwargs = dict(common, data_dir=config["data_dir"], verbose=verbose, log=tlog,
                   predictions=True)
     if not config.get("eval_every_epoch", True):
         kwargs["eval_every_epoch"] = False
-    rec = dict(runner(config["recipe"], seed, **kwargs))
-    wall = time.perf_counter() - t0
+    return kwargs
+
+
+def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, verbose, tlog):
+    t0 = time.perf_counter()
+    rec = dict(runner(config["recipe"], seed, **_run_kwargs(config, common, verbose, tlog)))
+    return _store_run(config, out_dir, rec, fw, seed, time.perf_counter() - t0, train_data,
+                      test_data)
+
+
+def _group_run(config, out_dir, runner, fw, seeds, common, train_data, test_data, verbose, tlog):
+    """`seeds` trained together (run_recipe(..., seeds=...), one vmapped program); each record
+    stored as a sequential run's, with wall_seconds its share of the group's wall time."""
+    t0 = time.perf_counter()
+    recs = runner(config["recipe"], None, seeds=list(seeds), group_size=len(seeds),
+                  **_run_kwargs(config, common, verbose, tlog))
+    wall = (time.perf_counter() - t0) / len(seeds)
+    if not isinstance(recs, list) or len(recs) != len(seeds):
+        raise RuntimeError(f"{fw} runner gave no list of {len(seeds)} records for seeds {seeds} "
+                           "(does its run_recipe take seeds=?)")
+    return [_store_run(config, out_dir, dict(rec), fw, s, wall, train_data, test_data)
+            for rec, s in zip(recs, seeds)]
+
+
+def _store_run(config, out_dir, rec, fw, seed, wall, train_data, test_data):
+    """Check and complete a runner's record, write its predictions, then append the record."""
     preds = rec.get("_predictions")
     # keys starting with "_" are in-memory extras (predictions, the jax net state)
     rec = {k: v for k, v in rec.items() if not str(k).startswith("_")}
@@ -442,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--verbose", action="store_true", help="runner logs and tracebacks")
+    p.add_argument("--jax-vmap", default="1", metavar="K",
+                   help="train K JAX seeds at a time as one vmapped program (default 1: one "
+                        "after another, the per-run timing comparable with PyTorch's)")
     return p
 
 
@@ -466,6 +504,9 @@ def _main(argv, runners) -> int:
         check_runs(_int_arg(args.runs, "--runs"))
     if args.margin is not None:
         check_margin(args.margin)
+    jax_vmap = _int_arg(args.jax_vmap, "--jax-vmap")
+    if jax_vmap < 1:
+        raise CompareError(f"--jax-vmap {jax_vmap} must be at least 1 (JAX seeds per program)")
     if args.report:
         if args.recipe or args.runs or args.resume:
             raise CompareError("--report DIR only rebuilds a report; drop --recipe/--runs/--resume")
@@ -532,7 +573,8 @@ def _main(argv, runners) -> int:
 
     try:
         result = run_compare(config, out_dir, runners, train_data, test_data,
-                             progress=not args.no_progress, verbose=args.verbose)
+                             progress=not args.no_progress, verbose=args.verbose,
+                             jax_vmap=jax_vmap)
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished runs are in {out_dir / RUNS_NAME} (re-run to resume)",
               file=sys.stderr)

@@ -179,3 +179,73 @@ def test_cli_seeds_bad_input_one_line_exit_2(framework, args, msg, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr and msg in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- parity.compare
+def _fake_record(recipe, seed, framework, test_data, **extra):
+    from airbench_common.records import make_record
+    # torch exactly one margin (smoke: 0.5 points) above jax: neither verdict before the cap
+    acc = 0.9 + 0.002 * np.sin(1.7 * seed) + (0.005 if framework == "torch" else 0.0)
+    rec = make_record(recipe=recipe, overrides={}, seed=seed, framework=framework,
+                      versions={}, device="cpu", dtype="float32", flags={}, acc=acc,
+                      acc_tta=acc, tta_level=2, train_seconds=1.0, eval_seconds=0.1, steps=4,
+                      **extra)
+    rec["_predictions"] = np.asarray(test_data[1]).astype(np.uint8)
+    return rec
+
+
+class _Runner:
+    """A fake runner that takes seeds= like airbench_jax.run_recipe; logs its calls."""
+
+    def __init__(self, framework, calls):
+        self.framework, self.calls = framework, calls
+
+    def __call__(self, recipe, seed, *, test_data=None, seeds=None, group_size=None, **kw):
+        if seeds is None:
+            self.calls.append((self.framework, seed))
+            return _fake_record(recipe, seed, self.framework, test_data)
+        self.calls.append((self.framework, tuple(seeds)))
+        assert self.framework == "jax" and seed is None and group_size == len(seeds)
+        return [_fake_record(recipe, s, "jax", test_data, vmapped=dict(group_size=len(seeds)))
+                for s in seeds]
+
+
+@pytest.fixture()
+def fake_data_dir(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 2000), ("test", 1000)):
+        np.savez(d / f"{split}.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 labels=rng.integers(0, 10, n).astype(np.uint8))
+    return d
+
+
+def test_compare_jax_vmap_groups_jax_seeds_and_keeps_one_record_each(tmp_path, fake_data_dir):
+    """--jax-vmap 3 with 5 runs per side: JAX trains seeds 0-2 then 3-4 as groups (never beyond
+    the plan's N), PyTorch one seed at a time; one record and one predictions file per
+    (framework, seed); each grouped record's wall_seconds is its share of the group's."""
+    from airbench_common.records import read_records
+    from parity import compare
+    calls = []
+    runners = {fw: _Runner(fw, calls) for fw in ("jax", "torch")}
+    out = tmp_path / "out"
+    rc = compare.main(["--preset", "smoke", "--runs", "5", "--out", str(out), "--data-dir",
+                       str(fake_data_dir), "--no-progress", "--no-plots", "--jax-vmap", "3"],
+                      runners=runners)
+    assert rc == 0
+    assert calls[:2] == [("jax", (0, 1, 2)), ("torch", 0)]
+    assert [c for c in calls if c[0] == "jax"] == [("jax", (0, 1, 2)), ("jax", (3, 4))]
+    assert [c[1] for c in calls if c[0] == "torch"] == [0, 1, 2, 3, 4]
+    recs = read_records(out / "runs.jsonl")
+    keys = sorted((r["framework"], r["seed"]) for r in recs)
+    assert keys == sorted({(fw, s) for fw in ("jax", "torch") for s in range(5)})
+    assert all((out / "predictions" / f"{fw}-seed{s}.npy").exists() for fw, s in keys)
+    assert [r["vmapped"]["group_size"] for r in recs if r["framework"] == "jax"] == [3, 3, 3, 2, 2]
+
+
+def test_compare_jax_vmap_bad_value_is_one_line_error(tmp_path, fake_data_dir, capsys):
+    from parity import compare
+    rc = compare.main(["--preset", "smoke", "--out", str(tmp_path / "o"), "--data-dir",
+                       str(fake_data_dir), "--jax-vmap", "0"], runners={})
+    assert rc == 2 and "--jax-vmap 0 must be at least 1" in capsys.readouterr().err
