@@ -407,8 +407,9 @@ def _group_run(config, out_dir, runner, fw, seeds, common, train_data, test_data
             for rec, s in zip(recs, seeds)]
 
 
-def _store_run(config, out_dir, rec, fw, seed, wall, train_data, test_data):
-    """Check and complete a runner's record, write its predictions, then append the record."""
+def _store_run(config, out_dir, rec, fw, seed, wall, train_data, test_data, append=None):
+    """Check and complete a runner's record, write its predictions, then append the record
+    (`append(path, record)`, default append_record; parity.engine appends once per key)."""
     preds = rec.get("_predictions")
     # keys starting with "_" are in-memory extras (predictions, the jax net state)
     rec = {k: v for k, v in rec.items() if not str(k).startswith("_")}
@@ -438,7 +439,7 @@ def _store_run(config, out_dir, rec, fw, seed, wall, train_data, test_data):
         rec.setdefault("machine", {}).setdefault("cpu_count", os.cpu_count())
     except (OSError, AttributeError):
         pass
-    append_record(out_dir / RUNS_NAME, rec)
+    (append or append_record)(out_dir / RUNS_NAME, rec)
     return rec
 
 
@@ -477,6 +478,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--verbose", action="store_true", help="runner logs and tracebacks")
+    p.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="where the runs execute: local (this process, pairs in order; default) "
+                        "or dask (each run a task on a Dask cluster, see --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDR|local:N",
+                   help="with --engine dask: a scheduler address (tcp://host:8786) or local:N "
+                        "(N worker processes on this machine, started and stopped here)")
+    p.add_argument("--shard", metavar="i/N",
+                   help="run only shard i of N of the runs (seeds below --runs, both "
+                        "frameworks), for plain job arrays writing one --out folder")
     p.add_argument("--jax-vmap", default="1", metavar="K",
                    help="train K JAX seeds at a time as one vmapped program (default 1: one "
                         "after another, the per-run timing comparable with PyTorch's)")
@@ -565,6 +575,10 @@ def _main(argv, runners) -> int:
     if not p.trains:
         print(f"note: preset {preset} checks the plumbing; its accuracies are not "
               "expected to mean anything")
+    if args.engine == "dask" or args.shard is not None:
+        return _main_engine(args, config, out_dir, runners, _report)
+    if args.scheduler is not None:
+        raise CompareError("--scheduler needs --engine dask")
     if runners is None:
         try:
             runners = get_runners(frameworks)
@@ -585,6 +599,34 @@ def _main(argv, runners) -> int:
         n = len(read_records(out_dir / RUNS_NAME))
         print(f"error: {result['error']} ({n} finished runs kept in {out_dir / RUNS_NAME}; "
               "re-run the same command to resume)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main_engine(args, config, out_dir, runners, report_mod) -> int:
+    """--engine dask / --shard i/N (parity.engine): runs as independent tasks, then the report
+    from everything in out_dir."""
+    from . import engine  # noqa: PLC0415 - the default path imports no engine
+    if args.engine == "dask" and args.shard is not None:
+        raise CompareError("--engine dask and --shard both given; give one (a shard runs its "
+                           "part in this process)")
+    if args.jax_vmap != "1":
+        raise CompareError("--jax-vmap works with the local engine only (an engine task is one "
+                           "(framework, seed) run)")
+    try:
+        if args.shard is not None:
+            result = engine.run_shard(config, out_dir, engine.parse_shard(args.shard),
+                                      runners=runners)
+        else:
+            result = engine.run_dask(config, out_dir, args.scheduler)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished runs are in {out_dir / RUNS_NAME} (re-run to resume)",
+              file=sys.stderr)
+        return 130
+    _safe_report(report_mod, out_dir, None, not args.no_plots)
+    if result.get("error"):
+        print(f"error: {result['error']} (finished runs kept in {out_dir / RUNS_NAME}; re-run "
+              "the same command to resume)", file=sys.stderr)
         return 1
     return 0
 
