@@ -249,3 +249,20 @@ def test_compare_jax_vmap_bad_value_is_one_line_error(tmp_path, fake_data_dir, c
     rc = compare.main(["--preset", "smoke", "--out", str(tmp_path / "o"), "--data-dir",
                        str(fake_data_dir), "--jax-vmap", "0"], runners={})
     assert rc == 2 and "--jax-vmap 0 must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_jax_vmap_with_the_real_runner(tmp_path, fake_data_dir):
+    """python -m parity.compare --jax-vmap 3 with airbench_jax's runner (smoke preset): one group
+    of 3 seeds, one record and predictions file per seed, each marked vmapped."""
+    from airbench_common.records import read_records
+    from parity import compare
+    out = tmp_path / "out"
+    rc = compare.main(["--preset", "smoke", "--runs", "3", "--frameworks", "jax", "--out",
+                       str(out), "--data-dir", str(fake_data_dir), "--no-progress", "--no-plots",
+                       "--jax-vmap", "3"])
+    assert rc == 0
+    recs = read_records(out / "runs.jsonl")
+    assert sorted(r["seed"] for r in recs) == [0, 1, 2]
+    assert all(r["vmapped"]["seeds"] == [0, 1, 2] for r in recs)
+    assert all((out / r["predictions"]).exists() for r in recs)
