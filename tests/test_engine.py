@@ -253,3 +253,21 @@ def test_shards_one_killed_mid_run_then_rerun(tmp_path, reference):
     assert res == ref
     print(f"shards: shard 0 killed with {done_before} of its 3 runs on disk; after its rerun "
           f"{sum(counts.values())} records, none twice")
+
+
+def test_each_process_warms_up_a_framework_once_before_its_first_run(tmp_path, data_dir):
+    """As compare does: compilation (the runner's warmup) before the first timed run of each
+    framework in a worker process, once per comparison."""
+    calls = []
+
+    class Warm(FakeRunner):
+        def warmup(self, recipe, **kw):
+            calls.append((self.framework, "warmup"))
+
+    cfg = _config(data_dir)
+    engine._WARM.clear()
+    for seed in (0, 1):
+        for fw in ("jax", "torch"):
+            engine.run_task(cfg, str(tmp_path / "o"), fw, seed, runner=Warm(fw, calls))
+    assert calls == [("jax", "warmup"), ("jax", 0), ("torch", "warmup"), ("torch", 0),
+                     ("jax", 1), ("torch", 1)]
