@@ -41,6 +41,9 @@ class Framework:
     check: Callable[[argparse.Namespace], None]  # raise UsageError for unsupported combinations
     run: Callable[..., dict]                    # run(args, recipe, seed, run_index, train, test)
     device_aliases: dict = dataclasses.field(default_factory=dict)
+    # run_seeds(args, recipe, overrides, seeds, train, test) -> iterator of records, one per seed
+    # in order, for --seeds (JAX: the seeds trained together, vmapped); None: one run per seed
+    run_seeds: Callable[..., Any] | None = None
 
 
 def recipe_lines() -> str:
@@ -60,6 +63,9 @@ def build_parser(fw: Framework) -> Parser:
                    help="recipe to run (listed below; default airbench94)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first run; run i uses seed+i")
     p.add_argument("--runs", type=int, default=1, help="number of runs (>= 1)")
+    p.add_argument("--seeds", default=None, metavar="A:B",
+                   help="run seeds A..B-1 (or S1,S2,...) instead of --seed/--runs; the JAX side "
+                        "trains them together as one vmapped program, PyTorch one after another")
     p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe hyper-parameter (repeatable), e.g. --set lr=10")
@@ -117,6 +123,12 @@ def main(fw: Framework, argv=None) -> int:
     recipe = get_recipe(args.recipe, **overrides)
     args.runs = V.check_runs(args.runs)
     args.seed = V.check_seeds(args.seed, args.runs)
+    if args.seeds is not None:
+        if (args.seed, args.runs) != (0, 1):
+            raise V.OptionError("--seeds and --seed/--runs both given; give one")
+        seeds = V.parse_seeds(args.seeds)
+    else:
+        seeds = list(range(args.seed, args.seed + args.runs))
     out = V.check_out_file(args.out)
     args.device = V.check_device(args.device, fw.devices(), fw.device_aliases)
     fw.check(args)
@@ -131,13 +143,19 @@ def main(fw: Framework, argv=None) -> int:
 
     # -- run; each record is on disk before the next run starts
     accs, status = [], 0
-    for i in range(args.runs):
-        seed = args.seed + i
+    if args.seeds is not None and fw.run_seeds is not None:
+        runs = iter(fw.run_seeds(args, recipe.name, overrides, seeds, train, test))
+    else:
+        runs = (fw.run(args, recipe.name, overrides, seed, i, train, test)
+                for i, seed in enumerate(seeds))
+    for i, seed in enumerate(seeds):
         try:
-            rec = fw.run(args, recipe.name, overrides, seed, i, train, test)
+            rec = next(runs)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"interrupted (Ctrl-C) in run {i}; {i} finished run(s) are "
                                     f"in {out}") from None
+        if rec["seed"] != seed:
+            raise RuntimeError(f"run {i}: record of seed {rec['seed']}, expected seed {seed}")
         rec["data"] = {**rec.get("data", {}), **data}
         append_record(out, rec)
         if rec["status"] != "ok":

@@ -208,10 +208,13 @@ def train_step(state: TrainState, images, labels):
     return state, loss
 
 
-def _train_epoch(state: TrainState, padded, labels, epoch, key):
+def _train_epoch(state: TrainState, padded, labels, epoch, key, preflip=None):
     """One epoch as a lax.scan over batches with on-device augmentation. `padded` is the
     normalized (pre-flipped) training set, reflect-padded by recipe.translate. Steps past the
-    recipe's total are skipped (the last, partial epoch)."""
+    recipe's total are skipped (the last, partial epoch). `preflip` (bool per image, or None):
+    flip these images of `padded` as they are gathered, the same pixels as a pre-flipped copy
+    (reflect padding commutes with a horizontal flip), so seeds trained together share one
+    unflipped copy of the training set (airbench_jax.seeds)."""
     r = state.recipe
     bs = r.batch_size
     spe = padded.shape[0] // bs
@@ -220,7 +223,10 @@ def _train_epoch(state: TrainState, padded, labels, epoch, key):
 
     def body(st, i):
         idx = jax.lax.dynamic_slice(order, (i * bs,), (bs,))
-        x = aug.augment_batch(jax.random.fold_in(k_aug, i), padded[idx], epoch,
+        xb = padded[idx]
+        if preflip is not None:
+            xb = jnp.where(preflip[idx][:, None, None, None], aug.flip_lr(xb), xb)
+        x = aug.augment_batch(jax.random.fold_in(k_aug, i), xb, epoch,
                               flip=r.flip, altflip=r.altflip, cutout_size=r.cutout)
         y = labels[idx]
 
@@ -428,11 +434,25 @@ def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=N
                test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                verbose: bool = False, eval_every_epoch: bool = True, log: Callable = print,
                dtype=None, predictions: bool = False, run_label=None, precision=None,
-               param_dtype=None, tf32=None) -> dict:
+               param_dtype=None, tf32=None, seeds=None, group_size: int | None = None):
     """A full run -> run record (airbench_common.records.make_record). Timing: train_seconds
     excludes compilation (AOT lower+compile first, reported as compile_seconds). precision: the
     policy (airbench_common.precision; None: the device's default), parts overridden by dtype,
-    param_dtype, ns_dtype, tf32; recorded as the record's `precision`."""
+    param_dtype, ns_dtype, tf32; recorded as the record's `precision`.
+    With `seeds=[...]` (and seed None): those seeds trained together as one vmapped program,
+    `group_size` at a time (None: as many as fit in memory) -> a list of records, one per seed
+    (airbench_jax.seeds)."""
+    if seeds is not None:
+        if seed is not None:
+            from airbench_common.errors import UsageError
+            raise UsageError(f"give seed or seeds, not both (seed {seed!r}, seeds {seeds!r})")
+        from .seeds import run_seeds
+        return run_seeds(recipe, seeds, overrides=overrides, data_dir=data_dir,
+                         train_data=train_data, test_data=test_data, device=device,
+                         ns_dtype=ns_dtype, conv_impl=conv_impl, dtype=dtype,
+                         precision=precision, param_dtype=param_dtype, tf32=tf32,
+                         eval_every_epoch=eval_every_epoch, group_size=group_size,
+                         predictions=predictions, log=log, verbose=verbose)
     rec, _ = run_recipe_with_state(recipe, seed, overrides=overrides, data_dir=data_dir,
                                    train_data=train_data, test_data=test_data, device=device,
                                    ns_dtype=ns_dtype, conv_impl=conv_impl, verbose=verbose,
