@@ -64,8 +64,8 @@ def main(argv=None):
     seq_fn = train_epoch.lower(seq_in[0][0], seq_in[0][1], ys, 0, seq_in[0][2]).compile()
     seq_compile = time.perf_counter() - t
     # vmapped: all N in one program, the training set held once
-    vst, vkeys, vpre = S.init_group(r, a.n_train, seeds, whiten, ns_dtype=None,
-                                    conv_impl="auto", dtype=jnp.float32)
+    vst, vkeys, vpre = S.init_group(r, a.n_train, seeds, whiten, conv_impl="auto",
+                                    precision="float32")
     padded = aug.pad_reflect(aug.normalize(xs), r.translate)
     t = time.perf_counter()
     vm_fn = S.group_epoch.lower(vst, padded, ys, 0, vkeys, vpre).compile()

@@ -33,7 +33,7 @@ def _vmapped(r, seeds, x, y):
     from airbench_jax import seeds as S
     xs = jnp.asarray(x)
     st, keys, pre = S.init_group(r, len(x), seeds, aug.normalize(xs[:r.whiten_images]),
-                                 ns_dtype=jnp.float32, conv_impl="matmul", dtype=jnp.float32)
+                                 conv_impl="matmul", precision="float32")
     padded = aug.pad_reflect(aug.normalize(xs), r.translate)
     st, (losses, _, _) = S.group_epoch(st, padded, jnp.asarray(y), 0, keys, pre)
     return st, losses
