@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from . import validate as V
 from .data import dataset_label, load_cifar10, resolve_data_dir
+from .precision import BN_DTYPES, POLICIES, TF32_MODES
 from .recipes import RECIPES, get_recipe, parse_overrides
 from .records import append_record
 
@@ -40,6 +41,9 @@ class Framework:
     check: Callable[[argparse.Namespace], None]  # raise UsageError for unsupported combinations
     run: Callable[..., dict]                    # run(args, recipe, seed, run_index, train, test)
     device_aliases: dict = dataclasses.field(default_factory=dict)
+    # run_seeds(args, recipe, overrides, seeds, train, test) -> iterator of records, one per seed
+    # in order, for --seeds (JAX: the seeds trained together, vmapped); None: one run per seed
+    run_seeds: Callable[..., Any] | None = None
 
 
 def recipe_lines() -> str:
@@ -59,6 +63,9 @@ def build_parser(fw: Framework) -> Parser:
                    help="recipe to run (listed below; default airbench94)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first run; run i uses seed+i")
     p.add_argument("--runs", type=int, default=1, help="number of runs (>= 1)")
+    p.add_argument("--seeds", default=None, metavar="A:B",
+                   help="run seeds A..B-1 (or S1,S2,...) instead of --seed/--runs; the JAX side "
+                        "trains them together as one vmapped program, PyTorch one after another")
     p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe hyper-parameter (repeatable), e.g. --set lr=10")
@@ -68,10 +75,24 @@ def build_parser(fw: Framework) -> Parser:
                    help="CIFAR-10 folder (default: $AIRBENCH_DATA, else ~/.cache/airbench/cifar10)")
     p.add_argument("--device", default=None,
                    help="device to run on, e.g. cpu, cuda, cuda:1 (default: the framework's)")
-    p.add_argument("--dtype", default=None, choices=V.DTYPES,
-                   help="compute dtype (default: float32 on CPU, the GPU policy on GPU)")
-    p.add_argument("--ns-dtype", default=None, choices=V.DTYPES,
-                   help="Muon's Newton-Schulz dtype (default: float32 on CPU, bfloat16 on GPU)")
+    prec = p.add_argument_group(
+        "precision", "one policy on both sides (airbench_common/precision.py); the options after "
+        "--precision override one part each, and the record's `precision` says what ran")
+    prec.add_argument("--precision", default=None, choices=tuple(POLICIES), metavar="NAME",
+                      help="precision policy: " + ", ".join(POLICIES) + " (default: float32 on "
+                           "CPU, upstream on GPU: float16 weights and activations, float32 "
+                           "BatchNorm, bfloat16 Newton-Schulz, TF32 for convs only)")
+    prec.add_argument("--dtype", default=None, choices=V.DTYPES,
+                      help="weights and activations (the policy's params and compute)")
+    prec.add_argument("--param-dtype", default=None, choices=V.DTYPES,
+                      help="stored weights only (JAX; PyTorch refuses params != compute)")
+    prec.add_argument("--bn-dtype", default=None, choices=BN_DTYPES,
+                      help="BatchNorm statistics (float32 only)")
+    prec.add_argument("--ns-dtype", default=None, choices=V.DTYPES,
+                      help="Muon's Newton-Schulz dtype")
+    prec.add_argument("--tf32", default=None, choices=TF32_MODES,
+                      help="TF32 for float32 convs/matmuls on NVIDIA GPUs: off, conv (convs "
+                           "only, PyTorch's default), on")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help=f"JSON-lines file each run's record is appended to (default {DEFAULT_OUT})")
     p.add_argument("--quiet", action="store_true", help="no per-epoch table or progress bar")
@@ -102,6 +123,12 @@ def main(fw: Framework, argv=None) -> int:
     recipe = get_recipe(args.recipe, **overrides)
     args.runs = V.check_runs(args.runs)
     args.seed = V.check_seeds(args.seed, args.runs)
+    if args.seeds is not None:
+        if (args.seed, args.runs) != (0, 1):
+            raise V.OptionError("--seeds and --seed/--runs both given; give one")
+        seeds = V.parse_seeds(args.seeds)
+    else:
+        seeds = list(range(args.seed, args.seed + args.runs))
     out = V.check_out_file(args.out)
     args.device = V.check_device(args.device, fw.devices(), fw.device_aliases)
     fw.check(args)
@@ -116,13 +143,19 @@ def main(fw: Framework, argv=None) -> int:
 
     # -- run; each record is on disk before the next run starts
     accs, status = [], 0
-    for i in range(args.runs):
-        seed = args.seed + i
+    if args.seeds is not None and fw.run_seeds is not None:
+        runs = iter(fw.run_seeds(args, recipe.name, overrides, seeds, train, test))
+    else:
+        runs = (fw.run(args, recipe.name, overrides, seed, i, train, test)
+                for i, seed in enumerate(seeds))
+    for i, seed in enumerate(seeds):
         try:
-            rec = fw.run(args, recipe.name, overrides, seed, i, train, test)
+            rec = next(runs)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"interrupted (Ctrl-C) in run {i}; {i} finished run(s) are "
                                     f"in {out}") from None
+        if rec["seed"] != seed:
+            raise RuntimeError(f"run {i}: record of seed {rec['seed']}, expected seed {seed}")
         rec["data"] = {**rec.get("data", {}), **data}
         append_record(out, rec)
         if rec["status"] != "ok":

@@ -78,6 +78,29 @@ def check_seeds(seed, runs: int = 1) -> int:
     return seed
 
 
+def parse_seeds(text, name: str = "--seeds") -> list[int]:
+    """A seed list: 'A:B' (seeds A..B-1, as a Python range), 'S' (one seed) or 'S1,S2,...';
+    every seed in [0, 2**32), each once."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            a, b = (int(v) for v in text.split(":"))
+            seeds = list(range(a, b))
+        else:
+            seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise OptionError(f"{name} {text!r} is not a seed list; give A:B (seeds A..B-1), e.g. "
+                          "0:8, or S1,S2,...") from None
+    if not seeds:
+        raise OptionError(f"{name} {text!r} names no seed; give A:B with A < B, e.g. 0:8")
+    bad = next((s for s in seeds if not 0 <= s < SEED_LIMIT), None)
+    if bad is not None:
+        raise OptionError(f"{name} {text!r}: seed {bad} is outside [0, {SEED_LIMIT})")
+    if len(set(seeds)) != len(seeds):
+        raise OptionError(f"{name} {text!r} names a seed twice; name each seed once")
+    return seeds
+
+
 def check_n_train(n_train, available: int) -> int:
     """The first n_train of `available` training images: 1 <= n_train <= available."""
     if n_train is None:

@@ -55,9 +55,10 @@ def _pads(kh: int, kw: int, padding: str):
     return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)
 
 
-def conv_native(x, w, padding: str = "SAME"):
+def conv_native(x, w, padding: str = "SAME", precision=None):
     return lax.conv_general_dilated(x, w, (1, 1), padding,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision=precision)
 
 
 def im2col(x, kh: int, kw: int, padding: str = "SAME"):
@@ -70,12 +71,12 @@ def im2col(x, kh: int, kw: int, padding: str = "SAME"):
                            axis=-1)
 
 
-def conv_matmul(x, w, padding: str = "SAME"):
+def conv_matmul(x, w, padding: str = "SAME", precision=None):
     """im2col, then one matmul."""
     kh, kw, cin, cout = w.shape
     cols = im2col(x, kh, kw, padding)
     n, ho, wo, k = cols.shape
-    out = cols.reshape(n * ho * wo, k) @ w.reshape(k, cout)
+    out = jnp.matmul(cols.reshape(n * ho * wo, k), w.reshape(k, cout), precision=precision)
     return out.reshape(n, ho, wo, cout)
 
 
@@ -113,5 +114,12 @@ conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
 _CONVS = dict(native=conv_native, matmul=conv_matmul, hybrid=conv_hybrid)
 
 
-def conv2d(x, w, padding: str = "SAME", impl: str = "auto"):
-    return _CONVS[resolve_impl(impl)](x, w, padding)
+def conv2d(x, w, padding: str = "SAME", impl: str = "auto", precision: str | None = None):
+    """`precision`: None (JAX's default matmul precision, the process's setting) or a
+    lax.Precision name ('default' allows TF32 for float32 on Ampere+, 'highest' does not);
+    'hybrid' ignores it (CPU-only, where precision has no effect)."""
+    fn = _CONVS[resolve_impl(impl)]
+    if precision is None or fn is conv_hybrid:
+        return fn(x, w, padding)
+    return fn(x, w, padding, lax.Precision[precision.upper()] if isinstance(precision, str)
+              else precision)

@@ -178,7 +178,8 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
     dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
     with jax.default_device(loader.device or jax.devices()[0]):
         net = (make_net() if make_net is not None
-               else _model.make_net(r, k_net, conv_impl=conv_impl, dtype=dtype))
+               else _model.make_net(r, k_net, conv_impl=conv_impl, dtype=dtype,
+                                    param_dtype=dtype))
         state = init_train_state(r, len(loader.images), k_state,
                                  whiten_images=loader.normalize(loader.images[:r.whiten_images]),
                                  net=net, ns_dtype=ns_dtype, conv_impl=conv_impl, dtype=dtype)

@@ -118,31 +118,36 @@ class BatchNorm(nnx.Module):
 
 
 class Conv(nnx.Module):
-    """3x3 'same' conv, no bias; PyTorch default init then Dirac on the first Cin filters."""
+    """3x3 'same' conv, no bias; PyTorch default init then Dirac on the first Cin filters (made in
+    float32, then stored in `param_dtype`, as PyTorch's net.half() after its float32 init)."""
 
-    def __init__(self, cin: int, cout: int, key, impl: str, dtype):
+    def __init__(self, cin: int, cout: int, key, impl: str, dtype, param_dtype=jnp.float32,
+                 precision=None):
         w = _torch_uniform(key, (3, 3, cin, cout), cin * 9)
         n = min(cin, cout)
         w = w.at[:, :, :, :n].set(0.0)
         w = w.at[1, 1, jnp.arange(n), jnp.arange(n)].set(1.0)
-        self.kernel = nnx.Param(w)
+        self.kernel = nnx.Param(w.astype(param_dtype))
         self.impl = impl
         self.dtype = dtype
+        self.precision = precision
 
     def __call__(self, x):
-        return conv2d(x, self.kernel[...].astype(self.dtype), "SAME", self.impl)
+        return conv2d(x, self.kernel[...].astype(self.dtype), "SAME", self.impl, self.precision)
 
 
 class ConvGroup(nnx.Module):
-    def __init__(self, cin, cout, depth, r: Recipe, key, impl, dtype):
+    def __init__(self, cin, cout, depth, r: Recipe, key, impl, dtype, param_dtype=jnp.float32,
+                 precision=None):
         keys = jax.random.split(key, 3)
         self.depth = depth
-        self.conv1 = Conv(cin, cout, keys[0], impl, dtype)
+        kw = dict(param_dtype=param_dtype, precision=precision)
+        self.conv1 = Conv(cin, cout, keys[0], impl, dtype, **kw)
         self.norm1 = BatchNorm(cout, r.bn_momentum, r.bn_eps)
-        self.conv2 = Conv(cout, cout, keys[1], impl, dtype)
+        self.conv2 = Conv(cout, cout, keys[1], impl, dtype, **kw)
         self.norm2 = BatchNorm(cout, r.bn_momentum, r.bn_eps)
         if depth == 3:
-            self.conv3 = Conv(cout, cout, keys[2], impl, dtype)
+            self.conv3 = Conv(cout, cout, keys[2], impl, dtype, **kw)
             self.norm3 = BatchNorm(cout, r.bn_momentum, r.bn_eps)
 
     def __call__(self, x, train: bool):
@@ -155,45 +160,78 @@ class ConvGroup(nnx.Module):
         return x
 
 
+def _precisions(dtype, tf32: str):
+    """(conv precision, head precision) for a TF32 mode (see CifarNet)."""
+    if jnp.dtype(dtype) != jnp.float32:
+        return None, None
+    if tf32 not in ("off", "conv", "on"):
+        from airbench_common.precision import PrecisionError
+        raise PrecisionError(f"tf32 {tf32!r} is not one of off, conv, on")
+    return ("highest" if tf32 == "off" else "default",
+            "default" if tf32 == "on" else "highest")
+
+
 class CifarNet(nnx.Module):
+    """`dtype`: activations and convolutions (the policy's `compute`); `param_dtype`: the stored
+    conv kernels, whitening kernel and bias, and head (`params`; BatchNorm stays float32);
+    `tf32`: the policy's TF32 mode, which sets the explicit `precision` of float32 convolutions
+    and of the head ('off': HIGHEST everywhere; 'conv': convolutions DEFAULT, which lets cuDNN use
+    TF32 on Ampere and later, the head HIGHEST; 'on': both DEFAULT), so it does not depend on
+    the process's jax_default_matmul_precision. 16-bit compute passes no precision (TF32 is a
+    float32 mode); neither has any effect on CPU."""
+
     def __init__(self, widths, depth: int, r: Recipe, key, *, conv_impl: str = "auto",
-                 dtype=jnp.float32, head_scale: float | None = None):
+                 dtype=jnp.float32, head_scale: float | None = None, param_dtype=jnp.float32,
+                 tf32: str = "off"):
         k_wb, k1, k2, k3, k_head = jax.random.split(key, 5)
         impl = resolve_impl(conv_impl)
         self.conv_impl = impl
         self.dtype = jnp.dtype(dtype)
+        self.param_dtype = pdt = jnp.dtype(param_dtype)
+        self.tf32 = tf32
+        conv_precision, self.head_precision = _precisions(self.dtype, tf32)
+        self.conv_precision = conv_precision
         kk = r.whiten_kernel
         self.whiten_kernel = WhitenKernel(
-            _torch_uniform(k_wb, (kk, kk, 3, WHITEN_WIDTH), 3 * kk * kk))
+            _torch_uniform(k_wb, (kk, kk, 3, WHITEN_WIDTH), 3 * kk * kk).astype(pdt))
         if getattr(r, "whiten_bias_init", "zero") == "default":  # airbench94_muon: nn.Conv2d init
             k_wb, k_b = jax.random.split(k_wb)
             wb = _torch_uniform(k_b, (WHITEN_WIDTH,), 3 * kk * kk)
         else:                                                  # library Conv: zero bias
             wb = jnp.zeros((WHITEN_WIDTH,), jnp.float32)
-        self.whiten_bias = nnx.Param(wb)
+        self.whiten_bias = nnx.Param(wb.astype(pdt))
         w1, w2, w3 = (int(w) for w in widths)
-        self.group1 = ConvGroup(WHITEN_WIDTH, w1, depth, r, k1, impl, self.dtype)
-        self.group2 = ConvGroup(w1, w2, depth, r, k2, impl, self.dtype)
-        self.group3 = ConvGroup(w2, w3, depth, r, k3, impl, self.dtype)
+        kw = dict(param_dtype=pdt, precision=conv_precision)
+        self.group1 = ConvGroup(WHITEN_WIDTH, w1, depth, r, k1, impl, self.dtype, **kw)
+        self.group2 = ConvGroup(w1, w2, depth, r, k2, impl, self.dtype, **kw)
+        self.group3 = ConvGroup(w2, w3, depth, r, k3, impl, self.dtype, **kw)
         head = _torch_uniform(k_head, (w3, 10), w3)
         if r.head_unit_std:
             head = head / jnp.std(head, ddof=1)  # torch's w.std() is the unbiased one
-        self.head = nnx.Param(head)
+        self.head = nnx.Param(head.astype(pdt))
         self.head_scale = float(r.head_scale if head_scale is None else head_scale)
 
     def __call__(self, x, train: bool = False):
         x = x.astype(self.dtype)
-        x = conv2d(x, self.whiten_kernel[...].astype(self.dtype), "VALID", self.conv_impl)
-        x = gelu(x + self.whiten_bias[...].astype(self.dtype))
+        x = conv2d(x, self.whiten_kernel[...].astype(self.dtype), "VALID", self.conv_impl,
+                   self.conv_precision)
+        # the bias added in >= float32 (as a conv's fused bias), so that its gradient, a sum over
+        # batch x 31 x 31 positions, accumulates in float32: XLA:CPU sums float16 in float16,
+        # which made the 16-bit policies' whitening-bias step 0.7 (relative) off PyTorch's
+        wide = jnp.promote_types(self.dtype, jnp.float32)
+        x = gelu((x.astype(wide) + self.whiten_bias[...].astype(wide)).astype(self.dtype))
         x = self.group1(x, train)
         x = self.group2(x, train)
         x = self.group3(x, train)
         x = maxpool(x, 3).reshape(x.shape[0], -1)
-        return (x.astype(jnp.promote_types(x.dtype, jnp.float32)) @ self.head[...]) * self.head_scale
+        # the head in the compute dtype, as PyTorch's half Linear (the loss widens to float32)
+        logits = jnp.matmul(x, self.head[...].astype(self.dtype), precision=self.head_precision)
+        return logits * jnp.asarray(self.head_scale, self.dtype)
 
 
 def make_net(recipe: Recipe | str = "airbench94", key=None, *, conv_impl: str = "auto",
-             dtype=jnp.float32, proxy: bool = False) -> CifarNet:
+             dtype=jnp.float32, proxy: bool = False, param_dtype=jnp.float32,
+             tf32: str = "off") -> CifarNet:
     """The recipe's net (a Recipe or a recipe name; or its airbench96_faster proxy net) with
     PyTorch-default init from `key` (a PRNG key or an int seed; None: PRNGKey(0)). Whitening
     is set later, from data (set_whitening)."""
@@ -202,13 +240,27 @@ def make_net(recipe: Recipe | str = "airbench94", key=None, *, conv_impl: str = 
         key = jax.random.PRNGKey(0)
     if isinstance(key, int):
         key = jax.random.PRNGKey(key)
+    kw = dict(conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype, tf32=tf32)
     if proxy:
-        return CifarNet(recipe.proxy_widths, recipe.proxy_depth, recipe, key,
-                        conv_impl=conv_impl, dtype=dtype)
-    return CifarNet(recipe.widths, recipe.depth, recipe, key, conv_impl=conv_impl, dtype=dtype)
+        return CifarNet(recipe.proxy_widths, recipe.proxy_depth, recipe, key, **kw)
+    return CifarNet(recipe.widths, recipe.depth, recipe, key, **kw)
 
 
 # ----------------------------------------------------------------------------- whitening
+@functools.partial(jax.jit, static_argnums=1)
+def _patch_moments(x, kernel: int):
+    """sum over all k x k patches of x of f f^T, features in PyTorch's (c, h, w) order. At module
+    level, so that it compiles once per shape (a jit made inside patch_covariance compiled anew on
+    every call: ~0.3 s of every run's timed setup)."""
+    n, h, w, c = x.shape
+    ho, wo = h - kernel + 1, w - kernel + 1
+    # feature index = ch*k*k + i*k + j
+    feats = jnp.stack([x[:, i:i + ho, j:j + wo, ch] for ch in range(c)
+                       for i in range(kernel) for j in range(kernel)], axis=-1)
+    f = feats.reshape(-1, c * kernel * kernel)
+    return f.T @ f
+
+
 def patch_covariance(images, kernel: int = 2, chunk: int = 1000) -> np.ndarray:
     """(c*k*k, c*k*k) second-moment matrix of all k x k patches, features in PyTorch's (c, h, w)
     order; images: normalized NHWC float."""
@@ -216,20 +268,9 @@ def patch_covariance(images, kernel: int = 2, chunk: int = 1000) -> np.ndarray:
     c = images.shape[-1]
     acc = jnp.zeros((c * kernel * kernel,) * 2, jnp.float32)
     count = 0
-
-    @jax.jit
-    def part(x):
-        n, h, w, _ = x.shape
-        ho, wo = h - kernel + 1, w - kernel + 1
-        # feature index = ch*k*k + i*k + j
-        feats = jnp.stack([x[:, i:i + ho, j:j + wo, ch] for ch in range(c)
-                           for i in range(kernel) for j in range(kernel)], axis=-1)
-        f = feats.reshape(-1, c * kernel * kernel)
-        return f.T @ f
-
     for s in range(0, images.shape[0], chunk):
         x = images[s:s + chunk]
-        acc = acc + part(x)
+        acc = acc + _patch_moments(x, kernel)
         count += x.shape[0] * (x.shape[1] - kernel + 1) * (x.shape[2] - kernel + 1)
     return np.asarray(acc / count)
 
@@ -246,4 +287,5 @@ def whitening_kernel(images, kernel: int = 2, eps: float = 5e-4) -> jnp.ndarray:
 
 
 def set_whitening(net: CifarNet, images, eps: float) -> None:
-    net.whiten_kernel[...] = whitening_kernel(images, net.whiten_kernel[...].shape[0], eps)
+    k = net.whiten_kernel[...]
+    net.whiten_kernel[...] = whitening_kernel(images, k.shape[0], eps).astype(k.dtype)

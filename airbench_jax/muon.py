@@ -96,8 +96,13 @@ def muon(learning_rates, momentum: float, ns_steps: int = 3, eps: float = 1e-7,
                 o = newton_schulz(g.reshape(g.shape[0], -1), ns_steps, eps, ns_dtype).reshape(g.shape)
             o = o.astype(p.dtype)
             if renormalize:
+                # as PyTorch's p.mul_(sqrt(out) / p.norm()): the norm accumulated in >= float32,
+                # the norm and the scale rounded to p's dtype, the product in p's dtype
                 out = p.shape[-1] if p.ndim == 4 else p.shape[0]
-                pr = p * (jnp.sqrt(jnp.float32(out)) / jnp.sqrt(jnp.sum(jnp.square(p))))
+                wide = jnp.promote_types(p.dtype, jnp.float32)
+                norm = jnp.sqrt(jnp.sum(jnp.square(p.astype(wide)))).astype(p.dtype)
+                scale = (jnp.sqrt(jnp.asarray(out, wide)) / norm.astype(wide)).astype(p.dtype)
+                pr = p * scale
                 return (pr - p) - lr * o
             return -lr * o
 

@@ -27,16 +27,19 @@ from airbench_common.table import Table
 from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
 
 from . import augment as aug
+from . import precision as prec
 from .model import CifarNet, make_net, set_whitening
 from .optim import build_optimizer
 
 
 def default_ns_dtype():
-    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    """Newton-Schulz dtype of the default precision policy (float32 on CPU, bfloat16 on GPU)."""
+    return jnp.dtype(prec.resolve().newton_schulz)
 
 
 def default_dtype():
-    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    """Compute dtype of the default precision policy (float32 on CPU, float16 on GPU)."""
+    return jnp.dtype(prec.resolve().compute)
 
 
 @struct.dataclass
@@ -65,17 +68,26 @@ def _split(net):
 
 
 def init_train_state(recipe: Recipe, n_train: int, key, whiten_images=None, net=None,
-                     ns_dtype=None, *, conv_impl: str = "auto", dtype=None) -> TrainState:
+                     ns_dtype=None, *, conv_impl: str = "auto", dtype=None, precision=None,
+                     param_dtype=None) -> TrainState:
     """A fresh TrainState. whiten_images: normalized NHWC float images for the whitening conv
     (the recipe's first `whiten_images` training images); with `net` given, its weights are used
-    as-is (its whitening too, unless whiten_images is also given)."""
+    as-is (its whitening too, unless whiten_images is also given) in the dtypes it has.
+    precision: a policy name or airbench_common.precision.Precision (None: the device's
+    default); dtype (params and compute), param_dtype and ns_dtype override its parts."""
     if isinstance(key, int):
         key = jax.random.PRNGKey(key)
-    ns_dtype = default_ns_dtype() if ns_dtype is None else jnp.dtype(ns_dtype)
-    dtype = jnp.float32 if dtype is None else dtype
+    pol = prec.resolve(precision, dtype=dtype, param_dtype=param_dtype, ns_dtype=ns_dtype)
+    own_dtypes = net is not None and precision is None and dtype is None and param_dtype is None
+    ns_dtype, dtype = jnp.dtype(pol.newton_schulz), jnp.dtype(pol.compute)
+    pkw = dict(dtype=dtype, param_dtype=jnp.dtype(pol.params), tf32=pol.tf32)
+    if own_dtypes:
+        # a given net keeps its own dtypes, and the proxy net follows it, not the device default
+        pkw = dict(dtype=net.dtype, param_dtype=getattr(net, "param_dtype", net.dtype),
+                   tf32=getattr(net, "tf32", "off"))
     k_net, k_proxy = jax.random.split(key)
     if net is None:
-        net = make_net(recipe, k_net, conv_impl=conv_impl, dtype=dtype)
+        net = make_net(recipe, k_net, conv_impl=conv_impl, **pkw)
         if whiten_images is not None:
             set_whitening(net, whiten_images, recipe.whiten_eps)
     elif whiten_images is not None:
@@ -91,7 +103,7 @@ def init_train_state(recipe: Recipe, n_train: int, key, whiten_images=None, net=
                  opt_state=tx.init(params), ema=ema, la_decays=la, graphdef=graphdef, tx=tx,
                  recipe=recipe, n_train=n_train, total_steps=total)
     if recipe.filter_keep:
-        pnet = make_net(recipe, k_proxy, conv_impl=net.conv_impl, dtype=dtype, proxy=True)
+        pnet = make_net(recipe, k_proxy, conv_impl=net.conv_impl, proxy=True, **pkw)
         if whiten_images is not None:
             set_whitening(pnet, whiten_images, recipe.whiten_eps)
         pg, pp, pr = _split(pnet)
@@ -196,10 +208,13 @@ def train_step(state: TrainState, images, labels):
     return state, loss
 
 
-def _train_epoch(state: TrainState, padded, labels, epoch, key):
+def _train_epoch(state: TrainState, padded, labels, epoch, key, preflip=None):
     """One epoch as a lax.scan over batches with on-device augmentation. `padded` is the
     normalized (pre-flipped) training set, reflect-padded by recipe.translate. Steps past the
-    recipe's total are skipped (the last, partial epoch)."""
+    recipe's total are skipped (the last, partial epoch). `preflip` (bool per image, or None):
+    flip these images of `padded` as they are gathered, the same pixels as a pre-flipped copy
+    (reflect padding commutes with a horizontal flip), so seeds trained together share one
+    unflipped copy of the training set (airbench_jax.seeds)."""
     r = state.recipe
     bs = r.batch_size
     spe = padded.shape[0] // bs
@@ -208,7 +223,10 @@ def _train_epoch(state: TrainState, padded, labels, epoch, key):
 
     def body(st, i):
         idx = jax.lax.dynamic_slice(order, (i * bs,), (bs,))
-        x = aug.augment_batch(jax.random.fold_in(k_aug, i), padded[idx], epoch,
+        xb = padded[idx]
+        if preflip is not None:
+            xb = jnp.where(preflip[idx][:, None, None, None], aug.flip_lr(xb), xb)
+        x = aug.augment_batch(jax.random.fold_in(k_aug, i), xb, epoch,
                               flip=r.flip, altflip=r.altflip, cutout_size=r.cutout)
         y = labels[idx]
 
@@ -415,14 +433,32 @@ def prepare_data(recipe: Recipe, train_images, dtype=jnp.float32, key=None):
 def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
                test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                verbose: bool = False, eval_every_epoch: bool = True, log: Callable = print,
-               dtype=None, predictions: bool = False, run_label=None) -> dict:
+               dtype=None, predictions: bool = False, run_label=None, precision=None,
+               param_dtype=None, tf32=None, seeds=None, group_size: int | None = None):
     """A full run -> run record (airbench_common.records.make_record). Timing: train_seconds
-    excludes compilation (AOT lower+compile first, reported as compile_seconds)."""
+    excludes compilation (AOT lower+compile first, reported as compile_seconds). precision: the
+    policy (airbench_common.precision; None: the device's default), parts overridden by dtype,
+    param_dtype, ns_dtype, tf32; recorded as the record's `precision`.
+    With `seeds=[...]` (and seed None): those seeds trained together as one vmapped program,
+    `group_size` at a time (None: as many as fit in memory) -> a list of records, one per seed
+    (airbench_jax.seeds)."""
+    if seeds is not None:
+        if seed is not None:
+            from airbench_common.errors import UsageError
+            raise UsageError(f"give seed or seeds, not both (seed {seed!r}, seeds {seeds!r})")
+        from .seeds import run_seeds
+        return run_seeds(recipe, seeds, overrides=overrides, data_dir=data_dir,
+                         train_data=train_data, test_data=test_data, device=device,
+                         ns_dtype=ns_dtype, conv_impl=conv_impl, dtype=dtype,
+                         precision=precision, param_dtype=param_dtype, tf32=tf32,
+                         eval_every_epoch=eval_every_epoch, group_size=group_size,
+                         predictions=predictions, log=log, verbose=verbose)
     rec, _ = run_recipe_with_state(recipe, seed, overrides=overrides, data_dir=data_dir,
                                    train_data=train_data, test_data=test_data, device=device,
                                    ns_dtype=ns_dtype, conv_impl=conv_impl, verbose=verbose,
                                    eval_every_epoch=eval_every_epoch, log=log, dtype=dtype,
-                                   run_label=run_label)
+                                   run_label=run_label, precision=precision,
+                                   param_dtype=param_dtype, tf32=tf32)
     if not predictions:  # the per-example predictions only when asked (parity.compare)
         rec.pop("_predictions", None)
     return rec
@@ -431,7 +467,8 @@ def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=N
 def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
                           test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                           verbose: bool = False, eval_every_epoch: bool = True,
-                          log: Callable = print, dtype=None, run_label=None):
+                          log: Callable = print, dtype=None, run_label=None, precision=None,
+                          param_dtype=None, tf32=None):
     """run_recipe, also returning the final TrainState. `run_label`: the run column of the
     per-epoch table (the table's head is printed for the first run only, as upstream)."""
     from .model import resolve_impl
@@ -448,21 +485,22 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
         raise DatasetError("the test set has 0 images; give at least one test image")
     total = r.total_steps(n_train)  # a RecipeError for fewer training images than a batch
     dev = resolve_device(device) or jax.devices()[0]
-    dtype = jnp.dtype(dtype) if dtype is not None else default_dtype()
-    ns = jnp.dtype(ns_dtype) if ns_dtype is not None else default_ns_dtype()
+    pol = prec.resolve(precision, device=dev, dtype=dtype, param_dtype=param_dtype,
+                       ns_dtype=ns_dtype, tf32=tf32)
+    dtype, ns = jnp.dtype(pol.compute), jnp.dtype(pol.newton_schulz)
     impl = resolve_impl(conv_impl)
     key = jax.random.PRNGKey(seed)
     k_init, k_flip, k_epochs = jax.random.split(key, 3)
 
-    with jax.default_device(dev):
+    with jax.default_device(dev), prec.matmul_context(pol):
         t0 = time.perf_counter()
         train_x = jnp.asarray(tr_x)
         train_y = jnp.asarray(tr_y.astype(np.int32))
         test_x = aug.normalize(jnp.asarray(te_x), dtype)
         test_y = jnp.asarray(te_y.astype(np.int32))
         whiten_src = aug.normalize(train_x[:r.whiten_images])
-        state = init_train_state(r, n_train, k_init, whiten_images=whiten_src, ns_dtype=ns,
-                                 conv_impl=impl, dtype=dtype)
+        state = init_train_state(r, n_train, k_init, whiten_images=whiten_src, conv_impl=impl,
+                                 precision=pol)
         padded = prepare_data(r, train_x, dtype, k_flip)
         jax.block_until_ready((state, padded))
         setup_seconds = time.perf_counter() - t0
@@ -533,7 +571,7 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
         acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
         eval_seconds=eval_seconds, steps=int(state.step), status=status,
         compile_seconds=compile_seconds, eval_compile_seconds=eval_compile_seconds,
-        ns_dtype=str(jnp.dtype(ns)), per_epoch=per_epoch,
+        ns_dtype=str(jnp.dtype(ns)), precision=pol.to_dict(), per_epoch=per_epoch,
         data=dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
                   n_train=n_train, n_test=len(te_x)),
         machine=machine_info(), recipe_params=r.to_dict())
@@ -551,7 +589,7 @@ def _finite_state(state: TrainState) -> bool:
 
 def warmup(recipe, *, n_train: int | None = None, seed: int = 0, steps: int = 2,
            conv_impl: str = "auto", ns_dtype=None, dtype=None, overrides=None,
-           test_data=None) -> float:
+           test_data=None, precision=None) -> float:
     """Compile the epoch function and run a couple of steps on random data/labels; with
     `test_data` also compile the evaluation functions (plain and TTA) at its shape.
     Returns the compile seconds."""
@@ -560,10 +598,11 @@ def warmup(recipe, *, n_train: int | None = None, seed: int = 0, steps: int = 2,
     rng = np.random.default_rng(seed)
     imgs = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, (n,)).astype(np.int32)
-    dtype = jnp.dtype(dtype) if dtype is not None else default_dtype()
+    pol = prec.resolve(precision, dtype=dtype, ns_dtype=ns_dtype)
+    dtype = jnp.dtype(pol.compute)
     key = jax.random.PRNGKey(seed)
-    state = init_train_state(r, n, key, whiten_images=aug.normalize(imgs[:256]), ns_dtype=ns_dtype,
-                             conv_impl=conv_impl, dtype=dtype)
+    state = init_train_state(r, n, key, whiten_images=aug.normalize(imgs[:256]),
+                             conv_impl=conv_impl, precision=pol)
     padded = prepare_data(r, jnp.asarray(imgs), dtype, key)
     t = time.perf_counter()
     compiled = train_epoch.lower(state, padded, jnp.asarray(labels), 0, key).compile()

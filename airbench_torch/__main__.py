@@ -11,7 +11,6 @@ import sys
 
 from airbench_common import cli
 from airbench_common.errors import cli_main
-from airbench_common.validate import OptionError
 
 
 def _add_options(group):
@@ -29,23 +28,24 @@ def devices() -> list[str]:
 
 
 def _check(args) -> None:
-    """The compute dtype is the device's policy (float32 on CPU, float16 on CUDA): --dtype is
-    accepted when it names that dtype, refused otherwise (no other precision is implemented)."""
-    if args.dtype is None:
-        return
-    from .device import compute_dtype, dtype_name, resolve_device
-    dev = resolve_device(args.device)
-    policy = dtype_name(compute_dtype(dev))
-    if args.dtype != policy:
-        raise OptionError(f"--dtype {args.dtype} is not supported by the PyTorch side on "
-                          f"{dev.type} (it computes in {policy} there); accepted: {policy}")
+    """The precision policy must be one the PyTorch side can run (weights in the compute dtype):
+    a PrecisionError (one line, exit 2) otherwise."""
+    from .device import resolve_precision
+    _precision_of(args, resolve_precision)
+
+
+def _precision_of(args, resolve):
+    return resolve(args.precision, args.device, dtype=args.dtype, param_dtype=args.param_dtype,
+                   bn_dtype=args.bn_dtype, ns_dtype=args.ns_dtype, tf32=args.tf32)
 
 
 def _run(args, recipe, overrides, seed, i, train, test) -> dict:
+    from .device import resolve_precision
     from .train import run_recipe
     return run_recipe(recipe, seed, overrides=overrides, data_dir=args.data_dir,
                       train_data=train, test_data=test, device=args.device,
-                      ns_dtype=args.ns_dtype, verbose=not args.quiet, compile=args.compile,
+                      precision=_precision_of(args, resolve_precision),
+                      verbose=not args.quiet, compile=args.compile,
                       run_label=i, progress=not (args.quiet or args.no_progress),
                       channels_last=args.channels_last)
 

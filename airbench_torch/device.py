@@ -1,9 +1,12 @@
-"""Device and precision policy.
+"""Device and precision policy (airbench_common.precision names the policies; this maps them).
 
-CUDA (upstream's policy): half weights and activations, BatchNorm kept in float32, channels_last
-memory format, Newton-Schulz in bfloat16. CPU: everything float32 (CPU half/bfloat16 kernels are
-slow), Newton-Schulz in float32 (measured on the 2-core EPYC: CPU bfloat16 matmul ~18x slower), and
-channels_last too (`python -m parity.bench --torch-channels-last both`: 1.2x the contiguous
+CUDA default (policy `upstream`): half weights and activations, BatchNorm kept in float32,
+channels_last memory format, Newton-Schulz in bfloat16, TF32 as PyTorch leaves it (cuDNN convs
+may, matmuls do not). CPU default (policy `float32`): everything float32 (CPU half/bfloat16 kernels
+are slow), Newton-Schulz in float32 (measured on the 2-core EPYC: CPU bfloat16 matmul ~18x
+slower). Any policy runs on either device (`precision=`); weights are stored in the compute dtype
+(the net computes in its weights' dtype), so a policy with params != compute is refused. Memory
+format: channels_last on CUDA and CPU too (`python -m parity.bench --torch-channels-last both`: 1.2x the contiguous
 throughput on the 2-core EPYC, README "Measured here"). Other device types: contiguous (unmeasured).
 """
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from airbench_common import precision as P
+
+NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+             "float64": torch.float64}
 
 
 def available_devices() -> list[str]:
@@ -36,13 +42,44 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(check_device(device, available_devices()))
 
 
+def resolve_precision(policy=None, device: torch.device | None = None, *, dtype=None,
+                      param_dtype=None, bn_dtype=None, ns_dtype=None,
+                      tf32=None) -> P.Precision:
+    """The run's Precision: `policy` (a name, a Precision, None: the device's default) with the
+    given parts overridden (dtypes as names or torch dtypes); mixed params/compute is refused."""
+    def name(d):
+        return dtype_name(d) if isinstance(d, torch.dtype) else d
+    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    p = P.resolve(policy, accelerator=dev.type != "cpu", dtype=name(dtype),
+                  param_dtype=name(param_dtype), bn_dtype=name(bn_dtype),
+                  ns_dtype=name(ns_dtype), tf32=tf32)
+    return P.require_same_params_and_compute(p, "PyTorch")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return NS_DTYPES[name]
+
+
+def apply_tf32(p: P.Precision) -> None:
+    """Set PyTorch's (process-wide) TF32 switches to the policy's mode: 'conv' is PyTorch's own
+    default (cuDNN convolutions may use TF32, matmuls do not)."""
+    torch.backends.cuda.matmul.allow_tf32 = p.tf32 == "on"
+    torch.backends.cudnn.allow_tf32 = p.tf32 in ("conv", "on")
+
+
+def tf32_state() -> dict:
+    """PyTorch's TF32 switches as they are now (recorded beside the policy)."""
+    return dict(matmul=bool(torch.backends.cuda.matmul.allow_tf32),
+                cudnn=bool(torch.backends.cudnn.allow_tf32))
+
+
 def compute_dtype(device: torch.device) -> torch.dtype:
-    """dtype of weights/activations (BatchNorm excepted) and of the stored images."""
-    return torch.float16 if device.type == "cuda" else torch.float32
+    """dtype of weights/activations (BatchNorm excepted) under the device's default policy."""
+    return NS_DTYPES[resolve_precision(None, device).compute]
 
 
 def default_ns_dtype(device: torch.device) -> torch.dtype:
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return NS_DTYPES[resolve_precision(None, device).newton_schulz]
 
 
 def resolve_ns_dtype(ns_dtype, device: torch.device) -> torch.dtype:
@@ -73,15 +110,17 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def apply_precision(net: nn.Module, device: torch.device,
-                    channels_last: bool | None = None) -> nn.Module:
-    """Move `net` to `device` with the precision policy (BatchNorm stays float32) and memory
-    format (channels_last: None = the policy)."""
-    net = net.to(device=device, dtype=compute_dtype(device))
+                    channels_last: bool | None = None, precision=None) -> nn.Module:
+    """Move `net` to `device` with the precision policy (None: the device's default; weights in
+    its params dtype, BatchNorm in its batchnorm dtype) and memory format (channels_last: None =
+    the device's)."""
+    p = precision if isinstance(precision, P.Precision) else resolve_precision(precision, device)
+    net = net.to(device=device, dtype=NS_DTYPES[p.params])
     if uses_channels_last(device, channels_last):
         net = net.to(memory_format=torch.channels_last)
     for mod in net.modules():
         if isinstance(mod, nn.BatchNorm2d):
-            mod.float()
+            mod.to(NS_DTYPES[p.batchnorm])
     return net
 
 

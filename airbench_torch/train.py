@@ -19,8 +19,8 @@ from airbench_common.env import machine_info, package_versions
 from airbench_common.table import Table
 from airbench_common.records import make_record
 
-from .device import (apply_precision, compute_dtype, dtype_name, resolve_device, resolve_ns_dtype,
-                     synchronize, uses_channels_last)
+from .device import (apply_precision, apply_tf32, dtype_name, resolve_device, resolve_precision,
+                     synchronize, tf32_state, torch_dtype, uses_channels_last)
 from .loader import CifarLoader
 from .net import CifarNet, init_whitening, net_for_recipe
 from .optim import Lookahead, build_optimizers, set_learning_rates
@@ -50,6 +50,7 @@ class TrainState:
     device: torch.device
     ns_dtype: torch.dtype
     proxy: ProxyState | None = None
+    precision: Any = None                  # airbench_common.precision.Precision of the run
     model: Callable | None = None          # the callable used for the forward (compiled or net)
     whiten_seconds: float = 0.0
     last: dict = field(default_factory=dict)  # outputs/labels/loss of the last step (for logs)
@@ -69,17 +70,24 @@ def _as_recipe(recipe, overrides=None) -> Recipe:
 def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, seed: int = 0,
                      device=None, net: nn.Module | None = None, ns_dtype=None, *,
                      compile: bool = False, whiten_given_net: bool = False,
-                     channels_last: bool | None = None) -> TrainState:
+                     channels_last: bool | None = None, precision=None,
+                     dtype=None) -> TrainState:
     """A fresh training state. `whiten_inputs`: normalized NCHW images (the first
     recipe.whiten_images training images) for the whitening init. With `net` given its weights are
-    used as they are (no re-init, no whitening init unless whiten_given_net)."""
+    used as they are (no re-init, no whitening init unless whiten_given_net; the net's dtypes
+    are its own). precision: a policy name or Precision (None: the device's default), its parts
+    overridden by dtype (weights and activations) and ns_dtype. Inputs of train_step are cast
+    to the net's dtype."""
     recipe = _as_recipe(recipe)
     dev = resolve_device(device)
-    ns = resolve_ns_dtype(ns_dtype, dev)
+    if net is not None and precision is None and dtype is None:
+        dtype = next(net.parameters()).dtype  # a given net keeps its dtype; the proxy follows it
+    pol = resolve_precision(precision, dev, dtype=dtype, ns_dtype=ns_dtype)
+    ns = torch_dtype(pol.newton_schulz)
     torch.manual_seed(seed)
     t_whiten = 0.0
     if net is None:
-        net = apply_precision(net_for_recipe(recipe), dev, channels_last)
+        net = apply_precision(net_for_recipe(recipe), dev, channels_last, pol)
         do_whiten = True
     else:
         do_whiten = whiten_given_net
@@ -102,7 +110,7 @@ def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, s
     proxy = None
     if recipe.filter_keep:
         pnet = apply_precision(net_for_recipe(recipe, widths=recipe.proxy_widths,
-                                              depth=recipe.proxy_depth), dev, channels_last)
+                                              depth=recipe.proxy_depth), dev, channels_last, pol)
         if whiten_inputs is not None:
             t0 = time.perf_counter()
             init_whitening(pnet, whiten_inputs.to(dev), recipe.whiten_eps)
@@ -116,7 +124,7 @@ def make_train_state(recipe, n_train: int, whiten_inputs: torch.Tensor | None, s
     return TrainState(recipe=recipe, net=net, optimizers=opts, groups=groups, schedules=schedules,
                       lookahead=look, lookahead_decays=decays, step=0, total_steps=total,
                       n_train=n_train, device=dev, ns_dtype=ns, proxy=proxy, model=model,
-                      whiten_seconds=t_whiten)
+                      whiten_seconds=t_whiten, precision=pol)
 
 
 def _loss_per_example(outputs, labels, smoothing):
@@ -148,7 +156,7 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
     r, net, step = state.recipe, state.net, state.step
     if step >= state.total_steps:
         raise RuntimeError(f"training already finished ({state.total_steps} steps)")
-    inputs = inputs.to(state.device, compute_dtype(state.device))
+    inputs = inputs.to(state.device, state.net[0].weight.dtype)  # the net's compute dtype
     labels = labels.to(state.device)
     if state.proxy is not None:
         mask = _proxy_select(state, inputs, labels)
@@ -267,17 +275,21 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                train_data=None, test_data=None, device=None, ns_dtype=None, verbose=False,
                eval_every_epoch=True, log=print, compile=False, run_label=None,
                progress=False, channels_last: bool | None = None,
-               predictions: bool = False) -> dict:
+               predictions: bool = False, precision=None, dtype=None, tf32=None) -> dict:
     """One complete run of a recipe; returns a run record (airbench_common.records schema).
     A non-finite loss gives a record with status 'diverged', acc None and an `error` string; a
     collapsed network (every test prediction the same class, see airbench_common.outcome) status
     'diverged' with its accuracies and the reason. The record's in-memory key `_predictions`
-    holds the per-example TTA predictions (uint8)."""
+    holds the per-example TTA predictions (uint8). precision: the policy (None: the device's
+    default), parts overridden by dtype, ns_dtype, tf32; it sets PyTorch's process-wide TF32
+    switches and is recorded as `precision` (with the switches as they were, `flags.tf32`)."""
     keep_predictions = predictions
     overrides = dict(overrides or {})
     r = _as_recipe(recipe, overrides)
     dev = resolve_device(device)
-    ns = resolve_ns_dtype(ns_dtype, dev)
+    pol = resolve_precision(precision, dev, dtype=dtype, ns_dtype=ns_dtype, tf32=tf32)
+    apply_tf32(pol)
+    ns, cdt = torch_dtype(pol.newton_schulz), torch_dtype(pol.compute)
     cl = uses_channels_last(dev, channels_last)
     torch.manual_seed(seed)
     train_loader = CifarLoader(data_dir, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
@@ -285,6 +297,9 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                                channels_last=cl)
     test_loader = CifarLoader(data_dir, train=False, batch_size=2000, device=dev, data=test_data,
                               channels_last=cl)
+    for loader in (train_loader, test_loader):  # images in the policy's compute dtype
+        if loader.images.dtype != cdt:
+            loader.images = loader.images.to(cdt)
     n_train, n_test = len(train_loader.images), len(test_loader.images)
     r.total_steps(n_train)  # a RecipeError (one line) for fewer training images than a batch
     if n_test < 1:
@@ -294,16 +309,16 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     if table is not None and run_label in (None, 0):
         table.head()
     common = dict(recipe=r.name, overrides=overrides, seed=seed, framework="torch",
-                  versions=_versions(), device=str(dev), dtype=dtype_name(compute_dtype(dev)),
+                  versions=_versions(), device=str(dev), dtype=pol.compute,
                   flags=dict(compile=bool(compile), channels_last=cl,
-                             threads=torch.get_num_threads()),
-                  tta_level=r.tta_level, ns_dtype=dtype_name(ns),
+                             threads=torch.get_num_threads(), tf32=tf32_state()),
+                  tta_level=r.tta_level, ns_dtype=dtype_name(ns), precision=pol.to_dict(),
                   data=dict(label=dataset_label(data_dir) if train_data is None else
                             "user-supplied arrays",
                             dir=str(resolve_data_dir(data_dir)) if train_data is None else None,
                             n_train=n_train, n_test=n_test),
                   machine=machine_info())
-    state = make_train_state(r, n_train, whiten_inputs, seed=seed, device=dev, ns_dtype=ns,
+    state = make_train_state(r, n_train, whiten_inputs, seed=seed, device=dev, precision=pol,
                              compile=compile, channels_last=cl)
     try:
         out = fit(state, train_loader, test_loader, eval_every_epoch=eval_every_epoch,
@@ -342,7 +357,8 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
 
 
 def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None, steps: int = 2,
-           compile=False, channels_last: bool | None = None, test_data=None) -> TrainState:
+           compile=False, channels_last: bool | None = None, test_data=None,
+           precision=None) -> TrainState:
     """A few train steps on random inputs with random labels (upstream warms up on random labels)
     so that a timed run afterwards excludes first-call overhead (allocator, kernels, compile)."""
     r = _as_recipe(recipe, overrides)
@@ -354,7 +370,7 @@ def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None,
     y = torch.randint(0, 10, (n,), generator=g)
     r = get_recipe(r, epochs=max(r.epochs, 1.0))
     state = make_train_state(r, n, x[:n_whiten], seed=seed, device=dev, ns_dtype=ns_dtype,
-                             compile=compile, channels_last=channels_last)
+                             compile=compile, channels_last=channels_last, precision=precision)
     for i in range(min(steps, state.total_steps)):
         sl = slice(i * r.batch_size, (i + 1) * r.batch_size)
         train_step(state, x[sl], y[sl])

@@ -8,6 +8,8 @@ COMMANDS = {
     "lockstep": "both frameworks on one batch stream from the same weights, per-step divergence",
     "examples": "per-example parity of two sweeps (compare folders), e.g. a variant vs the reference",
     "bench": "train-step throughput of both frameworks in one run, and the CPU it ran on",
+    "policies": "both frameworks under each precision policy over two steps from shared weights",
+    "gpu_check": "validate a GPU machine end to end and write its evidence (--dry-run on CPU)",
 }
 
 

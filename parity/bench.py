@@ -153,8 +153,11 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
     if len(formats) == 2:
         by_format = {cl: med[name] for name, cl in formats.items()}
         extra["ratio_torch_channels_last_over_contiguous"] = by_format[True] / by_format[False]
+    from airbench_jax.precision import resolve as jax_policy
+    from airbench_torch.device import resolve_precision as torch_policy
     return dict(
         recipe=recipe_name, batch=batch, steps_per_rep=steps, reps=reps, dtype="float32",
+        precision=dict(torch=torch_policy(None, "cpu").to_dict(), jax=jax_policy().to_dict()),
         torch_channels_last=formats, **extra,
         conv_impl=resolve_impl(conv_impl), images_per_second=med, all_rates=rates,
         ratio_jax_over_torch=med["jax"] / med["torch"],

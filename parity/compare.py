@@ -199,7 +199,7 @@ def prediction_path(out_dir, framework: str, seed: int) -> Path:
     return Path(out_dir) / PRED_DIR / f"{framework}-seed{int(seed)}.npy"
 
 
-def _save_npy(path: Path, array) -> None:
+def save_npy(path: Path, array) -> None:
     atomic_write_bytes(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
     os.chmod(path, 0o644)
 
@@ -228,29 +228,32 @@ def elapsed_seconds(records, state: dict) -> float:
 
 def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_data=None,
                 test_data=None, *, progress: bool = True, log: Callable = print,
-                verbose: bool = False) -> dict:
+                verbose: bool = False, jax_vmap: int = 1) -> dict:
     """Add pairs of runs to out_dir until the plan decides (or the cap); returns
     {'finished', 'skipped', 'foreign', 'error', 'outcome'}. `runners` maps framework -> callable
     with run_recipe's signature (optionally with a `warmup` attribute). A runner that raises
     stops the loop: nothing is recorded for that run, the error is returned (one line) and what
-    finished before stays in runs.jsonl."""
+    finished before stays in runs.jsonl. `jax_vmap` K > 1: when JAX needs seed k, seeds k..k+K-1
+    (those not done, below the plan's N) are trained together as one vmapped program (their
+    records marked `vmapped`; each record's wall_seconds is its share of the group's)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the runs file's one lock in this process (airbench_common.files): appending a record takes
     # the same lock again, reentrantly; a second compare gets a LockedError naming this pid
     with locked(out_dir / RUNS_NAME):
         return _run_locked(config, out_dir, runners, train_data, test_data, progress=progress,
-                           log=log, verbose=verbose)
+                           log=log, verbose=verbose, jax_vmap=jax_vmap)
 
 
-def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, log, verbose):
+def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, log, verbose,
+                jax_vmap=1):
     cfg_path, runs_path = out_dir / CONFIG_NAME, out_dir / RUNS_NAME
     if cfg_path.exists():
         check_config(read_config(cfg_path), config, out_dir)
     write_json_atomic(cfg_path, config)
     os.chmod(cfg_path, 0o644)
     if test_data is not None and not (out_dir / LABELS_NAME).exists():
-        _save_npy(out_dir / LABELS_NAME, np.asarray(test_data[1]).astype(np.uint8))
+        save_npy(out_dir / LABELS_NAME, np.asarray(test_data[1]).astype(np.uint8))
     records, foreign = own_records(read_records(runs_path), config)
     if foreign:
         log(f"note: {foreign} record(s) in {runs_path} belong to another configuration or "
@@ -301,7 +304,7 @@ def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, lo
         try:
             warm(config["recipe"], **common)
         except Exception as exc:  # noqa: BLE001
-            result["error"] = f"{fw} warm-up failed: {type(exc).__name__}: {_one_line(exc)}"
+            result["error"] = f"{fw} warm-up failed: {type(exc).__name__}: {one_line(exc)}"
             if verbose:
                 traceback.print_exc()
             return result
@@ -330,20 +333,29 @@ def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, lo
                     continue
                 if bar is not None:
                     bar.set_description_str(f"{fw} seed {seed}")
+                group = [seed]
+                if fw == "jax" and jax_vmap > 1:
+                    group = [s for s in range(seed, min(seed + jax_vmap, plan.max_runs))
+                             if (fw, s) not in done]
                 try:
-                    rec = _one_run(config, out_dir, runners[fw], fw, seed, common, train_data,
-                                   test_data, verbose, tlog)
+                    if len(group) > 1:
+                        recs = _group_run(config, out_dir, runners[fw], fw, group, common,
+                                          train_data, test_data, verbose, tlog)
+                    else:
+                        recs = [_one_run(config, out_dir, runners[fw], fw, seed, common,
+                                         train_data, test_data, verbose, tlog)]
                 except Exception as exc:  # noqa: BLE001
                     result["error"] = (f"{fw} seed {seed} failed: {type(exc).__name__}: "
-                                       f"{_one_line(exc)}")
+                                       f"{one_line(exc)}")
                     if verbose:
                         traceback.print_exc()
                     return result
-                records.append(rec)
-                done[(fw, seed)] = rec
-                result["finished"] += 1
-                if bar is not None:
-                    bar.update(1)
+                for rec in recs:
+                    records.append(rec)
+                    done[(fw, rec["seed"])] = rec
+                    result["finished"] += 1
+                    if bar is not None:
+                        bar.update(1)
             if bar is not None:
                 bar.set_postfix_str(_progress_text(outcome_now(), elapsed_seconds(records, state),
                                                    cap_s))
@@ -366,17 +378,43 @@ def _progress_text(out: dict, spent: float, cap_s) -> str:
             f"{out['level_difference']:.2g})")
 
 
-def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, verbose, tlog):
-    t0, c0 = time.perf_counter(), time.process_time()
+def run_kwargs(config, common, verbose, tlog) -> dict:
     kwargs = dict(common, data_dir=config["data_dir"], verbose=verbose, log=tlog,
                   predictions=True)
     if not config.get("eval_every_epoch", True):
         kwargs["eval_every_epoch"] = False
-    rec = dict(runner(config["recipe"], seed, **kwargs))
-    wall = time.perf_counter() - t0
+    return kwargs
+
+
+def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, verbose, tlog):
+    t0, c0 = time.perf_counter(), time.process_time()
+    rec = dict(runner(config["recipe"], seed, **run_kwargs(config, common, verbose, tlog)))
     # CPU seconds of all this process's threads: on a shared machine, cpu_seconds / cores
     # estimates what the run would take alone (wall_seconds grows with the other jobs)
-    cpu = time.process_time() - c0
+    rec["cpu_seconds"] = time.process_time() - c0
+    return store_run(config, out_dir, rec, fw, seed, time.perf_counter() - t0, train_data,
+                      test_data)
+
+
+def _group_run(config, out_dir, runner, fw, seeds, common, train_data, test_data, verbose, tlog):
+    """`seeds` trained together (run_recipe(..., seeds=...), one vmapped program); each record
+    stored as a sequential run's, with wall_seconds its share of the group's wall time."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    recs = runner(config["recipe"], None, seeds=list(seeds), group_size=len(seeds),
+                  **run_kwargs(config, common, verbose, tlog))
+    wall = (time.perf_counter() - t0) / len(seeds)
+    cpu = (time.process_time() - c0) / len(seeds)
+    recs = [dict(rec, cpu_seconds=cpu) for rec in recs] if isinstance(recs, list) else recs
+    if not isinstance(recs, list) or len(recs) != len(seeds):
+        raise RuntimeError(f"{fw} runner gave no list of {len(seeds)} records for seeds {seeds} "
+                           "(does its run_recipe take seeds=?)")
+    return [store_run(config, out_dir, dict(rec), fw, s, wall, train_data, test_data)
+            for rec, s in zip(recs, seeds)]
+
+
+def store_run(config, out_dir, rec, fw, seed, wall, train_data, test_data, append=None):
+    """Check and complete a runner's record, write its predictions, then append the record
+    (`append(path, record)`, default append_record; parity.engine appends once per key)."""
     preds = rec.get("_predictions")
     # keys starting with "_" are in-memory extras (predictions, the jax net state)
     rec = {k: v for k, v in rec.items() if not str(k).startswith("_")}
@@ -385,7 +423,7 @@ def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, v
         raise RuntimeError(f"runner returned a record for {rec['framework']} seed "
                            f"{rec.get('seed')}, expected {fw} seed {seed}")
     rec.update(preset=config["preset"], written_by=WRITER, compare_config=config["config_hash"],
-               wall_seconds=wall, cpu_seconds=cpu)
+               wall_seconds=wall)
     data = dict(rec.get("data") or {})
     data.update(label=config["data_label"], dir=config["data_dir"])
     if train_data is not None:
@@ -399,18 +437,18 @@ def _one_run(config, out_dir, runner, fw, seed, common, train_data, test_data, v
             raise RuntimeError(f"predictions of shape {preds.shape}, expected "
                                f"({len(test_data[0])},)")
         path = prediction_path(out_dir, fw, seed)
-        _save_npy(path, preds.astype(np.uint8))      # before the record: a record implies them
+        save_npy(path, preds.astype(np.uint8))      # before the record: a record implies them
         rec["predictions"] = str(path.relative_to(out_dir))
     try:  # how busy the machine was: shared machines make timings noisy
         rec["load_avg"] = [round(v, 2) for v in os.getloadavg()]
         rec.setdefault("machine", {}).setdefault("cpu_count", os.cpu_count())
     except (OSError, AttributeError):
         pass
-    append_record(out_dir / RUNS_NAME, rec)
+    (append or append_record)(out_dir / RUNS_NAME, rec)
     return rec
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] + ("..." if len(text) > 300 else "")
 
@@ -445,6 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--verbose", action="store_true", help="runner logs and tracebacks")
+    p.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="where the runs execute: local (this process, pairs in order; default) "
+                        "or dask (each run a task on a Dask cluster, see --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDR|local:N",
+                   help="with --engine dask: a scheduler address (tcp://host:8786) or local:N "
+                        "(N worker processes on this machine, started and stopped here)")
+    p.add_argument("--shard", metavar="i/N",
+                   help="run only shard i of N of the runs (seeds below --runs, both "
+                        "frameworks), for plain job arrays writing one --out folder")
+    p.add_argument("--jax-vmap", default="1", metavar="K",
+                   help="train K JAX seeds at a time as one vmapped program (default 1: one "
+                        "after another, the per-run timing comparable with PyTorch's)")
     return p
 
 
@@ -469,6 +519,9 @@ def _main(argv, runners) -> int:
         check_runs(_int_arg(args.runs, "--runs"))
     if args.margin is not None:
         check_margin(args.margin)
+    jax_vmap = _int_arg(args.jax_vmap, "--jax-vmap")
+    if jax_vmap < 1:
+        raise CompareError(f"--jax-vmap {jax_vmap} must be at least 1 (JAX seeds per program)")
     if args.report:
         if args.recipe or args.runs or args.resume:
             raise CompareError("--report DIR only rebuilds a report; drop --recipe/--runs/--resume")
@@ -527,15 +580,20 @@ def _main(argv, runners) -> int:
     if not p.trains:
         print(f"note: preset {preset} checks the plumbing; its accuracies are not "
               "expected to mean anything")
+    if args.engine == "dask" or args.shard is not None:
+        return _main_engine(args, config, out_dir, runners, _report)
+    if args.scheduler is not None:
+        raise CompareError("--scheduler needs --engine dask")
     if runners is None:
         try:
             runners = get_runners(frameworks)
         except RunnerUnavailable as exc:
-            raise CompareError(_one_line(exc)) from None
+            raise CompareError(one_line(exc)) from None
 
     try:
         result = run_compare(config, out_dir, runners, train_data, test_data,
-                             progress=not args.no_progress, verbose=args.verbose)
+                             progress=not args.no_progress, verbose=args.verbose,
+                             jax_vmap=jax_vmap)
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished runs are in {out_dir / RUNS_NAME} (re-run to resume)",
               file=sys.stderr)
@@ -550,13 +608,41 @@ def _main(argv, runners) -> int:
     return 0
 
 
+def _main_engine(args, config, out_dir, runners, report_mod) -> int:
+    """--engine dask / --shard i/N (parity.engine): runs as independent tasks, then the report
+    from everything in out_dir."""
+    from . import engine  # noqa: PLC0415 - the default path imports no engine
+    if args.engine == "dask" and args.shard is not None:
+        raise CompareError("--engine dask and --shard both given; give one (a shard runs its "
+                           "part in this process)")
+    if args.jax_vmap != "1":
+        raise CompareError("--jax-vmap works with the local engine only (an engine task is one "
+                           "(framework, seed) run)")
+    try:
+        if args.shard is not None:
+            result = engine.run_shard(config, out_dir, engine.parse_shard(args.shard),
+                                      runners=runners)
+        else:
+            result = engine.run_dask(config, out_dir, args.scheduler)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished runs are in {out_dir / RUNS_NAME} (re-run to resume)",
+              file=sys.stderr)
+        return 130
+    _safe_report(report_mod, out_dir, None, not args.no_plots)
+    if result.get("error"):
+        print(f"error: {result['error']} (finished runs kept in {out_dir / RUNS_NAME}; re-run "
+              "the same command to resume)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _safe_report(report_mod, out_dir, margin, plots):
     if not (Path(out_dir) / RUNS_NAME).exists():
         return
     try:
         report_mod.write_report(out_dir, margin=margin, plots=plots)
     except Exception as exc:  # noqa: BLE001 - a broken report must not hide the runs
-        print(f"warning: could not write the report: {type(exc).__name__}: {_one_line(exc)}",
+        print(f"warning: could not write the report: {type(exc).__name__}: {one_line(exc)}",
               file=sys.stderr)
 
 

@@ -172,6 +172,7 @@ def test_help_texts_and_defaults(capsys, monkeypatch):
     assert (a.recipe, a.seed, a.runs, a.epochs, a.sets, a.n_train, a.data_dir, a.device, a.dtype,
             a.ns_dtype, a.out, a.quiet, a.verbose, a.knob) == (
         "airbench94", 0, 1, None, [], None, None, None, None, None, "runs.jsonl", False, False, "k")
+    assert (a.precision, a.param_dtype, a.bn_dtype, a.tf32) == (None, None, None, None)
     with pytest.raises(SystemExit):
         p.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -183,8 +184,11 @@ def test_help_texts_and_defaults(capsys, monkeypatch):
                   "--n-train N train on the first N training images only",
                   "--data-dir DATA_DIR CIFAR-10 folder (default: $AIRBENCH_DATA, else ~/.cache/airbench/cifar10)",
                   "--device DEVICE device to run on, e.g. cpu, cuda, cuda:1 (default: the framework's)",
-                  "compute dtype (default: float32 on CPU, the GPU policy on GPU)",
-                  "Muon's Newton-Schulz dtype (default: float32 on CPU, bfloat16 on GPU)",
+                  "--precision NAME precision policy: float32, upstream, bfloat16 (default: "
+                  "float32 on CPU, upstream on GPU",
+                  "--dtype {float32,bfloat16,float16} weights and activations",
+                  "--ns-dtype {float32,bfloat16,float16} Muon's Newton-Schulz dtype",
+                  "--tf32 {off,conv,on}",
                   "--out OUT JSON-lines file each run's record is appended to (default runs.jsonl)",
                   "--quiet no per-epoch table or progress bar",
                   "--verbose show a traceback on errors", "fake-only options:", "recipes:"]:

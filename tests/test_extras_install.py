@@ -12,7 +12,12 @@ REPO = Path(__file__).resolve().parents[1]
 # extra -> (packages it makes usable, the CLI module to run)
 EXTRAS = {"torch": (("airbench_common", "airbench_torch"), "airbench_torch"),
           "jax": (("airbench_common", "airbench_jax"), "airbench_jax"),
-          "parity": (("airbench_common", "airbench_jax", "airbench_torch", "parity"), "parity")}
+          "parity": (("airbench_common", "airbench_jax", "airbench_torch", "parity"), "parity"),
+          "distributed": (("airbench_common", "airbench_jax", "airbench_torch", "parity"),
+                          "parity")}
+# what only one extra installs: imported by a module its default path never imports
+# (parity/engine.py, for parity.compare --engine dask)
+EXTRA_ONLY = {"distributed": {"distributed"}}
 
 
 def imported_roots(packages) -> set[str]:
@@ -31,6 +36,7 @@ def imported_roots(packages) -> set[str]:
 def test_imported_roots_sees_nested_imports():
     assert "tqdm" in imported_roots(["airbench_torch"])   # imported inside fit()
     assert "torch" not in imported_roots(["airbench_jax"])
+    assert "distributed" in imported_roots(["parity"])    # parity/engine.py, inside functions
 
 
 @pytest.mark.slow
@@ -44,7 +50,8 @@ def test_extra_alone_in_a_fresh_venv(extra, tmp_path):
     subprocess.run([py, "-m", "pip", "install", "-q", "-e", f"{REPO}[{extra}]"], check=True,
                    env=env, timeout=1800)
     ours = set(EXTRAS["parity"][0])
-    wanted = sorted(imported_roots(packages) - ours)
+    others = set().union(*(v for k, v in EXTRA_ONLY.items() if k != extra))
+    wanted = sorted(imported_roots(packages) - ours - others)
     probe = ("import importlib.util, sys; missing = [m for m in sys.argv[1:] "
              "if importlib.util.find_spec(m) is None]; print(' '.join(missing)); "
              "sys.exit(1 if missing else 0)")

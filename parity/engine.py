@@ -1,0 +1,296 @@
+"""A comparison's runs as independent tasks: on a Dask distributed cluster, or as one shard of a
+plain job array. The default (`parity.compare` without --engine/--shard) imports none of this.
+
+    python -m parity.compare ... --engine dask --scheduler local:2        # 2 worker processes here
+    python -m parity.compare ... --engine dask --scheduler tcp://HOST:8786  # an existing cluster
+    python -m parity.compare ... --shard 3/16                              # task 3 of a job array
+
+Why Dask distributed: research users already run it for many independent jobs, on one machine
+(`LocalCluster`) and on clusters (`dask scheduler` / `dask worker`, dask-jobqueue on Slurm/PBS,
+dask-kubernetes), it is pure Python (pip-installable, the `distributed` extra) and its behaviour
+when a worker dies is documented: each worker runs under a nanny process that restarts it; the
+scheduler gives the dead worker's tasks to other workers and counts, per task, the workers that
+died while it ran ("suspicious" tasks); a task whose count exceeds
+`distributed.scheduler.allowed-failures` (3 by default) is failed with `KilledWorker` rather than
+retried forever. `submit(..., retries=R)` retries a task that *raised* R more times (a worker's
+death is not an exception and does not use these retries). Ray and submitit would do too;
+submitit ties the engine to Slurm, Ray is a much larger dependency.
+
+Each task is one (framework, seed) run of the comparison, keyed by the comparison's identity (its
+config hash: recipe, preset, recipe parameters, subset sizes, data label and content hashes, margin:
+what --resume checks, `compare.IDENTITY_KEYS`), the framework and the seed. A task writes its
+predictions (atomically) and then its record through the same locked, append-only runs file as a
+sequential compare, checking under the lock that no record of its key is there yet: a task run
+twice (a worker declared dead that was only slow, a retry after the record was written, a resumed
+sweep) adds nothing. So a lost worker loses at most its unfinished run, and a repeated or resumed
+sweep skips what is done. The runs go in waves up to each of the sequential plan's looks (3, 4,
+..., N pairs), so a sweep stops where a sequential compare would; shards have no coordinator and
+run every seed of theirs below --runs.
+
+`--shard i/N` takes the tasks whose position in the sweep's order (seed 0 jax, seed 0 torch,
+seed 1 jax, ...) is i modulo N: for Slurm (`--array=0-15`, `--shard $SLURM_ARRAY_TASK_ID/16`),
+Kubernetes indexed jobs (`$JOB_COMPLETION_INDEX`) or any other job array, all writing one shared
+--out folder. Every shard rewrites the report from what is there, so the last to finish leaves
+the full report (or run `python -m parity.compare --report DIR`).
+
+GPUs: one per worker. On a real cluster start one worker per GPU (`CUDA_VISIBLE_DEVICES=k dask
+worker ADDR --nworkers 1 --nthreads 1`); `local:N` on a GPU machine gives worker k the GPU
+k mod (number of GPUs) before the task imports a framework. Workers get
+`XLA_PYTHON_CLIENT_PREALLOCATE=false` (JAX otherwise takes 75% of a GPU's memory at start).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from airbench_common.errors import UsageError
+from airbench_common.files import hold_lock, locked
+from airbench_common.records import APPEND_LOCK_TIMEOUT, append_record, read_records
+
+from . import compare as C
+from . import plan as _plan
+
+ENGINES = ("local", "dask")
+ENGINE_LOCK = "engine"          # out_dir/engine.lock: one coordinator per folder
+WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
+class EngineError(UsageError):
+    """A bad --engine/--scheduler/--shard value, or an engine that is not installed."""
+
+
+# ----------------------------------------------------------------------------- keys and shards
+def task_key(config: dict, framework: str, seed: int) -> str:
+    """The task's name everywhere (Dask key, logs): comparison identity + framework + seed."""
+    return f"compare-{config['config_hash']}-{framework}-seed{int(seed)}"
+
+
+def sweep_tasks(config: dict, n: int | None = None) -> list[tuple[str, int]]:
+    """(framework, seed) for seeds below n (default: the comparison's runs), in the sequential
+    compare's order: seed 0 of each framework, then seed 1, ..."""
+    n = config["runs"] if n is None else n
+    return [(fw, s) for s in range(n) for fw in config["frameworks"]]
+
+
+def parse_shard(text) -> tuple[int, int]:
+    """'i/N' -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise EngineError(f"--shard {text!r} is not i/N; give e.g. 0/4 (shard 0 of 4)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise EngineError(f"--shard {text!r}: need N >= 1 and 0 <= i < N, e.g. 0/4")
+    return i, n
+
+
+def shard_tasks(tasks, i: int, n: int) -> list[tuple[str, int]]:
+    return [t for j, t in enumerate(tasks) if j % n == i]
+
+
+def done_keys(out_dir, config: dict) -> set[tuple[str, int]]:
+    recs, _ = C.own_records(read_records(Path(out_dir) / C.RUNS_NAME), config)
+    return set(C.latest_by_run(recs))
+
+
+# ----------------------------------------------------------------------------- one task
+_DATA: dict = {}                # per worker process: the comparison's subsets, loaded once
+_WARM: set = set()              # per worker process: (comparison, framework) warmed up
+
+
+def _pin_gpu() -> None:
+    """Worker k of a local cluster gets GPU k mod #GPUs (before any framework is imported)."""
+    gpus = os.environ.get("AIRBENCH_WORKER_GPUS")
+    if not gpus or "CUDA_VISIBLE_DEVICES" in os.environ:
+        return
+    try:
+        from distributed import get_worker  # noqa: PLC0415
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return
+    if isinstance(name, int):
+        ids = gpus.split(",")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[name % len(ids)]
+
+
+def _append_once(path, rec) -> bool:
+    """Append `rec` unless the file already holds a record of its (framework, seed) for its
+    comparison; the check and the append under one hold of the file's lock."""
+    with hold_lock(path, timeout=APPEND_LOCK_TIMEOUT):
+        for r in read_records(path):
+            if (r.get("compare_config"), r.get("framework"), r.get("seed")) == \
+                    (rec["compare_config"], rec["framework"], rec["seed"]):
+                return False
+        append_record(path, rec)      # the same lock again, reentrantly (filelock singleton)
+        return True
+
+
+def run_task(config: dict, out_dir: str, framework: str, seed: int, runner=None) -> dict:
+    """One run of the comparison, where this process is: skipped if its record is there, else
+    run, predictions written, record appended once. Returns a short summary (what Dask sends
+    back)."""
+    out_dir = Path(out_dir)
+    key = task_key(config, framework, seed)
+    summary = dict(key=key, framework=framework, seed=seed, pid=os.getpid())
+    if (framework, seed) in done_keys(out_dir, config):
+        return dict(summary, skipped=True)
+    _pin_gpu()
+    if config["config_hash"] not in _DATA:
+        _DATA[config["config_hash"]] = C.load_subsets(config)
+    train_data, test_data = _DATA[config["config_hash"]]
+    if runner is None:
+        from .runners import get_runner  # noqa: PLC0415
+        runner = get_runner(framework)
+    common = dict(overrides=config["overrides"], train_data=train_data, test_data=test_data)
+    warm = getattr(runner, "warmup", None)
+    if warm is not None and (config["config_hash"], framework) not in _WARM:
+        warm(config["recipe"], **common)     # as compare: compilation outside the timed runs
+        _WARM.add((config["config_hash"], framework))
+    t0 = time.perf_counter()
+    rec = dict(runner(config["recipe"], seed, **C.run_kwargs(config, common, False, print)))
+    added = {}
+    rec = C.store_run(config, out_dir, rec, framework, seed, time.perf_counter() - t0,
+                       train_data, test_data,
+                       append=lambda p, r: added.setdefault("ok", _append_once(p, r)))
+    return dict(summary, skipped=not added.get("ok"), status=rec["status"],
+                acc_tta=rec.get("acc_tta"))
+
+
+# ----------------------------------------------------------------------------- shards
+def run_shard(config: dict, out_dir, shard: tuple[int, int], *, log: Callable = print,
+              runners=None) -> dict:
+    """This shard's runs, one after another, in this process."""
+    out_dir = Path(out_dir)
+    _prepare(config, out_dir)
+    tasks = shard_tasks(sweep_tasks(config), *shard)
+    done = done_keys(out_dir, config)
+    todo = [t for t in tasks if t not in done]
+    log(f"shard {shard[0]}/{shard[1]}: {len(tasks)} runs, {len(tasks) - len(todo)} already done")
+    result = dict(finished=0, skipped=len(tasks) - len(todo), error=None)
+    for fw, seed in todo:
+        s = run_task(config, str(out_dir), fw, seed, runner=(runners or {}).get(fw))
+        result["finished"] += 0 if s["skipped"] else 1
+        result["skipped"] += 1 if s["skipped"] else 0
+        log(f"  {fw} seed {seed}: {s.get('status', 'skipped (done elsewhere)')}")
+    return result
+
+
+def _prepare(config: dict, out_dir: Path) -> None:
+    """config.json (checked against one already there) and the test labels, as compare does."""
+    import numpy as np  # noqa: PLC0415
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = out_dir / C.CONFIG_NAME
+    if cfg_path.exists():
+        C.check_config(C.read_config(cfg_path), config, out_dir)
+    else:
+        C.write_json_atomic(cfg_path, config)
+        os.chmod(cfg_path, 0o644)
+    if not (out_dir / C.LABELS_NAME).exists():
+        _, test = C.load_subsets(config)
+        C.save_npy(out_dir / C.LABELS_NAME, np.asarray(test[1]).astype(np.uint8))
+
+
+# ----------------------------------------------------------------------------- dask
+def _import_distributed():
+    try:
+        import distributed  # noqa: PLC0415
+    except ImportError:
+        raise EngineError("--engine dask needs Dask distributed: pip install -e '.[distributed]'"
+                          ) from None
+    return distributed
+
+
+def _gpu_ids() -> str:
+    """'0,1,...' of this machine's NVIDIA GPUs (nvidia-smi -L; no framework import), or ''."""
+    if not shutil.which("nvidia-smi"):
+        return ""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    n = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    return ",".join(str(i) for i in range(n))
+
+
+def start_local_cluster(n_workers: int, env: dict | None = None):
+    """A LocalCluster of `n_workers` processes, one thread each, with the worker environment
+    (threads per run split evenly unless already pinned, no JAX GPU preallocation)."""
+    distributed = _import_distributed()
+    threads = str(max(1, (os.cpu_count() or 1) // n_workers))
+    wenv = dict(WORKER_ENV, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", threads),
+                MKL_NUM_THREADS=os.environ.get("MKL_NUM_THREADS", threads))
+    gpus = _gpu_ids()
+    if gpus:
+        wenv["AIRBENCH_WORKER_GPUS"] = gpus
+    wenv.update(env or {})
+    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, env=wenv)
+
+
+def parse_scheduler(text) -> tuple[str, object]:
+    """'local:N' -> ('local', N); an address -> ('address', text)."""
+    text = str(text or "").strip()
+    if text.startswith("local:"):
+        try:
+            n = int(text.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise EngineError(f"--scheduler {text!r}: local:N needs N >= 1 worker processes")
+        return "local", n
+    if not text:
+        raise EngineError("--engine dask needs --scheduler ADDRESS (e.g. tcp://host:8786) or "
+                          "local:N (N worker processes on this machine)")
+    return "address", text
+
+
+def run_dask(config: dict, out_dir, scheduler: str, *, log: Callable = print,
+             retries: int = 1) -> dict:
+    """The comparison's runs as Dask tasks, in waves up to each look of the sequential plan,
+    until it decides or reaches N; returns {'finished', 'skipped', 'error', 'outcome'}."""
+    distributed = _import_distributed()
+    out_dir = Path(out_dir)
+    kind, where = parse_scheduler(scheduler)
+    _prepare(config, out_dir)
+    cluster = start_local_cluster(where) if kind == "local" else None
+    result = dict(finished=0, skipped=0, error=None, outcome=None)
+    try:
+        with locked(out_dir / ENGINE_LOCK), \
+                distributed.Client(cluster if cluster is not None else where) as client:
+            log(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at "
+                f"{client.scheduler.address}")
+            plan = _plan.Plan(config["margin"], config["runs"])
+            for look in [k for k in plan.looks if k <= config["runs"]] or [config["runs"]]:
+                out = _outcome(out_dir, config, plan)
+                if out["decision"] != "continue":
+                    break
+                done = done_keys(out_dir, config)
+                todo = [t for t in sweep_tasks(config, look) if t not in done]
+                futures = [client.submit(run_task, config, str(out_dir), fw, seed,
+                                         key=task_key(config, fw, seed), pure=False,
+                                         retries=retries) for fw, seed in todo]
+                for fut in distributed.as_completed(futures):
+                    try:
+                        s = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - KilledWorker or the run's error
+                        result["error"] = f"{fut.key} failed: {type(exc).__name__}: " \
+                                          f"{C.one_line(exc)}"
+                        continue
+                    result["skipped" if s["skipped"] else "finished"] += 1
+                    log(f"  {s['framework']} seed {s['seed']}: "
+                        f"{'done elsewhere' if s['skipped'] else s['status']} (pid {s['pid']})")
+                if result["error"]:
+                    break
+            result["outcome"] = _outcome(out_dir, config, plan)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return result
+
+
+def _outcome(out_dir, config, plan):
+    recs, _ = C.own_records(read_records(Path(out_dir) / C.RUNS_NAME), config)
+    return _plan.sequential_outcome(recs, config["frameworks"], plan)

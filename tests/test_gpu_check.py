@@ -1,0 +1,158 @@
+"""python -m parity.gpu_check: its options, the data subset it carries, and its CPU dry run (every
+stage, the same files) without the packages a GPU machine lacks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity import gpu_check as G
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSSLESS = Path(os.environ.get("AIRBENCH_LOSSLESS_SUBSET",
+                               ROOT.parent.parent / "shared" / "data" / "cifar10-lossless-subset"))
+# project dependencies the GPU machines may lack: the command must not need them (rich is not
+# here: flax itself imports it, flax/linen/summary.py, so a machine with flax has rich)
+ABSENT_THERE = ("filelock", "hypothesis")
+
+
+def _run_blocked(args, tmp_path, timeout=600):
+    """`python -m parity.gpu_check ARGS` from the source tree (PYTHONPATH=.) with ABSENT_THERE
+    made unimportable."""
+    code = ("import sys, runpy\n"
+            + "".join(f"sys.modules[{m!r}] = None\n" for m in ABSENT_THERE)
+            + f"sys.argv = ['parity.gpu_check'] + {list(args)!r}\n"
+            + "runpy.run_module('parity.gpu_check', run_name='__main__')\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        G.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--out", "--subset", "--budget-minutes", "--dry-run", "--make-subset", "--train",
+                "--test"):
+        assert opt in text
+
+
+@pytest.mark.parametrize("argv, word", [(["--dry-run"], "--out"),
+                                        (["--out", "x", "--budget-minutes", "0"], "budget"),
+                                        (["--out", "x", "--stages", "numerics,bogus"], "bogus")])
+def test_bad_options_are_one_line_exit_2(argv, word, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert G.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and word in err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not (LOSSLESS / "train.npz").exists(), reason="no lossless subset")
+def test_make_subset_round_trip_and_identity(tmp_path):
+    from airbench_common.data import load_cifar10
+    path = tmp_path / "sub.npz"
+    info = G.make_subset(path, 300, 100, LOSSLESS)
+    ident, (xtr, ytr), (xte, yte) = G.load_subset(path)
+    tr, te = load_cifar10("train", LOSSLESS), load_cifar10("test", LOSSLESS)
+    np.testing.assert_array_equal(xtr, tr[0][:300])
+    np.testing.assert_array_equal(ytr, tr[1][:300])
+    np.testing.assert_array_equal(xte, te[0][:100])
+    np.testing.assert_array_equal(yte, te[1][:100])
+    assert ident["sha256"] == info["sha256"] == G.sha256(path) and len(ident["sha256"]) == 64
+    assert ident["source"] == info["source"] and "first 300 train" in ident["source"]
+    assert (ident["n_train"], ident["n_test"]) == (300, 100)
+
+
+@pytest.mark.skipif(not (LOSSLESS / "train.npz").exists(), reason="no lossless subset")
+def test_make_subset_refuses_what_cannot_travel(tmp_path, monkeypatch):
+    from airbench_common.errors import UsageError
+    monkeypatch.setattr(G, "MAX_SUBSET_MIB", 0.1)
+    with pytest.raises(UsageError, match="MiB"):
+        G.make_subset(tmp_path / "big.npz", 1000, 100, LOSSLESS)
+    assert list(tmp_path.iterdir()) == []   # nothing half-written left behind
+
+
+def test_a_corrupt_subset_is_a_dataset_error(tmp_path):
+    from airbench_common.data import DatasetError
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(DatasetError, match="make-subset"):
+        G.load_subset(bad)
+    np.savez(tmp_path / "partial.npz", train_images=np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(DatasetError, match="lacks"):
+        G.load_subset(tmp_path / "partial.npz")
+
+
+def test_next_seed_skips_torn_lines(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    assert G._next_seed(path) == 0
+    path.write_text('{"seed": 0}\n{"seed": 3, "x": 1}\n{"seed": 9, "x"')
+    assert G._next_seed(path) == 4
+
+
+def test_xla_flags_only_where_the_user_set_none(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    got = G.setup_environment()
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x" and got["XLA_FLAGS"]["set_by"] == "user"
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.delenv("XLA_FLAGS")
+    got = G.setup_environment()
+    assert got["XLA_FLAGS"]["set_by"] == "parity.gpu_check"
+    assert set(got["XLA_FLAGS"]["reasons"]) == {f for f, _ in G.XLA_FLAGS}
+    assert all(len(why) > 20 for _, why in G.XLA_FLAGS)   # each flag says why
+
+
+@pytest.mark.slow
+def test_dry_run_writes_every_stage_without_the_absent_packages(tmp_path):
+    out = tmp_path / "out"
+    p = _run_blocked(["--dry-run", "--out", str(out), "--max-pairs", "1"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok", summary
+    assert set(summary["stages"]) == {"environment", "numerics", "throughput", "runs"}
+    assert all(s["status"] == "ok" for s in summary["stages"].values())
+    print({k: s["seconds"] for k, s in summary["stages"].items()}, os.getloadavg())
+    env = json.loads((out / "environment.json").read_text())
+    assert env["env_set"]["XLA_FLAGS"]["set_by"] == "parity.gpu_check"
+    assert env["default_precision_policy"] == "float32"        # a CPU
+    num = json.loads((out / "numerics.json").read_text())
+    assert num["rows"] and summary["stages"]["numerics"]["failed"] == 0
+    tp = json.loads((out / "throughput.json").read_text())
+    assert set(tp["images_per_second"]) == {"jax", "torch"} and tp["jax_compile_seconds"] > 0
+    recs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["framework"] for r in recs) == ["jax", "torch"]
+    for r in recs:
+        assert r["precision"]["name"] == "float32" and r["preset"] == "gpu_check"
+        assert r["data"]["source"].startswith("synthetic")
+    # a second command (a GPU command runs ~8 minutes at most) adds pairs with the next seeds and
+    # keeps the stages it did not re-run
+    p = _run_blocked(["--dry-run", "--out", str(out), "--max-pairs", "1", "--stages", "runs"],
+                     tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert sorted((r["framework"], r["seed"]) for r in recs) == [("jax", 0), ("jax", 1),
+                                                                  ("torch", 0), ("torch", 1)]
+    again = json.loads((out / "summary.json").read_text())
+    assert set(again["stages"]) == set(summary["stages"]) and again["status"] == "ok"
+    assert again["stages"]["numerics"] == summary["stages"]["numerics"]
+
+
+@pytest.mark.slow
+def test_budget_ends_cleanly_with_what_was_measured(tmp_path):
+    out = tmp_path / "out"
+    p = _run_blocked(["--dry-run", "--out", str(out), "--budget-minutes", "0.1"], tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert p.returncode == 1 and summary["status"].startswith("stopped"), summary
+    assert summary["stages"]["environment"]["status"] == "ok"
+    assert (out / "environment.json").exists()
+    stopped = [k for k, s in summary["stages"].items() if s["status"].startswith("stopped")]
+    assert len(stopped) == 1
