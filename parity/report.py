@@ -215,17 +215,27 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
                        diverged_seeds=[r.get("seed") for r in rs if r.get("status") == "diverged"])
               for fw, rs in by_fw.items()}
     tta_level = first.get("tta_level")
+    # vmapped runs (compare --jax-vmap K) carry their group's training time: they never enter the
+    # per-run training time or the framework ratio (upstream's comparable is the sequential run);
+    # their per-seed share is reported on its own
+    seq = {fw: [r for r in ok[fw] if not r.get("vmapped")] for fw in frameworks}
     per_fw = {}
     for fw in frameworks:
         per_fw[fw] = dict(acc=S.describe(_acc_points(ok[fw], "acc")),
                           acc_tta=S.describe(_acc_points(ok[fw], "acc_tta")),
                           train_seconds=S.describe_times([float_or_nan(r.get("train_seconds"))
-                                                          for r in ok[fw]]),
+                                                          for r in seq[fw]]),
                           eval_seconds=S.describe_times([float_or_nan(r.get("eval_seconds"))
                                                          for r in ok[fw]]),
                           compile_seconds=S.describe_times([float_or_nan(r.get("compile_seconds"))
                                                             for r in by_fw[fw]
                                                             if r.get("compile_seconds") is not None]))
+        vm = [r["vmapped"] for r in ok[fw] if isinstance(r.get("vmapped"), dict)]
+        if vm:
+            per_fw[fw]["vmapped"] = dict(
+                runs=len(vm), group_sizes=sorted({int(v.get("group_size", 0)) for v in vm}),
+                per_seed_train_seconds=S.describe_times(
+                    [float_or_nan(v.get("per_seed_train_seconds")) for v in vm]))
     comparison = None
     sequential = _sequential(records, frameworks, config, margin, state)
     per_example = None
@@ -238,8 +248,9 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
             comparison[key] = S.compare_samples(_acc_points(ok[a], key), _acc_points(ok[b], key),
                                                 margin)
         for key in ("train_seconds", "eval_seconds"):
-            comparison[key] = S.compare_times([float_or_nan(r.get(key)) for r in ok[a]],
-                                              [float_or_nan(r.get(key)) for r in ok[b]])
+            src = seq if key == "train_seconds" else ok
+            comparison[key] = S.compare_times([float_or_nan(r.get(key)) for r in src[a]],
+                                              [float_or_nan(r.get(key)) for r in src[b]])
         head = "acc_tta" if (tta_level or 0) > 0 and comparison["acc_tta"]["n_a"] else "acc"
         comparison["headline_metric"] = head
         comparison["verdict"] = comparison[head]["verdict"]
@@ -268,6 +279,12 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         warnings.append(f"preset {preset} only checks the plumbing: its accuracies are not "
                         "expected to be meaningful")
     for fw in frameworks:
+        if per_fw[fw].get("vmapped"):
+            v = per_fw[fw]["vmapped"]
+            warnings.append(f"{fw}: {v['runs']} run(s) trained vmapped (group size "
+                            f"{', '.join(map(str, v['group_sizes']))}): left out of the training "
+                            f"times and their ratio; per-seed share of the group's training time "
+                            f"median {v['per_seed_train_seconds'].get('median', float('nan')):.1f} s")
         if counts[fw]["diverged"]:
             warnings.append(f"{fw}: {counts[fw]['diverged']} diverged run(s) "
                             f"(seeds {counts[fw]['diverged_seeds']}) excluded from statistics")

@@ -393,3 +393,27 @@ def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "parity.compare", "--help"], capture_output=True,
                        text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0 and "--resume" in r.stdout and "--margin" in r.stdout
+
+
+def test_vmapped_runs_stay_out_of_the_training_time_ratio():
+    """A vmapped JAX record's train_seconds is its group's time: the report leaves it out of the
+    per-run training times and the JAX/PyTorch ratio and shows the per-seed share apart."""
+    from parity import report
+    recs = []
+    for seed in range(4):
+        for fw, secs in (("jax", 10.0), ("torch", 20.0)):
+            recs.append(make_record(
+                recipe="airbench94_muon", overrides={}, seed=seed, framework=fw, versions={},
+                device="cpu", dtype="float32", flags={}, acc=0.9, acc_tta=0.9 + 0.001 * seed,
+                tta_level=2, train_seconds=secs, eval_seconds=1.0, steps=4))
+    vm = dict(recs[0], seed=9, train_seconds=400.0,       # a group of 4: 100 s each
+              vmapped=dict(group_size=4, seeds=[9, 10, 11, 12], group_train_seconds=400.0,
+                           per_seed_train_seconds=100.0))
+    s = report.summarize(recs + [vm], dict(recipe="airbench94_muon", frameworks=["jax", "torch"]),
+                         margin=0.5)
+    assert s["per_framework"]["jax"]["train_seconds"]["n"] == 4
+    assert s["per_framework"]["jax"]["train_seconds"]["max"] == 10.0
+    assert s["comparison"]["train_seconds"]["ratio"] == 0.5
+    assert s["per_framework"]["jax"]["vmapped"]["per_seed_train_seconds"]["median"] == 100.0
+    assert s["comparison"]["eval_seconds"]["a"]["n"] == 5    # evaluation is per seed anyway
+    assert any("vmapped" in w for w in s["warnings"])
