@@ -102,7 +102,10 @@ BAD = [
     ("data-dir corrupt npz", ["--data-dir", "{tmp}"], "is not an .npz archive"),
     ("data-dir is a file", ["--data-dir", "{file}"], "is a file, not a folder"),
 ]
-TORCH_ONLY = [("dtype bfloat16 on CPU (torch)", ["--dtype", "bfloat16"], "accepted: float32")]
+# PyTorch computes in the dtype it stores: a policy with other stored weights is refused
+# (--dtype bfloat16 alone is a valid policy on both sides since the shared precision policy)
+TORCH_ONLY = [("mixed params/compute (torch)", ["--dtype", "float32", "--param-dtype", "bfloat16"],
+               "computes in the dtype it stores")]
 
 
 def _args(extra, tiny, tmp_path):

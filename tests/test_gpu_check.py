@@ -15,7 +15,7 @@ from parity import gpu_check as G
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = Path(os.environ.get("AIRBENCH_LOSSLESS_SUBSET",
-                               ROOT.parent.parent / "shared" / "data" / "cifar10-lossless-subset"))
+                               ROOT.parent / "shared" / "data" / "cifar10-lossless-subset"))
 # project dependencies the GPU machines may lack: the command must not need them (rich is not
 # here: flax itself imports it, flax/linen/summary.py, so a machine with flax has rich)
 ABSENT_THERE = ("filelock", "hypothesis")
