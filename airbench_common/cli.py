@@ -109,6 +109,17 @@ def _summary(i: int, seed: int, rec: dict) -> str:
     return line
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Is `exc` a KeyboardInterrupt, or an exception raised while handling one?"""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def main(fw: Framework, argv=None) -> int:
     """Parse, validate everything, run, append records; 0 if every run finished ok, 2 if one
     diverged (its record is kept, with status 'diverged'). Wrap in errors.cli_main."""
@@ -151,7 +162,11 @@ def main(fw: Framework, argv=None) -> int:
     for i, seed in enumerate(seeds):
         try:
             rec = next(runs)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception) as exc:
+            # Ctrl-C inside a library's own try block can come out as another exception caused
+            # by the KeyboardInterrupt (JAX's pytree metadata comparison re-raises a ValueError)
+            if not _interrupted(exc):
+                raise
             raise KeyboardInterrupt(f"interrupted (Ctrl-C) in run {i}; {i} finished run(s) are "
                                     f"in {out}") from None
         if rec["seed"] != seed:

@@ -22,10 +22,15 @@ def tiny(tmp_path_factory):
     return d
 
 
-def fake(calls, status=lambda seed: "ok", interrupt_at=None):
+def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_at=None):
     def run(args, recipe, overrides, seed, i, train, test):
         if interrupt_at == i:
             raise KeyboardInterrupt
+        if wrapped_interrupt_at == i:   # as JAX re-raises a Ctrl-C during a pytree comparison
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise ValueError("Exception raised while checking equality") from exc
         calls.append((recipe, dict(overrides), seed, i, len(train[0]), len(test[0]), args.device))
         ok = status(seed) == "ok"
         rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
@@ -109,6 +114,17 @@ def test_ctrl_c_names_the_finished_runs(tiny, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"interrupted (Ctrl-C) in run 2; 2 finished "
                                                f"run(s) are in {out}")
     assert len(read_records(out)) == 2
+
+
+def test_ctrl_c_wrapped_by_a_library_is_still_ctrl_c(tiny, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    main = cli_main(lambda argv: cli.main(fake([], wrapped_interrupt_at=1), argv))
+    assert main(["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "3",
+                 "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted (Ctrl-C) in run 1; 1 finished "
+                                               f"run(s) are in {out}")
+    assert len(read_records(out)) == 1
+    assert not cli._interrupted(RuntimeError("x"))   # other errors still propagate as they are
 
 
 def test_everything_is_checked_before_any_run(tiny, tmp_path):
