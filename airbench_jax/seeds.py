@@ -23,7 +23,6 @@ records out, never mix the two.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Callable, Iterator, Sequence
 
@@ -31,17 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from airbench_common import outcome, records
-from airbench_common.data import DatasetError, dataset_label, load_cifar10, resolve_data_dir
-from airbench_common.env import machine_info
+from airbench_common import outcome
 from airbench_common.errors import UsageError
-from airbench_common.recipes import get_recipe
 from airbench_common.validate import SEED_LIMIT
 
 from . import augment as aug
 from . import precision as prec
-from .train import (_device_str, _finite_state, _train_epoch, _versions, accuracy, compile_eval,
-                    init_train_state, predict_both, resolve_device)
+from .train import (_finite_state, _train_epoch, accuracy, compile_eval, init_train_state,
+                    predict_both, prepare_run, run_record)
 
 # the fraction of the device's memory a group may plan to use (the rest: XLA's own buffers,
 # evaluation, the other process on a shared machine)
@@ -185,21 +181,11 @@ def iter_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, t
     if group_size is not None and int(group_size) < 1:
         raise SeedsError(f"group size {group_size!r} must be at least 1 (seeds trained at once)")
     overrides = dict(overrides or {})
-    r = get_recipe(recipe, **overrides)
-    if train_data is None:
-        train_data = load_cifar10("train", data_dir)
-    if test_data is None:
-        test_data = load_cifar10("test", data_dir)
-    tr_x, tr_y = np.asarray(train_data[0]), np.asarray(train_data[1])
-    te_x, te_y = np.asarray(test_data[0]), np.asarray(test_data[1])
+    # recipe, data, device and precision policy exactly as a sequential run resolves them
+    r, (tr_x, tr_y), (te_x, te_y), total, dev, pol = prepare_run(
+        recipe, overrides, data_dir, train_data, test_data, device, precision=precision,
+        dtype=dtype, param_dtype=param_dtype, ns_dtype=ns_dtype, tf32=tf32)
     n_train = len(tr_x)
-    if len(te_x) < 1:
-        raise DatasetError("the test set has 0 images; give at least one test image")
-    total = r.total_steps(n_train)
-    dev = resolve_device(device) or jax.devices()[0]
-    # the precision policy exactly as a sequential run resolves it (train.run_recipe_with_state)
-    pol = prec.resolve(precision, device=dev, dtype=dtype, param_dtype=param_dtype,
-                       ns_dtype=ns_dtype, tf32=tf32)
     dtype = jnp.dtype(pol.compute)
     impl = resolve_impl(conv_impl)
 
@@ -295,9 +281,12 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
                 error = "non-finite weights after training"
         if error:
             status = outcome.DIVERGED
-        rec = _record(r, overrides, seed, dev, init, st, acc, acc_tta, train_seconds,
-                      eval_seconds, status, compile_seconds, eval_compile_seconds, per_epoch[j],
-                      data_dir, n_train, len(te_y))
+        rec = run_record(r, overrides, seed, dev, init["precision"], init["conv_impl"],
+                         acc=acc, acc_tta=acc_tta, train_seconds=train_seconds,
+                         eval_seconds=eval_seconds, steps=int(st.step), status=status,
+                         compile_seconds=compile_seconds,
+                         eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch[j],
+                         data_dir=data_dir, n_train=n_train, n_test=len(te_y))
         rec["vmapped"] = dict(group)
         if error:
             rec["error"] = error
@@ -306,23 +295,3 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
         if verbose and status == "ok":
             log(f"seed {seed}: acc {acc:.4f} acc_tta {acc_tta:.4f}")
         yield rec
-
-
-def _record(r, overrides, seed, dev, init, st, acc, acc_tta, train_seconds, eval_seconds, status,
-            compile_seconds, eval_compile_seconds, per_epoch, data_dir, n_train, n_test):
-    """The fields of a sequential run's record (train.run_recipe_with_state), for one seed."""
-    flags = dict(conv_impl=init["conv_impl"], XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
-                 jax_enable_x64=bool(jax.config.jax_enable_x64),
-                 jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision))
-    return records.make_record(
-        recipe=r.name, overrides=overrides, seed=seed, framework="jax", versions=_versions(),
-        device=_device_str(dev), dtype=str(jnp.dtype(init["precision"].compute)), flags=flags,
-        acc=acc,
-        acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
-        eval_seconds=eval_seconds, steps=int(st.step), status=status,
-        compile_seconds=compile_seconds, eval_compile_seconds=eval_compile_seconds,
-        ns_dtype=str(jnp.dtype(init["precision"].newton_schulz)),
-        precision=init["precision"].to_dict(), per_epoch=per_epoch,
-        data=dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
-                  n_train=n_train, n_test=n_test),
-        machine=machine_info(), recipe_params=r.to_dict())

@@ -464,6 +464,47 @@ def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=N
     return rec
 
 
+def prepare_run(recipe, overrides, data_dir, train_data, test_data, device, *, precision, dtype,
+                param_dtype, ns_dtype, tf32):
+    """What every run starts from (one seed here, a vmapped group in airbench_jax.seeds): the
+    recipe, the host arrays (loaded when not given), the checked step count, the device and the
+    resolved precision policy -> (recipe, (train x, y), (test x, y), total steps, device, policy)."""
+    r = get_recipe(recipe, **overrides)
+    if train_data is None:
+        train_data = load_cifar10("train", data_dir)
+    if test_data is None:
+        test_data = load_cifar10("test", data_dir)
+    tr_x, tr_y = np.asarray(train_data[0]), np.asarray(train_data[1])
+    te_x, te_y = np.asarray(test_data[0]), np.asarray(test_data[1])
+    if len(te_x) < 1:
+        raise DatasetError("the test set has 0 images; give at least one test image")
+    total = r.total_steps(len(tr_x))  # a RecipeError for fewer training images than a batch
+    dev = resolve_device(device) or jax.devices()[0]
+    pol = prec.resolve(precision, device=dev, dtype=dtype, param_dtype=param_dtype,
+                       ns_dtype=ns_dtype, tf32=tf32)
+    return r, (tr_x, tr_y), (te_x, te_y), total, dev, pol
+
+
+def run_record(r, overrides, seed, dev, pol, impl, *, acc, acc_tta, train_seconds, eval_seconds,
+               steps, status, compile_seconds, eval_compile_seconds, per_epoch, data_dir,
+               n_train, n_test) -> dict:
+    """One JAX run's record (sequential or one seed of a vmapped group)."""
+    flags = dict(conv_impl=impl, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
+                 jax_enable_x64=bool(jax.config.jax_enable_x64),
+                 jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision))
+    return records.make_record(
+        recipe=r.name, overrides=overrides, seed=seed, framework="jax", versions=_versions(),
+        device=_device_str(dev), dtype=str(jnp.dtype(pol.compute)), flags=flags, acc=acc,
+        acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
+        eval_seconds=eval_seconds, steps=steps, status=status,
+        compile_seconds=compile_seconds, eval_compile_seconds=eval_compile_seconds,
+        ns_dtype=str(jnp.dtype(pol.newton_schulz)), precision=pol.to_dict(),
+        per_epoch=per_epoch,
+        data=dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
+                  n_train=n_train, n_test=n_test),
+        machine=machine_info(), recipe_params=r.to_dict())
+
+
 def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
                           test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto",
                           verbose: bool = False, eval_every_epoch: bool = True,
@@ -473,21 +514,11 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
     per-epoch table (the table's head is printed for the first run only, as upstream)."""
     from .model import resolve_impl
     overrides = dict(overrides or {})
-    r = get_recipe(recipe, **overrides)
-    if train_data is None:
-        train_data = load_cifar10("train", data_dir)
-    if test_data is None:
-        test_data = load_cifar10("test", data_dir)
-    tr_x, tr_y = np.asarray(train_data[0]), np.asarray(train_data[1])
-    te_x, te_y = np.asarray(test_data[0]), np.asarray(test_data[1])
+    r, (tr_x, tr_y), (te_x, te_y), total, dev, pol = prepare_run(
+        recipe, overrides, data_dir, train_data, test_data, device, precision=precision,
+        dtype=dtype, param_dtype=param_dtype, ns_dtype=ns_dtype, tf32=tf32)
     n_train = len(tr_x)
-    if len(te_x) < 1:
-        raise DatasetError("the test set has 0 images; give at least one test image")
-    total = r.total_steps(n_train)  # a RecipeError for fewer training images than a batch
-    dev = resolve_device(device) or jax.devices()[0]
-    pol = prec.resolve(precision, device=dev, dtype=dtype, param_dtype=param_dtype,
-                       ns_dtype=ns_dtype, tf32=tf32)
-    dtype, ns = jnp.dtype(pol.compute), jnp.dtype(pol.newton_schulz)
+    dtype = jnp.dtype(pol.compute)
     impl = resolve_impl(conv_impl)
     key = jax.random.PRNGKey(seed)
     k_init, k_flip, k_epochs = jax.random.split(key, 3)
@@ -562,19 +593,11 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
         if table is not None and status == "ok":
             table.row(final=True, epoch="eval", tta_val_acc=acc_tta, time_seconds=train_seconds)
 
-    flags = dict(conv_impl=impl, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
-                 jax_enable_x64=bool(jax.config.jax_enable_x64),
-                 jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision))
-    rec = records.make_record(
-        recipe=r.name, overrides=overrides, seed=seed, framework="jax", versions=_versions(),
-        device=_device_str(dev), dtype=str(jnp.dtype(dtype)), flags=flags, acc=acc,
-        acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
-        eval_seconds=eval_seconds, steps=int(state.step), status=status,
-        compile_seconds=compile_seconds, eval_compile_seconds=eval_compile_seconds,
-        ns_dtype=str(jnp.dtype(ns)), precision=pol.to_dict(), per_epoch=per_epoch,
-        data=dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
-                  n_train=n_train, n_test=len(te_x)),
-        machine=machine_info(), recipe_params=r.to_dict())
+    rec = run_record(r, overrides, seed, dev, pol, impl, acc=acc, acc_tta=acc_tta,
+                     train_seconds=train_seconds, eval_seconds=eval_seconds,
+                     steps=int(state.step), status=status, compile_seconds=compile_seconds,
+                     eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch,
+                     data_dir=data_dir, n_train=n_train, n_test=len(te_x))
     if error:
         rec["error"] = error
     if predictions is not None:  # in memory only ("_" keys): parity.compare stores them apart
