@@ -67,3 +67,18 @@ def machine_info() -> dict:
                                            "CUDA_VISIBLE_DEVICES", "AIRBENCH_DATA")
                 if k in os.environ},
     }
+
+
+# JAX calls an NVIDIA or AMD GPU's platform "gpu" (or "cuda"/"rocm"); PyTorch calls both "cuda".
+_ACCELERATOR_KINDS = {"gpu": "cuda", "cuda": "cuda", "rocm": "cuda"}
+
+
+def device_fields(kind: str, index: int | None, name: str | None) -> tuple[str, str]:
+    """(device, device_name) of a run record, in one vocabulary for both frameworks: 'cpu', or
+    'cuda:N' for a GPU as PyTorch names it (other accelerators 'kind:N'); the name is the chip's
+    (the CPU model on a CPU)."""
+    kind = kind.lower()
+    if kind == "cpu":
+        return "cpu", cpu_model()
+    kind = _ACCELERATOR_KINDS.get(kind, kind)
+    return f"{kind}:{0 if index is None else int(index)}", str(name or "unknown")

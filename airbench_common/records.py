@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .env import code_version
+from .env import code_version, machine_info
 from .errors import UsageError
 from .files import (FILE_MODE, FileWriteError, hold_lock, jsonable as _jsonable,  # noqa: F401
                     locked, write_all, write_json_atomic)
@@ -46,6 +46,43 @@ def make_record(*, recipe: str, overrides: dict, seed: int, framework: str, vers
                code=code_version())
     rec.update(extra)
     return _jsonable(rec)
+
+
+# What each framework's run_recipe writes for every run, on both sides alike (a reader needs only
+# REQUIRED_FIELDS, so older records stay readable). A value a framework does not have is None:
+# compile_seconds and eval_compile_seconds of eager PyTorch, accuracies of a run whose loss became
+# non-finite. `error` is added to a diverged run's record only.
+RUN_FIELDS = REQUIRED_FIELDS + (
+    "recipe_params", "precision", "ns_dtype", "data", "per_epoch", "device_name",
+    "setup_seconds", "compile_seconds", "eval_compile_seconds",
+)
+
+
+def run_record(**fields: Any) -> dict:
+    """make_record for a framework's run: exactly RUN_FIELDS (plus `error`), so that the two
+    frameworks' records cannot drift apart; fills schema, finished_at, code and machine."""
+    error = fields.pop("error", None)
+    given = set(fields) | {"schema"}
+    missing = [k for k in RUN_FIELDS if k not in given]
+    extra = sorted(given - set(RUN_FIELDS))
+    if missing or extra:
+        raise TypeError(f"a run record needs exactly the fields of RUN_FIELDS: missing {missing}, "
+                        f"unexpected {extra}")
+    rec = make_record(**fields, machine=machine_info())
+    if error is not None:
+        rec["error"] = str(error)
+    return rec
+
+
+def data_identity(data_dir, n_train: int, n_test: int, *, arrays: bool) -> dict:
+    """The `data` field: which images a run used. `arrays`: the caller passed the images itself
+    (train_data/test_data), so neither the folder nor its label says what they were."""
+    if arrays:
+        return dict(label="user-supplied arrays", dir=None, n_train=int(n_train),
+                    n_test=int(n_test))
+    from .data import dataset_label, resolve_data_dir
+    return dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
+                n_train=int(n_train), n_test=int(n_test))
 
 
 APPEND_LOCK_TIMEOUT = 30.0  # seconds a writer waits for another writer's append

@@ -215,12 +215,13 @@ def iter_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, t
             yield from _run_group(r, overrides, seeds[g:g + k], padded, train_y, test_x, te_y,
                                   whiten_src, init, total, dev, data_dir, eval_every_epoch,
                                   predictions, log, verbose, data_seconds,
-                                  compile_seconds if g == 0 else 0.0)
+                                  compile_seconds if g == 0 else 0.0,
+                                  arrays=train_data is not None)
 
 
 def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, init, total, dev,
                data_dir, eval_every_epoch, predictions, log, verbose, data_seconds,
-               probe_seconds):
+               probe_seconds, *, arrays: bool):
     K = len(seeds)
     n_train = padded.shape[0]
     t0 = time.perf_counter()
@@ -286,10 +287,9 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
                          eval_seconds=eval_seconds, steps=int(st.step), status=status,
                          compile_seconds=compile_seconds,
                          eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch[j],
-                         data_dir=data_dir, n_train=n_train, n_test=len(te_y))
+                         data_dir=data_dir, n_train=n_train, n_test=len(te_y),
+                         setup_seconds=setup_seconds, arrays=arrays, error=error)
         rec["vmapped"] = dict(group)
-        if error:
-            rec["error"] = error
         if predictions and preds is not None:
             rec["_predictions"] = preds
         if verbose and status == "ok":

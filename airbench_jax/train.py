@@ -21,8 +21,8 @@ import optax
 from flax import nnx, struct
 
 from airbench_common import outcome, records
-from airbench_common.data import DatasetError, dataset_label, load_cifar10, resolve_data_dir
-from airbench_common.env import machine_info, package_versions
+from airbench_common.data import DatasetError, load_cifar10
+from airbench_common.env import device_fields, package_versions
 from airbench_common.table import Table
 from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
 
@@ -417,11 +417,6 @@ def resolve_device(device):
     return jax.devices(platform)[int(index or 0)]
 
 
-def _device_str(device=None):
-    d = device or jax.devices()[0]
-    return f"{d.platform}:{getattr(d, 'device_kind', '')}"
-
-
 def prepare_data(recipe: Recipe, train_images, dtype=jnp.float32, key=None):
     """Normalize, pre-flip a random half (altflip) and reflect-pad by translate, on device."""
     x = aug.normalize(train_images, dtype)
@@ -487,22 +482,23 @@ def prepare_run(recipe, overrides, data_dir, train_data, test_data, device, *, p
 
 def run_record(r, overrides, seed, dev, pol, impl, *, acc, acc_tta, train_seconds, eval_seconds,
                steps, status, compile_seconds, eval_compile_seconds, per_epoch, data_dir,
-               n_train, n_test) -> dict:
-    """One JAX run's record (sequential or one seed of a vmapped group)."""
+               n_train, n_test, setup_seconds, arrays, error=None) -> dict:
+    """One JAX run's record (sequential or one seed of a vmapped group), in the fields both
+    frameworks write (airbench_common.records.RUN_FIELDS). `arrays`: the caller gave the images."""
     flags = dict(conv_impl=impl, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
                  jax_enable_x64=bool(jax.config.jax_enable_x64),
                  jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision))
-    return records.make_record(
+    d = dev or jax.devices()[0]
+    device, device_name = device_fields(d.platform, d.id, getattr(d, "device_kind", None))
+    return records.run_record(
         recipe=r.name, overrides=overrides, seed=seed, framework="jax", versions=_versions(),
-        device=_device_str(dev), dtype=str(jnp.dtype(pol.compute)), flags=flags, acc=acc,
-        acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
-        eval_seconds=eval_seconds, steps=steps, status=status,
+        device=device, device_name=device_name, dtype=str(jnp.dtype(pol.compute)), flags=flags,
+        acc=acc, acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
+        eval_seconds=eval_seconds, steps=steps, status=status, setup_seconds=setup_seconds,
         compile_seconds=compile_seconds, eval_compile_seconds=eval_compile_seconds,
         ns_dtype=str(jnp.dtype(pol.newton_schulz)), precision=pol.to_dict(),
-        per_epoch=per_epoch,
-        data=dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
-                  n_train=n_train, n_test=n_test),
-        machine=machine_info(), recipe_params=r.to_dict())
+        per_epoch=per_epoch, data=records.data_identity(data_dir, n_train, n_test, arrays=arrays),
+        recipe_params=r.to_dict(), error=error)
 
 
 def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
@@ -597,9 +593,8 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
                      train_seconds=train_seconds, eval_seconds=eval_seconds,
                      steps=int(state.step), status=status, compile_seconds=compile_seconds,
                      eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch,
-                     data_dir=data_dir, n_train=n_train, n_test=len(te_x))
-    if error:
-        rec["error"] = error
+                     data_dir=data_dir, n_train=n_train, n_test=len(te_x),
+                     setup_seconds=setup_seconds, arrays=train_data is not None, error=error)
     if predictions is not None:  # in memory only ("_" keys): parity.compare stores them apart
         rec["_predictions"] = predictions
     return rec, state

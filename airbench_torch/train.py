@@ -14,10 +14,10 @@ from torch import nn
 from airbench_common import outcome
 from airbench_common import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays, lr_schedules,
                              param_groups)
-from airbench_common.data import DatasetError, dataset_label, resolve_data_dir
-from airbench_common.env import machine_info, package_versions
+from airbench_common.data import DatasetError
+from airbench_common.env import device_fields, package_versions
 from airbench_common.table import Table
-from airbench_common.records import make_record
+from airbench_common.records import data_identity, run_record
 
 from .device import (apply_precision, apply_tf32, dtype_name, resolve_device, resolve_precision,
                      synchronize, tf32_state, torch_dtype, uses_channels_last)
@@ -308,16 +308,19 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     table = Table(log) if verbose else None
     if table is not None and run_label in (None, 0):
         table.head()
+    device, device_name = device_fields(
+        dev.type, dev.index if dev.index is not None else (
+            torch.cuda.current_device() if dev.type == "cuda" else None),
+        torch.cuda.get_device_name(dev) if dev.type == "cuda" else None)
+    # eager PyTorch compiles nothing ahead of the run (with compile=True, torch.compile's work
+    # happens inside the first steps and is part of train_seconds): its compile fields are None
     common = dict(recipe=r.name, overrides=overrides, seed=seed, framework="torch",
-                  versions=_versions(), device=str(dev), dtype=pol.compute,
+                  versions=_versions(), device=device, device_name=device_name, dtype=pol.compute,
                   flags=dict(compile=bool(compile), channels_last=cl,
                              threads=torch.get_num_threads(), tf32=tf32_state()),
                   tta_level=r.tta_level, ns_dtype=dtype_name(ns), precision=pol.to_dict(),
-                  data=dict(label=dataset_label(data_dir) if train_data is None else
-                            "user-supplied arrays",
-                            dir=str(resolve_data_dir(data_dir)) if train_data is None else None,
-                            n_train=n_train, n_test=n_test),
-                  machine=machine_info())
+                  data=data_identity(data_dir, n_train, n_test, arrays=train_data is not None),
+                  recipe_params=r.to_dict(), compile_seconds=None, eval_compile_seconds=None)
     state = make_train_state(r, n_train, whiten_inputs, seed=seed, device=dev, precision=pol,
                              compile=compile, channels_last=cl)
     try:
@@ -325,9 +328,9 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                   table=table, run_label=run_label if run_label is not None else 0,
                   progress=progress)
     except FloatingPointError as exc:
-        return make_record(**common, acc=None, acc_tta=None, train_seconds=None,
-                           eval_seconds=None, steps=state.step, status=outcome.DIVERGED,
-                           error=str(exc), per_epoch=[])
+        return run_record(**common, acc=None, acc_tta=None, train_seconds=None,
+                          eval_seconds=None, steps=state.step, status=outcome.DIVERGED,
+                          setup_seconds=state.whiten_seconds, error=str(exc), per_epoch=[])
     synchronize(dev)
     t0 = time.perf_counter()
     # one pass gives plain and TTA predictions (the plain forward is part of TTA), as in JAX
@@ -345,12 +348,10 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     if table is not None:
         table.row(final=True, epoch="eval", tta_val_acc=acc_tta,
                   time_seconds=out["train_seconds"] + eval_seconds)
-    rec = make_record(**common, acc=acc, acc_tta=acc_tta, train_seconds=out["train_seconds"],
-                      eval_seconds=eval_seconds, steps=state.step,
-                      status=outcome.DIVERGED if error else outcome.OK,
-                      whiten_seconds=state.whiten_seconds, per_epoch=out["per_epoch"])
-    if error:
-        rec["error"] = error
+    rec = run_record(**common, acc=acc, acc_tta=acc_tta, train_seconds=out["train_seconds"],
+                     eval_seconds=eval_seconds, steps=state.step,
+                     status=outcome.DIVERGED if error else outcome.OK,
+                     setup_seconds=state.whiten_seconds, per_epoch=out["per_epoch"], error=error)
     if keep_predictions:  # in memory only ("_" keys), when asked: parity.compare stores them apart
         rec["_predictions"] = predictions
     return rec
