@@ -321,8 +321,8 @@ def _eval_graphdef(graphdef, params, rest):
 
 
 def default_eval_batch() -> int:
-    """2000 as upstream on accelerators, 500 on CPU (full-width im2col buffers would need GBs)."""
-    return 500 if jax.default_backend() == "cpu" else 2000
+    """airbench_common.outcome.eval_batch for JAX's default backend."""
+    return outcome.eval_batch(jax.default_backend() != "cpu")
 
 
 def _eval_batches(n: int, batch: int) -> tuple[int, int]:

@@ -218,7 +218,7 @@ def infer_both(model: nn.Module, loader: CifarLoader, tta_level: int = 0):
     model.eval()
     images = loader.normalize(loader.images)
     with torch.no_grad():
-        outs = [both(x) for x in images.split(2000)]
+        outs = [both(x) for x in images.split(outcome.eval_batch(images.device.type != "cpu"))]
     return tuple(torch.cat([o[k].clone() for o in outs]) for k in (0, 1))
 
 

@@ -84,3 +84,28 @@ def test_both_frameworks_write_the_same_fields(both_records):
     assert j["compile_seconds"] > 0 and t["compile_seconds"] is None   # eager PyTorch
     assert j["setup_seconds"] > 0 and t["setup_seconds"] > 0
     assert j["setup_seconds"] <= j["train_seconds"] and t["setup_seconds"] <= t["train_seconds"]
+
+
+def test_both_sides_evaluate_in_the_same_batches():
+    """One evaluation batch size (airbench_common.outcome.eval_batch) on both sides: PyTorch's
+    forward sees batches of it, JAX's compiled evaluation has its shape (tail padded)."""
+    import torch
+
+    from airbench_common import get_recipe
+    from airbench_common.outcome import eval_batch
+    from airbench_jax.train import _eval_batches, default_eval_batch
+    from airbench_torch.loader import CifarLoader
+    from airbench_torch.net import net_for_recipe
+    from airbench_torch.train import infer_both
+
+    b = eval_batch(False)
+    assert default_eval_batch() == b and eval_batch(True) == 2000   # upstream's on accelerators
+    n = 2 * b + 7
+    x, y = _data(n, 2)
+    loader = CifarLoader(None, train=False, data=(x, y), device="cpu")
+    net = net_for_recipe(get_recipe("airbench94", widths=(4, 8, 8)))
+    seen = []
+    net.register_forward_hook(lambda m, inp, out: seen.append(len(inp[0])))
+    infer_both(net, loader, tta_level=0)
+    assert seen == [b, b, 7]
+    assert _eval_batches(n, default_eval_batch()) == (b, 3)
