@@ -68,14 +68,15 @@ class Preset:
 # 10,000 test images; see the README for the commit and CPU):
 CPU_MEASURED = (
     "airbench94_muon, JPEG CIFAR-10, all 10000 test images. This preset (first 10000 training "
-    "images, 2 epochs), 18 runs per side on a 2-core AVX-512 EPYC: JAX 70.53 +/- 0.57%, PyTorch "
-    "70.75 +/- 0.64%, about 50 s per run; at that spread the plan decides 'equivalent' at d = 0 "
-    "with probability ~0.5 within the cap (80% needs sd ~0.47). The earlier preset (first 5000 training images, 3 epochs, same cost within 15%): "
-    "PyTorch 67.50 +/- 0.54% (6 runs) and 67.41 +/- 0.48% (3 runs), JAX 67.33 +/- 0.70% (4 "
-    "runs), too spread for the +/-0.5-point plan to decide within 30 minutes (per-run sd must be "
-    "about 0.4 points or less; python -m parity.plan --simulate). Training on twice the images "
-    "raises accuracy by ~2 points at 14% more compute per run (evaluation with TTA on 10000 "
-    "images is about half of a run). Other recipes: not measured.")
+    "images, 4 epochs), pilot runs before it was fixed (benchmarks/preset_spread.py, 2-core "
+    "AVX-512 EPYC, 85aa02f): PyTorch 77.11 +/- 0.32% (6 runs), JAX 77.19 +/- 0.14% (4 runs), "
+    "about 46 s (PyTorch) and 80 s (JAX) per run on an idle machine. At sd 0.32 and the ~14 pairs "
+    "that fit in 30 minutes, the plan decides 'equivalent' at d = 0 with probability 0.97 "
+    "(python -m parity.plan --simulate --sd 0.32 0.32 --margin 0.5 --max-runs 20 --max-pairs "
+    "14); at sd 0.40, 0.85. The earlier 2-epoch preset (70.6%) spread 0.57 / 0.64 points per run "
+    "(18 runs per side): too spread to decide within 30 minutes (probability 0.51); twice the "
+    "training halved the spread, which is mostly distribution-wise (the runs themselves "
+    "differ) in an under-trained net. Other recipes: not measured.")
 
 PRESETS: dict[str, Preset] = {
     p.name: p for p in [
@@ -97,13 +98,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="cpu",
             description="Sized for a 2-core CPU: widths (32,64,64) instead of (64,256,256), "
-                        "batch 250, 2 epochs, on the first 10000 training images; evaluated "
+                        "batch 250, 4 epochs, on the first 10000 training images; evaluated "
                         "(TTA as the recipe) on all 10000 test images, the primary endpoint; no "
                         "per-epoch evaluation (it would cost more than the training); every "
                         "other hyper-parameter (learning rates, momenta, weight decay per "
                         "example, TTA) as the recipe. Sequential plan: margin +/-0.5 points, at "
                         "most 20 runs per side, 30 minutes of wall time.",
-            overrides={"widths": (32, 64, 64), "epochs": 2, "batch_size": 250,
+            overrides={"widths": (32, 64, 64), "epochs": 4, "batch_size": 250,
                        "proxy_widths": (16, 32, 32)},
             n_train=10000, n_test=None, trains=True, margin=0.5, max_runs=20, wall_minutes=30.0,
             eval_every_epoch=False,
