@@ -47,6 +47,7 @@ def test_same_arrays_same_logits_and_loss(pair):
         np.testing.assert_array_equal(jax_side.arrays()[k], v, err_msg=k)
 
 
+@pytest.mark.slow  # two train-step compilations (about a minute on 2 busy cores)
 def test_one_step_same_loss_and_weights(pair):
     torch_side, jax_side, arrays, x, y = pair
     t = sides.TorchSide.from_arrays(torch_side.state.recipe, 48, arrays)
@@ -58,6 +59,7 @@ def test_one_step_same_loss_and_weights(pair):
         np.testing.assert_allclose(ja[k], ta[k], atol=1e-4, rtol=1e-3, err_msg=k)
 
 
+@pytest.mark.slow
 def test_steppers_step_and_load_arrays_restores(pair):
     torch_side, jax_side, arrays, x, y = pair
     j = sides.JaxSide.from_arrays(torch_side.state.recipe, 48, arrays)
