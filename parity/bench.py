@@ -29,6 +29,8 @@ from airbench_common import get_recipe, parse_overrides
 from airbench_common.env import machine_info, package_versions
 from airbench_jax.conv import IMPLS
 
+from .sides import JaxSide, TorchSide
+
 
 def forward_flops(recipe) -> float:
     """Multiply-add FLOPs (2 per MAC) of one image's forward pass: convs and head."""
@@ -52,46 +54,6 @@ def matmul_peak_gflops(n: int = 2048, iters: int = 5) -> float:
     for _ in range(iters):
         mm(a).block_until_ready()
     return 2 * n ** 3 * iters / (time.perf_counter() - t) / 1e9
-
-
-def _torch_stepper(recipe, images, labels, n_train, channels_last=None):
-    import torch
-    import airbench_torch as at
-    from airbench_torch.device import to_memory_format, uses_channels_last
-    cl = uses_channels_last(torch.device("cpu"), channels_last)
-    # images in the net's layout, as the loader stores them
-    x = to_memory_format(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), cl)
-    y = torch.from_numpy(labels.astype(np.int64))
-    state = at.make_train_state(recipe, n_train, x[:64], seed=0, device="cpu", channels_last=cl)
-
-    def step():
-        at.train_step(state, x, y)
-    return step, state
-
-
-def _jax_stepper(recipe, images, labels, n_train, conv_impl, scan_steps=0):
-    """A zero-arg function running one jitted `train_step` (or, with scan_steps=k, k steps as
-    one `lax.scan` program like `train_epoch`; the function then does k steps per call)."""
-    import jax
-    import jax.numpy as jnp
-    import airbench_jax as aj
-    from airbench_jax.train import train_steps
-    x = jnp.asarray(images)
-    y = jnp.asarray(labels.astype(np.int32))
-    state = aj.init_train_state(recipe, n_train, jax.random.PRNGKey(0), whiten_images=x[:64],
-                                conv_impl=conv_impl)
-    t = time.perf_counter()
-    if scan_steps:
-        run = train_steps.lower(state, x, y, scan_steps).compile()
-    else:
-        run = aj.train_step.lower(state, x, y).compile()
-    compile_seconds = time.perf_counter() - t
-    box = [state]
-
-    def step():
-        box[0], loss = run(box[0], x, y)
-        loss.block_until_ready()
-    return step, compile_seconds
 
 
 TORCH_CHANNELS_LAST = ("auto", "on", "off", "both")
@@ -122,13 +84,15 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
     formats = torch_formats(torch_channels_last)
     steppers = {}
     for name, cl in formats.items():
-        steppers[name], _ = _torch_stepper(recipe, images, labels, n_train, cl)
-    steppers["jax"], compile_seconds = _jax_stepper(recipe, images, labels, n_train, conv_impl)
+        side = TorchSide.from_init(recipe, n_train, images, channels_last=cl)
+        steppers[name], _ = side.stepper(images, labels)
+    steppers["jax"], compile_seconds = JaxSide.from_init(
+        recipe, n_train, images, conv_impl=conv_impl).stepper(images, labels)
     calls = {k: steps for k in steppers}
     compile_all = {"jax": compile_seconds}
     if scan:
-        steppers["jax_scan"], compile_all["jax_scan"] = _jax_stepper(
-            recipe, images, labels, n_train, conv_impl, scan_steps=steps)
+        steppers["jax_scan"], compile_all["jax_scan"] = JaxSide.from_init(
+            recipe, n_train, images, conv_impl=conv_impl).stepper(images, labels, scan_steps=steps)
         calls["jax_scan"] = 1
     for fn in steppers.values():        # first-call overhead outside the timings
         fn()

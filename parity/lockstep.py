@@ -26,19 +26,17 @@ loss curves) and prints a summary table.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
 import sys
 import time
-import types
 
 import numpy as np
 
 from . import convert
 from .batches import BatchStream, normalize, synthetic_images, to_nchw
-from .sides import scaled_recipe, setup_precision
+from .sides import JaxSide, TorchSide, scaled_recipe, setup_precision
 
 THRESHOLDS = (1e-4, 1e-3, 1e-2, 1e-1)
 PAIRS = ("cross", "self_torch", "self_jax")
@@ -66,71 +64,6 @@ def rel_distances(a: dict, b: dict, names) -> tuple[dict, float, float]:
         den += n2
     glob = math.sqrt(num) / math.sqrt(den) if den > 0 else 0.0
     return per, glob, max(per.values()) if per else 0.0
-
-
-class TorchSide:
-    def __init__(self, r, n_train, tnet_template, arrays, ns_dtype):
-        import torch
-        from airbench_torch.train import make_train_state
-        net = copy.deepcopy(tnet_template)
-        convert.arrays_to_torch(arrays, net)
-        dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[ns_dtype]
-        self.state = make_train_state(r, n_train, None, net=net, ns_dtype=dt, device="cpu")
-
-    def step(self, x_nchw, y) -> float:
-        import torch
-        from airbench_torch.train import train_step
-        return float(train_step(self.state, torch.from_numpy(x_nchw), torch.from_numpy(y)))
-
-    def arrays(self) -> dict:
-        return convert.torch_to_arrays(self.state.net)
-
-    def logits(self, x_nhwc, tta_level) -> np.ndarray:
-        import torch
-        from airbench_torch.train import infer
-        loader = types.SimpleNamespace(images=torch.from_numpy(to_nchw(x_nhwc)),
-                                       normalize=lambda t: t)  # already normalized
-        return infer(self.state.net, loader, tta_level).numpy()
-
-
-class JaxSide:
-    def __init__(self, r, n_train, arrays, ns_dtype, conv_impl, proxy_arrays=None, template=None):
-        import jax.numpy as jnp
-        from flax import nnx
-        from airbench_jax import init_train_state, make_net
-        if template is None:
-            net = make_net(r, 0, conv_impl=conv_impl)
-            convert.jax_from_arrays(net, arrays)
-            self.state = init_train_state(r, n_train, 0, net=net, ns_dtype=getattr(jnp, ns_dtype),
-                                          conv_impl=conv_impl)
-        else:
-            from .sides import jax_state_from
-            self.state = jax_state_from(template, arrays, 0)
-        if proxy_arrays is not None and self.state.proxy_graphdef is not None:
-            pnet = nnx.merge(self.state.proxy_graphdef, self.state.proxy_params,
-                             self.state.proxy_rest)
-            convert.jax_from_arrays(pnet, proxy_arrays)
-            _, pp, pr = nnx.split(pnet, nnx.Param, ...)
-            self.state = self.state.replace(proxy_params=nnx.to_pure_dict(pp),
-                                            proxy_rest=nnx.to_pure_dict(pr),
-                                            proxy_opt_state=self.state.proxy_tx.init(
-                                                nnx.to_pure_dict(pp)))
-
-    def step(self, x_nhwc, y) -> float:
-        import jax.numpy as jnp
-        from airbench_jax import train_step
-        self.state, loss = train_step(self.state, jnp.asarray(x_nhwc), jnp.asarray(y))
-        return float(loss)
-
-    def arrays(self) -> dict:
-        from airbench_jax import net_from_state
-        return convert.jax_to_arrays(net_from_state(self.state))
-
-    def logits(self, x_nhwc, tta_level) -> np.ndarray:
-        from airbench_jax.train import infer_arrays
-        s = self.state
-        return np.asarray(infer_arrays(s.graphdef, s.params, s.rest, x_nhwc, tta_level,
-                                       batch=min(2000, len(x_nhwc))))
 
 
 def load_data(n_train: int, n_test: int, data: str = "auto", seed: int = 0):
@@ -211,16 +144,16 @@ def run(recipe: str, steps: int | None = None, *, n_train: int | None = None, n_
     arrays1 = perturb_ulp(arrays0)
     names = [k for k, p in tnet.named_parameters() if p.requires_grad]
     t0 = time.time()
-    sides = {"torch_A": TorchSide(r, n, tnet, arrays0, ns_dtype)}
+    sides = {"torch_A": TorchSide.from_arrays(r, n, arrays0, ns_dtype, net=tnet)}
     proxy0 = None
     if r.filter_keep:  # the proxy net too starts from torch's weights
         proxy0 = convert.torch_to_arrays(sides["torch_A"].state.proxy.net)
-    sides["jax_A"] = JaxSide(r, n, arrays0, ns_dtype, conv_impl, proxy0)
+    sides["jax_A"] = JaxSide.from_arrays(r, n, arrays0, ns_dtype, conv_impl, proxy0)
     if self_baselines:
-        sides["torch_B"] = TorchSide(r, n, tnet, arrays1, ns_dtype)
+        sides["torch_B"] = TorchSide.from_arrays(r, n, arrays1, ns_dtype, net=tnet)
         if r.filter_keep:
             convert.arrays_to_torch(proxy0, sides["torch_B"].state.proxy.net)
-        sides["jax_B"] = JaxSide(r, n, arrays1, ns_dtype, conv_impl, proxy0,
+        sides["jax_B"] = JaxSide.from_arrays(r, n, arrays1, ns_dtype, conv_impl, proxy0,
                                  template=sides["jax_A"].state)
     pairs = {"cross": ("torch_A", "jax_A"), "self_torch": ("torch_A", "torch_B"),
              "self_jax": ("jax_A", "jax_B")}
@@ -236,10 +169,9 @@ def run(recipe: str, steps: int | None = None, *, n_train: int | None = None, n_
     step_times = {k: 0.0 for k in sides}
     for s in range(steps):
         x, y = stream.batch(s)
-        xc = to_nchw(x)
         for k, side in sides.items():
             ts = time.time()
-            rec["loss"][k].append(side.step(xc if k.startswith("torch") else x, y))
+            rec["loss"][k].append(side.step(x, y))
             step_times[k] += time.time() - ts
         arrs = {k: side.arrays() for k, side in sides.items()}
         for p, (a, b) in pairs.items():

@@ -1,6 +1,28 @@
-"""Each framework's side of the numerics and lockstep checks: the reference weights loaded into a
-torch net and a Flax net, forward/backward in float32 and float64, and each framework's TrainState
-built from the same arrays (upstream state-dict names)."""
+"""Each framework's side of the parity checks, written once per framework.
+
+`TorchSide` and `JaxSide` implement one small interface (`Side`), each method a thin call into the
+implementation's public API (airbench_torch, airbench_jax), so lockstep, bench, gpu_check's
+throughput stage and the compare runners write every comparison once:
+
+* `name`: "torch" or "jax";
+* `Side.from_arrays(recipe, n_train, arrays, ...)`: a train state holding upstream-named arrays
+  (parity.convert's names, the PyTorch state-dict's); `Side.from_init(recipe, n_train, images)`:
+  the package's own initialisation (whitening from the normalized NHWC `images`);
+* `arrays()` / `load_arrays(arrays)`: the net's weights out / in, by upstream names;
+* `forward(x, y, train)`: logits, summed loss, gradients and the weights after the pass;
+* `step(x, y)`: one optimizer step (schedules included), returns the loss;
+* `stepper(x, y)`: (a zero-argument function running one step, compile seconds or None), for
+  timing with compilation kept apart;
+* `logits(x, tta_level)`: evaluation logits;
+* `run_recipe` / `warmup`: the package's own, for the compare runners.
+
+Inputs are NHWC float32 arrays (normalized images) and int labels on both sides; the torch side
+moves them to NCHW. Frameworks are imported lazily, inside the methods: a side of one framework
+works without the other installed.
+
+Besides the classes: the reference weights loaded into a torch net and a Flax net, forward/backward
+in float32 and float64, and each framework's TrainState built from the same arrays, as used by
+parity.numerics."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +34,7 @@ from airbench_common import get_recipe, param_groups
 from airbench_common.recipes import Recipe
 
 from . import convert, inputs
-from .batches import synthetic_images
+from .batches import synthetic_images, to_nchw
 
 
 def setup_precision(threads: int | None = None) -> None:
@@ -240,6 +262,219 @@ def jax_ema_arrays(st) -> dict:
     r = jax.tree.map(lambda new, old: old if new is None else new, r, st.rest,
                      is_leaf=lambda v: v is None)
     return convert.jax_to_arrays(nnx.merge(st.graphdef, p, r))
+
+
+# ---------------------------------------------------------------------- one class per framework
+class Side:
+    """The interface both frameworks implement (see the module docstring); `run_recipe` and
+    `warmup` are the package's own functions, looked up lazily."""
+    name: str = ""
+    module: str = ""
+
+    def arrays(self) -> dict:
+        raise NotImplementedError
+
+    def load_arrays(self, arrays: dict) -> None:
+        raise NotImplementedError
+
+    def forward(self, x_nhwc, y, train: bool) -> dict:
+        raise NotImplementedError
+
+    def step(self, x_nhwc, y) -> float:
+        raise NotImplementedError
+
+    def stepper(self, x_nhwc, y):
+        raise NotImplementedError
+
+    def logits(self, x_nhwc, tta_level: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @classmethod
+    def package(cls):
+        """The implementation's package (imported on first use; ImportError if not installed)."""
+        import importlib
+        return importlib.import_module(cls.module)
+
+    @classmethod
+    def run_recipe(cls, recipe, seed, **kwargs):
+        """The package's run_recipe, given only the keyword arguments its signature takes."""
+        fn = cls.package().run_recipe
+        return fn(recipe, seed, **accepted(fn, kwargs))
+
+    @classmethod
+    def warmup(cls, recipe, **kwargs):
+        """The package's warmup, given only the arguments its signature takes (airbench_jax's
+        warmup takes no data: it compiles and runs a couple of steps on random data)."""
+        fn = cls.package().warmup
+        return fn(recipe, **accepted(fn, kwargs))
+
+
+class TorchSide(Side):
+    """airbench_torch's TrainState (CPU unless `device` is given)."""
+    name, module = "torch", "airbench_torch"
+
+    def __init__(self, state, x_format=None):
+        self.state = state
+        self._x_format = x_format or (lambda t: t)  # the loader's memory format
+
+    @classmethod
+    def from_arrays(cls, r, n_train, arrays, ns_dtype="float32", net=None):
+        """`net`: a net of the recipe's shapes to copy (default: a fresh airbench_torch net)."""
+        import torch
+        from airbench_torch import make_train_state
+        from airbench_torch.net import net_for_recipe
+        net = net_for_recipe(r) if net is None else copy.deepcopy(net)
+        convert.arrays_to_torch(arrays, net)
+        dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[ns_dtype]
+        return cls(make_train_state(r, n_train, None, net=net, ns_dtype=dt, device="cpu"))
+
+    @classmethod
+    def from_init(cls, r, n_train, images_nhwc, seed=0, channels_last=None):
+        """The package's own init; `channels_last` None: the CPU device policy."""
+        import torch
+        from airbench_torch import make_train_state
+        from airbench_torch.device import to_memory_format, uses_channels_last
+        cl = uses_channels_last(torch.device("cpu"), channels_last)
+        fmt = lambda t: to_memory_format(t, cl)  # noqa: E731
+        x = fmt(torch.from_numpy(to_nchw(images_nhwc)))
+        return cls(make_train_state(r, n_train, x[:64], seed=seed, device="cpu",
+                                    channels_last=cl), fmt)
+
+    def _inputs(self, x_nhwc, y):
+        import torch
+        return (self._x_format(torch.from_numpy(to_nchw(x_nhwc))),
+                torch.from_numpy(np.asarray(y).astype(np.int64)))
+
+    def arrays(self) -> dict:
+        return convert.torch_to_arrays(self.state.net)
+
+    def load_arrays(self, arrays: dict) -> None:
+        convert.arrays_to_torch(arrays, self.state.net)
+
+    def forward(self, x_nhwc, y, train: bool) -> dict:
+        return torch_forward(self.state.net, self.state.recipe, to_nchw(x_nhwc),
+                             np.asarray(y).astype(np.int64), train)
+
+    def step(self, x_nhwc, y) -> float:
+        from airbench_torch import train_step
+        return float(train_step(self.state, *self._inputs(x_nhwc, y)))
+
+    def stepper(self, x_nhwc, y):
+        from airbench_torch import train_step
+        x, yt = self._inputs(x_nhwc, y)
+        return (lambda: train_step(self.state, x, yt)), None
+
+    def logits(self, x_nhwc, tta_level) -> np.ndarray:
+        import types
+        import torch
+        from airbench_torch import infer
+        loader = types.SimpleNamespace(images=torch.from_numpy(to_nchw(x_nhwc)),
+                                       normalize=lambda t: t)  # already normalized
+        return infer(self.state.net, loader, tta_level).numpy()
+
+
+class JaxSide(Side):
+    """airbench_jax's TrainState (a pytree; `step` replaces it)."""
+    name, module = "jax", "airbench_jax"
+
+    def __init__(self, state):
+        self.state = state
+
+    @classmethod
+    def from_arrays(cls, r, n_train, arrays, ns_dtype="float32", conv_impl="matmul",
+                    proxy_arrays=None, template=None):
+        """`template`: a JaxSide's state of the same recipe whose static parts (and so compiled
+        train_step) are reused; `proxy_arrays`: the proxy net's weights (data-filtering recipes)."""
+        import jax.numpy as jnp
+        from airbench_jax import init_train_state
+        if template is None:
+            st = init_train_state(r, n_train, 0, net=jax_net(r, arrays, conv_impl),
+                                  ns_dtype=getattr(jnp, ns_dtype), conv_impl=conv_impl)
+        else:
+            st = jax_state_from(template, arrays, 0)
+        side = cls(st)
+        if proxy_arrays is not None and st.proxy_graphdef is not None:
+            side.load_proxy_arrays(proxy_arrays)
+        return side
+
+    @classmethod
+    def from_init(cls, r, n_train, images_nhwc, seed=0, conv_impl="auto"):
+        import jax
+        import jax.numpy as jnp
+        from airbench_jax import init_train_state
+        return cls(init_train_state(r, n_train, jax.random.PRNGKey(seed),
+                                    whiten_images=jnp.asarray(images_nhwc[:64]),
+                                    conv_impl=conv_impl))
+
+    def load_proxy_arrays(self, arrays: dict) -> None:
+        """The proxy net's weights, with a fresh proxy optimizer state."""
+        from flax import nnx
+        s = self.state
+        pnet = nnx.merge(s.proxy_graphdef, s.proxy_params, s.proxy_rest)
+        convert.jax_from_arrays(pnet, arrays)
+        _, pp, pr = nnx.split(pnet, nnx.Param, ...)
+        pp = nnx.to_pure_dict(pp)
+        self.state = s.replace(proxy_params=pp, proxy_rest=nnx.to_pure_dict(pr),
+                               proxy_opt_state=s.proxy_tx.init(pp))
+
+    def arrays(self) -> dict:
+        return jax_state_arrays(self.state)
+
+    def load_arrays(self, arrays: dict) -> None:
+        """Weights from `arrays`, optimizer state fresh at the current step."""
+        self.state = jax_state_from(self.state, arrays, int(self.state.step))
+
+    def forward(self, x_nhwc, y, train: bool) -> dict:
+        from airbench_jax import net_from_state
+        return jax_forward(net_from_state(self.state), self.state.recipe, x_nhwc,
+                           np.asarray(y), train)
+
+    def step(self, x_nhwc, y) -> float:
+        import jax.numpy as jnp
+        from airbench_jax import train_step
+        self.state, loss = train_step(self.state, jnp.asarray(x_nhwc), jnp.asarray(y))
+        return float(loss)
+
+    def stepper(self, x_nhwc, y, scan_steps: int = 0):
+        """One jitted `train_step` per call (or, with scan_steps=k, k steps as one `lax.scan`
+        program like `train_epoch`), compiled ahead: (function, compile seconds)."""
+        import time
+        import jax.numpy as jnp
+        from airbench_jax import train_step
+        from airbench_jax.train import train_steps
+        x, yj = jnp.asarray(x_nhwc), jnp.asarray(np.asarray(y).astype(np.int32))
+        t = time.perf_counter()
+        if scan_steps:
+            run = train_steps.lower(self.state, x, yj, scan_steps).compile()
+        else:
+            run = train_step.lower(self.state, x, yj).compile()
+        compile_seconds = time.perf_counter() - t
+
+        def step():
+            self.state, loss = run(self.state, x, yj)
+            loss.block_until_ready()
+        return step, compile_seconds
+
+    def logits(self, x_nhwc, tta_level) -> np.ndarray:
+        from airbench_jax.train import infer_arrays
+        s = self.state
+        return np.asarray(infer_arrays(s.graphdef, s.params, s.rest, x_nhwc, tta_level,
+                                       batch=min(2000, len(x_nhwc))))
+
+
+SIDES = {"torch": TorchSide, "jax": JaxSide}
+
+
+def accepted(fn, kwargs: dict) -> dict:
+    """kwargs restricted to fn's parameters (all of them if fn takes **kwargs)."""
+    import inspect
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def deltas(after: dict, before: dict, names) -> dict:
