@@ -324,3 +324,64 @@ def test_describe_empty_and_two_points():
                                       "ci_high"}
     assert all(math.isnan(v) for k, v in e.items() if k != "n")
     assert S.describe([1.0, 3.0])["std"] == pytest.approx(math.sqrt(2))
+
+
+# --- pinned by mutation testing (benchmarks/mutation.sh): each test below failed against a
+# surviving mutant of parity/stats.py (named in the comment) before it was added.
+
+def test_compare_times_ratio_is_a_quotient_not_a_product():
+    # medians 6 and 2 (the ratio tests above have median(b) == 1, where a / b == a * b)
+    a = [6.0, 6.3, 5.8, 6.1, 6.0, 5.9]
+    b = [2.0, 2.1, 1.9, 2.05, 2.0, 1.95]
+    r = S.compare_times(a, b)
+    assert r["ratio"] == pytest.approx(3.0)                     # compare_times: / -> *
+    assert 2.8 < r["ratio_ci_low"] < 3.0 < r["ratio_ci_high"] < 3.2  # _ratio_medians: / -> *
+
+
+def test_ratio_statistic_is_vectorized_per_resample():
+    # scipy's vectorized bootstrap hands (n_resamples, n) arrays: one ratio per row, not one
+    # number over all rows (_ratio_medians: axis dropped or None)
+    a = np.array([[1.0, 2.0, 3.0], [4.0, 6.0, 8.0]])
+    b = np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 4.0]])
+    np.testing.assert_allclose(S._ratio_medians(a, b, axis=-1), [2.0, 2.0])
+    np.testing.assert_allclose(S._diff_means(a, b, axis=-1), [1.0, 3.0])
+    np.testing.assert_allclose(S._mean(a, axis=-1), [2.0, 6.0])
+
+
+def test_describe_times_empty_has_the_same_fields():
+    full, empty = S.describe_times([1.0, 2.0]), S.describe_times([])
+    assert list(empty) == list(full)                            # a renamed/dropped key
+    assert empty["n"] == 0 and all(math.isnan(v) for k, v in empty.items() if k != "n")
+
+
+def test_compare_samples_empty_side_has_every_field_as_nan():
+    full, empty = S.compare_samples(A, B, 0.1), S.compare_samples([], [70.0, 71.0], 0.1)
+    assert set(empty) == set(full)                              # a dropped key
+    for k, v in empty.items():
+        if k not in ("n_a", "n_b", "margin", "alpha", "a", "b", "verdict", "reason"):
+            assert isinstance(v, float) and math.isnan(v), k    # nan, not None
+
+
+def test_compare_samples_one_run_on_a_side_is_not_an_empty_side():
+    r = S.compare_samples([70.0, 71.0, 72.0], [70.0], 0.5)      # `len(b) == 0` -> `== 1`
+    assert r["diff"] == pytest.approx(1.0)
+    assert r["reason"] == "fewer than 2 runs on a side: no variance estimate"
+    for k in ("welch_t", "welch_p", "welch_df", "ci95_low", "ci90_high"):   # `and` -> `or`
+        assert math.isnan(r[k]), k
+
+
+def test_compare_samples_two_runs_per_side_is_enough_for_welch():
+    a, b = [70.0, 70.4], [69.0, 69.2]                           # `>= 2` -> `> 2` / `>= 3`
+    r = S.compare_samples(a, b, 0.5)
+    ref = st.ttest_ind(a, b, equal_var=False)
+    assert r["welch_t"] == pytest.approx(ref.statistic) and r["welch_p"] == pytest.approx(ref.pvalue)
+    assert math.isfinite(r["ci95_low"]) and math.isfinite(r["runs_needed"])
+    r = S.compare_samples(b, a, 0.5)
+    assert r["welch_t"] == pytest.approx(-ref.statistic)
+
+
+def test_identical_constant_samples_have_welch_t_zero():
+    r = S.compare_samples([70.0] * 3, [70.0] * 3, 0.5)          # t (0.0 -> 1.0) at d == 0
+    assert (r["welch_t"], r["welch_p"]) == (0.0, 1.0)
+    r = S.compare_samples([71.0] * 3, [70.0] * 3, 0.5)
+    assert (r["welch_t"], r["welch_p"]) == (math.inf, 0.0)
