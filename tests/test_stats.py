@@ -376,6 +376,7 @@ def test_compare_samples_two_runs_per_side_is_enough_for_welch():
     ref = st.ttest_ind(a, b, equal_var=False)
     assert r["welch_t"] == pytest.approx(ref.statistic) and r["welch_p"] == pytest.approx(ref.pvalue)
     assert math.isfinite(r["ci95_low"]) and math.isfinite(r["runs_needed"])
+    assert not r["reason"].startswith("fewer than 2 runs")       # `< 2` -> `<= 2` / `< 3`
     r = S.compare_samples(b, a, 0.5)
     assert r["welch_t"] == pytest.approx(-ref.statistic)
 
@@ -385,3 +386,26 @@ def test_identical_constant_samples_have_welch_t_zero():
     assert (r["welch_t"], r["welch_p"]) == (0.0, 1.0)
     r = S.compare_samples([71.0] * 3, [70.0] * 3, 0.5)
     assert (r["welch_t"], r["welch_p"]) == (math.inf, 0.0)
+
+
+def test_compare_samples_passes_its_alpha_on():
+    # a margin where the TOST p lies between 0.05 and 0.10: equivalent at alpha 0.10 only
+    m = next(m for m in np.arange(1.0, 2.0, 0.01)
+             if 0.05 < S.tost(A, B, m)["p"] < 0.10)
+    assert S.compare_samples(A, B, m)["verdict"] == "inconclusive"
+    r = S.compare_samples(A, B, m, alpha=0.10)
+    assert r["verdict"] == "equivalent" and r["alpha"] == 0.10    # verdict(..., alpha) dropped
+    assert r["runs_needed"] == S.runs_needed(r["a"]["std"], r["b"]["std"], r["diff"], m,
+                                             alpha=0.10)            # runs_needed(alpha=) dropped
+    assert r["runs_needed"] != S.runs_needed(r["a"]["std"], r["b"]["std"], r["diff"], m)
+
+
+def test_rank_tests_that_refuse_the_data_give_nan(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("refused")
+    monkeypatch.setattr(S._st, "mannwhitneyu", refuse)
+    monkeypatch.setattr(S._st, "ks_2samp", refuse)
+    r = S.compare_samples(A, B, 0.1)
+    for k in ("mannwhitney_u", "mannwhitney_p", "ks_stat", "ks_p"):
+        assert isinstance(r[k], float) and math.isnan(r[k]), k
+    assert r["verdict"] == "inconclusive" and math.isfinite(r["welch_p"])
