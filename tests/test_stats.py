@@ -409,3 +409,26 @@ def test_rank_tests_that_refuse_the_data_give_nan(monkeypatch):
     for k in ("mannwhitney_u", "mannwhitney_p", "ks_stat", "ks_p"):
         assert isinstance(r[k], float) and math.isnan(r[k]), k
     assert r["verdict"] == "inconclusive" and math.isfinite(r["welch_p"])
+
+
+def test_verdict_below_the_margin_boundaries():
+    assert S.verdict(0.01, 1.0, (-0.9, -0.5), 0.5) == "inconclusive"      # hi == -margin
+    assert S.verdict(0.01, 1.0, (-0.9, 0.2), 0.5) == "inconclusive"       # hi inside the margin
+    assert S.verdict(0.01, 1.0, (-0.9, -0.6), 0.5) == "different"
+
+
+def test_different_reason_in_full():
+    r = S.compare_samples([72.0, 72.01, 71.99, 72.0], [70.0, 70.01, 69.99, 70.02], 0.5)
+    assert r["reason"] == (f"Welch p={r['welch_p']:.3g} < 0.05 and the 95% CI "
+                           f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}] lies outside +/-0.5")
+    assert r["ci95_low"] != r["ci95_high"]
+
+
+def test_welch_p_equal_to_alpha_is_not_significant(monkeypatch):
+    # p == alpha exactly (forced): not significant, so the reason is not "significant difference"
+    class Res:
+        statistic, pvalue = 2.0, 0.05
+    monkeypatch.setattr(S._st, "ttest_ind", lambda *a, **k: Res())
+    r = S.compare_samples(A, B, 0.1)
+    assert (r["welch_p"], r["verdict"]) == (0.05, "inconclusive")
+    assert r["reason"].startswith("neither equivalence nor a difference beyond the margin")
