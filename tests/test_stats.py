@@ -432,3 +432,32 @@ def test_welch_p_equal_to_alpha_is_not_significant(monkeypatch):
     r = S.compare_samples(A, B, 0.1)
     assert (r["welch_p"], r["verdict"]) == (0.05, "inconclusive")
     assert r["reason"].startswith("neither equivalence nor a difference beyond the margin")
+
+
+def test_one_run_gives_nan_without_numpy_warnings():
+    # the n < 2 guards are what keep numpy's "degrees of freedom <= 0" warnings out of reports
+    # (tost: `or` -> `and`; describe: `n > 1` -> `n >= 1` / always)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(math.isnan(v) for v in S.tost([1.0], [1.0, 2.0], 0.5).values())
+        assert all(math.isnan(v) for v in S.tost([1.0, 2.0], [1.0], 0.5).values())
+        assert math.isnan(S.describe([1.0])["std"])
+
+
+def test_bootstrap_ci_of_data_with_range_one_is_not_degenerate():
+    d = S.describe([1.0, 2.0, 1.5])                              # np.ptp == 1, not 0
+    assert (d["ci_low"], d["ci_high"]) == (1.0, 2.0)
+
+
+def test_runs_needed_with_unit_variance_and_a_far_difference():
+    z = st.norm.ppf
+    assert S.runs_needed(1.0, 0.0, 0.0, 0.5) == math.ceil(
+        (z(0.95) + z(0.9)) ** 2 * 1.0 / 0.25)                   # s2 == 1 is not s2 == 0
+    assert S.runs_needed(0.3, 0.4, 0.7, 0.5) == math.ceil(
+        (z(0.975) + z(0.8)) ** 2 * 0.25 / 0.2 ** 2)              # (d - m) ** 2, not * 2
+
+
+def test_welch_df_with_unit_standard_error():
+    se, df = S.welch_df(np.array([0.0, 2.0]), np.array([5.0, 5.0]))   # se == 1 is not se == 0
+    assert (se, df) == (1.0, 1.0)
