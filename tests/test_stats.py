@@ -461,3 +461,21 @@ def test_runs_needed_with_unit_variance_and_a_far_difference():
 def test_welch_df_with_unit_standard_error():
     se, df = S.welch_df(np.array([0.0, 2.0]), np.array([5.0, 5.0]))   # se == 1 is not se == 0
     assert (se, df) == (1.0, 1.0)
+
+
+def test_tost_exact_difference_at_the_margin():
+    # zero variance: the difference is known exactly; d == -margin / +margin is not inside
+    assert S.tost([1.0] * 3, [1.5] * 3, 0.5) == dict(p_lower=1.0, p_upper=0.0, p=1.0)
+    assert S.tost([1.5] * 3, [1.0] * 3, 0.5) == dict(p_lower=0.0, p_upper=1.0, p=1.0)
+    assert S.tost([1.25] * 3, [1.0] * 3, 0.5) == dict(p_lower=0.0, p_upper=0.0, p=0.0)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred")  # scipy, on the constant reference side
+def test_tost_with_two_runs_per_side_and_unit_standard_error():
+    a, b = np.array([0.0, 2.0]), np.array([5.0, 5.5])            # n = 2: `< 2` -> `<= 2` / `< 3`
+    for x, y in ((a, b), (b, a), (a, np.array([5.0, 5.0]))):     # last: se == 1 exactly
+        r = S.tost(x, y, 0.5)
+        lo = st.ttest_ind(x + 0.5, y, equal_var=False, alternative="greater").pvalue
+        up = st.ttest_ind(x - 0.5, y, equal_var=False, alternative="less").pvalue
+        assert r == pytest.approx(dict(p_lower=lo, p_upper=up, p=max(lo, up)))
+        assert 0.0 < r["p"] < 1.0
