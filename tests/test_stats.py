@@ -443,6 +443,8 @@ def test_one_run_gives_nan_without_numpy_warnings():
         assert all(math.isnan(v) for v in S.tost([1.0], [1.0, 2.0], 0.5).values())
         assert all(math.isnan(v) for v in S.tost([1.0, 2.0], [1.0], 0.5).values())
         assert math.isnan(S.describe([1.0])["std"])
+        for a, b in (([70.0, 71.0, 72.0], [70.0]), ([70.0], [70.0, 71.0, 72.0])):
+            assert math.isnan(S.compare_samples(a, b, 0.5)["welch_p"])  # Welch: `and` -> `or`
 
 
 def test_bootstrap_ci_of_data_with_range_one_is_not_degenerate():
