@@ -30,9 +30,11 @@ cd "$work/repo"
 start=$(date +%s)
 env -u PYTHONPATH nice -n 19 "$mutmut" run --max-children 1 "${names[@]}" > "$work/run.log" 2>&1
 echo "mutmut run took $(( $(date +%s) - start )) s"
-# One line per mutant ("name: status"); score per module = killed / all that were run.
+# One line per mutant ("name: status"); score per module = killed / all that were run
+# (survived, timeout, "no tests": no selected test covers the function).
 "$mutmut" results --all true 2>/dev/null | awk -F': ' '
-  /__mutmut_/ { split($1, p, ".x_"); mod = p[1]; gsub(/^ +/, "", mod)
+  /__mutmut_/ && $2 != "not checked" {
+                mod = $1; gsub(/^ +/, "", mod); sub(/\.x[^.]*__mutmut_[0-9]+$/, "", mod)
                 total[mod]++; if ($2 == "killed") killed[mod]++; else other[mod, $2]++ }
   END { for (m in total) printf "%-28s %5d killed / %5d = %.1f%%\n", m, killed[m], total[m],
                                 100 * killed[m] / total[m]
