@@ -8,8 +8,8 @@
 #   [SHARED=/path/to/shared] benchmarks/mutation.sh [common|stats|all] [WORK_DIR]
 # Prints the killed / total score per module and leaves the mutmut state in WORK_DIR/repo
 # (`cd WORK_DIR/repo && mutmut results`, `mutmut show NAME` for the survivors).
-# Took ~6 min for parity/stats.py (861 mutants) and ~20 min for airbench_common/ (~1900 mutants)
-# on 2 shared cores at load average 6-8.
+# Took 10.4 min for parity/stats.py (861 mutants); airbench_common/ (2444 mutants) ran ~1 mutant/s,
+# so ~40 min, on 2 shared cores at load average 6-11 (docs/mutation.md has the scores).
 set -eu
 target=${1:-all}; work=${2:-${TMPDIR:-/tmp}/airbench-mutation}
 case "$target" in
