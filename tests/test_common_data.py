@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import re
 import tarfile
 import threading
 
@@ -202,3 +203,87 @@ def test_default_data_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert D.default_data_dir() == tmp_path / "home" / ".cache" / "airbench" / "cifar10"
+
+
+# --- every dataset error message in full (mutation testing: the tests above match fragments,
+# so a changed word, a lost path or a dropped hint in these messages went unnoticed).
+
+def test_download_messages_in_full(tmp_path, http_server, archive_bytes, monkeypatch):
+    url = "http://127.0.0.1:9/cifar.tar.gz"
+    with pytest.raises(DatasetError) as e:
+        D.download_archive(tmp_path / "d", url=url, md5="0" * 32)
+    msg = str(e.value)
+    assert msg.startswith(f"could not download CIFAR-10 from {url} (") and "\n" not in msg
+    assert msg.endswith(f"); download {D.ARCHIVE_NAME} by hand into {tmp_path / 'd'}, or set "
+                        "AIRBENCH_DATA / --data-dir to a folder holding train.npz and test.npz")
+    www, base = http_server
+    (www / D.ARCHIVE_NAME).write_bytes(archive_bytes)
+    monkeypatch.setenv("AIRBENCH_CIFAR10_URL", f"{base}/{D.ARCHIVE_NAME}")
+    monkeypatch.setenv("AIRBENCH_CIFAR10_MD5", "1" * 32)          # the defaults come from env
+    with pytest.raises(DatasetError) as e:
+        D.download_archive(tmp_path / "d")
+    assert str(e.value) == (f"downloaded {base}/{D.ARCHIVE_NAME} has MD5 "
+                            f"{hashlib.md5(archive_bytes).hexdigest()}, expected {'1' * 32}; the "
+                            "download was corrupt or is not the official archive: try again")
+
+
+def test_archive_messages_in_full(tmp_path, archive_bytes):
+    archive = tmp_path / D.ARCHIVE_NAME
+    half = archive_bytes[: len(archive_bytes) // 2]
+    archive.write_bytes(half)
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path, md5="2" * 32)
+    assert str(e.value) == (f"{archive} has MD5 {hashlib.md5(half).hexdigest()}, expected "
+                            f"{'2' * 32} (truncated or corrupt download): delete it and run "
+                            "again to re-download")
+    with pytest.raises(DatasetError) as e:
+        D._read_archive(archive, "train", None)                     # md5 None: no check
+    assert re.fullmatch(rf"{re.escape(str(archive))} is truncated or corrupt \(\w+\); delete it "
+                        "and run again to re-download", str(e.value))
+    buf = io.BytesIO()                                              # a tar without test_batch
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(f"{D.BATCHES_DIR}/data_batch_1")
+        tar.addfile(info, io.BytesIO(b""))
+    archive.write_bytes(buf.getvalue())
+    with pytest.raises(DatasetError) as e:
+        D._read_archive(archive, "test", None)
+    assert str(e.value) == (f"{archive} has no {D.BATCHES_DIR}/test_batch; it is not the "
+                            "CIFAR-10 python archive: delete it and re-download")
+
+
+def test_batch_messages_in_full(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        D._unpickle_batch(b"not a pickle", "where/x")
+    assert str(e.value) == ("where/x is corrupt (UnpicklingError); delete it and download the "
+                            "official archive again")
+    for data in (np.zeros((2, 100), np.uint8), np.zeros(3072, np.uint8)):
+        raw = pickle.dumps({b"data": data, b"labels": [0, 1]})
+        with pytest.raises(DatasetError) as e:
+            D._unpickle_batch(raw, "where/x")
+        assert str(e.value) == f"where/x: data has shape {data.shape}, expected (N, 3072)"
+    images, labels = D._unpickle_batch(
+        pickle.dumps({b"data": np.arange(3072).reshape(1, 3072) % 256, b"labels": [7]}), "w")
+    assert images.dtype == np.uint8 and labels.dtype == np.int64 and labels.tolist() == [7]
+    (tmp_path / D.BATCHES_DIR).mkdir()
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("test", tmp_path)
+    assert str(e.value) == (f"{tmp_path / D.BATCHES_DIR / 'test_batch'} is missing; extract the "
+                            "full official archive there or remove the folder so the archive "
+                            "is downloaded again")
+
+
+def test_load_messages_in_full(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("val", tmp_path)
+    assert str(e.value) == "unknown split 'val'; use 'train' or 'test'"
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("test", tmp_path / "empty", download=False)
+    assert str(e.value) == (f"no CIFAR-10 in {tmp_path / 'empty'} (expected test.npz, "
+                            f"{D.BATCHES_DIR}/ or {D.ARCHIVE_NAME}); set AIRBENCH_DATA or "
+                            "--data-dir, or allow the download")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path / "f")
+    assert str(e.value) == (f"data folder {tmp_path / 'f'} is a file, not a folder; give the "
+                            f"folder that holds train.npz/test.npz, {D.BATCHES_DIR}/ or "
+                            f"{D.ARCHIVE_NAME}")

@@ -164,3 +164,19 @@ def test_string_fields_read_the_same_from_python_and_the_command_line():
     CLI spelling (parse_overrides strips); both now strip."""
     assert get_recipe("airbench93", notes=" ").notes == ""
     assert get_recipe("airbench93", **parse_overrides(["notes= "])).notes == ""
+
+
+def test_recipe_names_lists_the_table():
+    from airbench_common.recipes import recipe_names
+    assert recipe_names() == list(RECIPES) and len(recipe_names()) >= 3
+
+
+def test_warmup_linear_schedule_with_lr_end_one_is_flat():
+    # lr_end = 1: the schedule rescaled into [lr_end, 1] is constant 1 (mutmut: `lr_end == 0` ->
+    # `== 1` kept the unscaled decay to 0)
+    name = next(n for n, r in RECIPES.items() if r.schedule == "warmup_linear")
+    r = get_recipe(name, lr_end=1.0)
+    main = lr_schedules(r, 2000)["main"]
+    np.testing.assert_allclose(main, 1.0)
+    half = lr_schedules(get_recipe(name, lr_end=0.5), 2000)["main"]
+    assert half[-1] == pytest.approx(0.5) and half.max() == pytest.approx(1.0)

@@ -324,3 +324,160 @@ def test_describe_empty_and_two_points():
                                       "ci_high"}
     assert all(math.isnan(v) for k, v in e.items() if k != "n")
     assert S.describe([1.0, 3.0])["std"] == pytest.approx(math.sqrt(2))
+
+
+# --- pinned by mutation testing (benchmarks/mutation.sh): each test below failed against a
+# surviving mutant of parity/stats.py (named in the comment) before it was added.
+
+def test_compare_times_ratio_is_a_quotient_not_a_product():
+    # medians 6 and 2 (the ratio tests above have median(b) == 1, where a / b == a * b)
+    a = [6.0, 6.3, 5.8, 6.1, 6.0, 5.9]
+    b = [2.0, 2.1, 1.9, 2.05, 2.0, 1.95]
+    r = S.compare_times(a, b)
+    assert r["ratio"] == pytest.approx(3.0)                     # compare_times: / -> *
+    assert 2.8 < r["ratio_ci_low"] < 3.0 < r["ratio_ci_high"] < 3.2  # _ratio_medians: / -> *
+
+
+def test_ratio_statistic_is_vectorized_per_resample():
+    # scipy's vectorized bootstrap hands (n_resamples, n) arrays: one ratio per row, not one
+    # number over all rows (_ratio_medians: axis dropped or None)
+    a = np.array([[1.0, 2.0, 3.0], [4.0, 6.0, 8.0]])
+    b = np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 4.0]])
+    np.testing.assert_allclose(S._ratio_medians(a, b, axis=-1), [2.0, 2.0])
+    np.testing.assert_allclose(S._diff_means(a, b, axis=-1), [1.0, 3.0])
+    np.testing.assert_allclose(S._mean(a, axis=-1), [2.0, 6.0])
+
+
+def test_describe_times_empty_has_the_same_fields():
+    full, empty = S.describe_times([1.0, 2.0]), S.describe_times([])
+    assert list(empty) == list(full)                            # a renamed/dropped key
+    assert empty["n"] == 0 and all(math.isnan(v) for k, v in empty.items() if k != "n")
+
+
+def test_compare_samples_empty_side_has_every_field_as_nan():
+    full, empty = S.compare_samples(A, B, 0.1), S.compare_samples([], [70.0, 71.0], 0.1)
+    assert set(empty) == set(full)                              # a dropped key
+    for k, v in empty.items():
+        if k not in ("n_a", "n_b", "margin", "alpha", "a", "b", "verdict", "reason"):
+            assert isinstance(v, float) and math.isnan(v), k    # nan, not None
+
+
+def test_compare_samples_one_run_on_a_side_is_not_an_empty_side():
+    r = S.compare_samples([70.0, 71.0, 72.0], [70.0], 0.5)      # `len(b) == 0` -> `== 1`
+    assert r["diff"] == pytest.approx(1.0)
+    assert r["reason"] == "fewer than 2 runs on a side: no variance estimate"
+    for k in ("welch_t", "welch_p", "welch_df", "ci95_low", "ci90_high"):   # `and` -> `or`
+        assert math.isnan(r[k]), k
+
+
+def test_compare_samples_two_runs_per_side_is_enough_for_welch():
+    a, b = [70.0, 70.4], [69.0, 69.2]                           # `>= 2` -> `> 2` / `>= 3`
+    r = S.compare_samples(a, b, 0.5)
+    ref = st.ttest_ind(a, b, equal_var=False)
+    assert r["welch_t"] == pytest.approx(ref.statistic) and r["welch_p"] == pytest.approx(ref.pvalue)
+    assert math.isfinite(r["ci95_low"]) and math.isfinite(r["runs_needed"])
+    assert not r["reason"].startswith("fewer than 2 runs")       # `< 2` -> `<= 2` / `< 3`
+    r = S.compare_samples(b, a, 0.5)
+    assert r["welch_t"] == pytest.approx(-ref.statistic)
+
+
+def test_identical_constant_samples_have_welch_t_zero():
+    r = S.compare_samples([70.0] * 3, [70.0] * 3, 0.5)          # t (0.0 -> 1.0) at d == 0
+    assert (r["welch_t"], r["welch_p"]) == (0.0, 1.0)
+    r = S.compare_samples([71.0] * 3, [70.0] * 3, 0.5)
+    assert (r["welch_t"], r["welch_p"]) == (math.inf, 0.0)
+
+
+def test_compare_samples_passes_its_alpha_on():
+    # a margin where the TOST p lies between 0.05 and 0.10: equivalent at alpha 0.10 only
+    m = next(m for m in np.arange(1.0, 2.0, 0.01)
+             if 0.05 < S.tost(A, B, m)["p"] < 0.10)
+    assert S.compare_samples(A, B, m)["verdict"] == "inconclusive"
+    r = S.compare_samples(A, B, m, alpha=0.10)
+    assert r["verdict"] == "equivalent" and r["alpha"] == 0.10    # verdict(..., alpha) dropped
+    assert r["runs_needed"] == S.runs_needed(r["a"]["std"], r["b"]["std"], r["diff"], m,
+                                             alpha=0.10)            # runs_needed(alpha=) dropped
+    assert r["runs_needed"] != S.runs_needed(r["a"]["std"], r["b"]["std"], r["diff"], m)
+
+
+def test_rank_tests_that_refuse_the_data_give_nan(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("refused")
+    monkeypatch.setattr(S._st, "mannwhitneyu", refuse)
+    monkeypatch.setattr(S._st, "ks_2samp", refuse)
+    r = S.compare_samples(A, B, 0.1)
+    for k in ("mannwhitney_u", "mannwhitney_p", "ks_stat", "ks_p"):
+        assert isinstance(r[k], float) and math.isnan(r[k]), k
+    assert r["verdict"] == "inconclusive" and math.isfinite(r["welch_p"])
+
+
+def test_verdict_below_the_margin_boundaries():
+    assert S.verdict(0.01, 1.0, (-0.9, -0.5), 0.5) == "inconclusive"      # hi == -margin
+    assert S.verdict(0.01, 1.0, (-0.9, 0.2), 0.5) == "inconclusive"       # hi inside the margin
+    assert S.verdict(0.01, 1.0, (-0.9, -0.6), 0.5) == "different"
+
+
+def test_different_reason_in_full():
+    r = S.compare_samples([72.0, 72.01, 71.99, 72.0], [70.0, 70.01, 69.99, 70.02], 0.5)
+    assert r["reason"] == (f"Welch p={r['welch_p']:.3g} < 0.05 and the 95% CI "
+                           f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}] lies outside +/-0.5")
+    assert r["ci95_low"] != r["ci95_high"]
+
+
+def test_welch_p_equal_to_alpha_is_not_significant(monkeypatch):
+    # p == alpha exactly (forced): not significant, so the reason is not "significant difference"
+    class Res:
+        statistic, pvalue = 2.0, 0.05
+    monkeypatch.setattr(S._st, "ttest_ind", lambda *a, **k: Res())
+    r = S.compare_samples(A, B, 0.1)
+    assert (r["welch_p"], r["verdict"]) == (0.05, "inconclusive")
+    assert r["reason"].startswith("neither equivalence nor a difference beyond the margin")
+
+
+def test_one_run_gives_nan_without_numpy_warnings():
+    # the n < 2 guards are what keep numpy's "degrees of freedom <= 0" warnings out of reports
+    # (tost: `or` -> `and`; describe: `n > 1` -> `n >= 1` / always)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(math.isnan(v) for v in S.tost([1.0], [1.0, 2.0], 0.5).values())
+        assert all(math.isnan(v) for v in S.tost([1.0, 2.0], [1.0], 0.5).values())
+        assert math.isnan(S.describe([1.0])["std"])
+        for a, b in (([70.0, 71.0, 72.0], [70.0]), ([70.0], [70.0, 71.0, 72.0])):
+            assert math.isnan(S.compare_samples(a, b, 0.5)["welch_p"])  # Welch: `and` -> `or`
+
+
+def test_bootstrap_ci_of_data_with_range_one_is_not_degenerate():
+    d = S.describe([1.0, 2.0, 1.5])                              # np.ptp == 1, not 0
+    assert (d["ci_low"], d["ci_high"]) == (1.0, 2.0)
+
+
+def test_runs_needed_with_unit_variance_and_a_far_difference():
+    z = st.norm.ppf
+    assert S.runs_needed(1.0, 0.0, 0.0, 0.5) == math.ceil(
+        (z(0.95) + z(0.9)) ** 2 * 1.0 / 0.25)                   # s2 == 1 is not s2 == 0
+    assert S.runs_needed(0.3, 0.4, 0.7, 0.5) == math.ceil(
+        (z(0.975) + z(0.8)) ** 2 * 0.25 / 0.2 ** 2)              # (d - m) ** 2, not * 2
+
+
+def test_welch_df_with_unit_standard_error():
+    se, df = S.welch_df(np.array([0.0, 2.0]), np.array([5.0, 5.0]))   # se == 1 is not se == 0
+    assert (se, df) == (1.0, 1.0)
+
+
+def test_tost_exact_difference_at_the_margin():
+    # zero variance: the difference is known exactly; d == -margin / +margin is not inside
+    assert S.tost([1.0] * 3, [1.5] * 3, 0.5) == dict(p_lower=1.0, p_upper=0.0, p=1.0)
+    assert S.tost([1.5] * 3, [1.0] * 3, 0.5) == dict(p_lower=0.0, p_upper=1.0, p=1.0)
+    assert S.tost([1.25] * 3, [1.0] * 3, 0.5) == dict(p_lower=0.0, p_upper=0.0, p=0.0)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred")  # scipy, on the constant reference side
+def test_tost_with_two_runs_per_side_and_unit_standard_error():
+    a, b = np.array([0.0, 2.0]), np.array([5.0, 5.5])            # n = 2: `< 2` -> `<= 2` / `< 3`
+    for x, y in ((a, b), (b, a), (a, np.array([5.0, 5.0]))):     # last: se == 1 exactly
+        r = S.tost(x, y, 0.5)
+        lo = st.ttest_ind(x + 0.5, y, equal_var=False, alternative="greater").pvalue
+        up = st.ttest_ind(x - 0.5, y, equal_var=False, alternative="less").pvalue
+        assert r == pytest.approx(dict(p_lower=lo, p_upper=up, p=max(lo, up)))
+        assert 0.0 < r["p"] < 1.0
