@@ -494,3 +494,15 @@ def test_gpu_check_subset_that_is_not_npz_never_suggests_pickle(tmp_path):
     with pytest.raises(UsageError, match="not an .npz of arrays") as info:
         load_subset(bad)
     assert "pickle" not in str(info.value)
+
+
+@pytest.mark.parametrize("recipe,key", [("airbench94_muon", "lr"), ("airbench94_muon", "lr_end"),
+                                        ("airbench94", "muon_lr"), ("airbench94", "head_lr")])
+def test_override_the_optimizer_never_reads_is_refused(recipe, key):
+    """--set lr=1e6 on airbench94_muon (parity.compare's default) was accepted and ignored: the
+    runs came back 'ok' as if a collapse-inducing rate had been survived."""
+    from airbench_common.recipes import RecipeError, get_recipe
+    with pytest.raises(RecipeError, match=f"{key}=.* would be ignored"):
+        get_recipe(recipe, **{key: 0.5})
+    base = get_recipe(recipe)
+    assert get_recipe(recipe, **{key: getattr(base, key)}) == base  # the default itself: harmless
