@@ -175,7 +175,7 @@ def compare_cases(w, emit):
     r2 = w / "r2"
     shutil.copytree(base, r2)
     emit("--resume with another --data-dir", c, summarise(compare(w, r2, "--resume", data="tiny2")))
-    emit("--resume with another --set", c, summarise(compare(w, r2, "--resume", "--set", "lr=0.1")))
+    emit("--resume with another --set", c, summarise(compare(w, r2, "--resume", "--set", "muon_lr=0.1")))
     r3 = w / "r3"
     shutil.copytree(base, r3)
     (r3 / "config.json").write_text("{not json")
