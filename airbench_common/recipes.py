@@ -319,7 +319,28 @@ def get_recipe(name: str | Recipe, /, **overrides: Any) -> Recipe:
         changes[key] = _coerce(key, value)
     recipe = dataclasses.replace(base, **changes)
     _validate(recipe)
+    _check_used(base, recipe, changes)
     return recipe
+
+
+# hyper-parameters that only one optimizer reads (airbench_common.recipes.param_groups and
+# lr_schedules): a changed value under the other optimizer would be ignored without a word
+_ONLY_FOR = {
+    "sgd": ("lr", "bias_scaler", "lr_start", "lr_end", "warmup_frac", "schedule"),
+    "muon": ("bias_lr", "head_lr", "muon_lr", "muon_momentum", "muon_ns_steps", "muon_eps"),
+}
+
+
+def _check_used(base: Recipe, recipe: Recipe, changes: dict) -> None:
+    for optimizer, keys in _ONLY_FOR.items():
+        if recipe.optimizer == optimizer:
+            continue
+        unused = [k for k in keys if k in changes and changes[k] != getattr(base, k)]
+        if unused:
+            used = ", ".join(_ONLY_FOR[recipe.optimizer])
+            raise RecipeError(f"{unused[0]}={changes[unused[0]]} would be ignored: {recipe.name} "
+                              f"uses the {recipe.optimizer} optimizer, which does not read "
+                              f"{unused[0]}; its learning-rate settings are {used}")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, str]:

@@ -44,6 +44,7 @@ from airbench_common.data import atomic_write_bytes, dataset_label, load_cifar10
 from airbench_common.errors import UsageError, cli_main
 from airbench_common.recipes import get_recipe, parse_overrides, recipe_names
 from airbench_common.records import append_record, read_records, write_json_atomic
+from airbench_common.validate import check_out_dir
 
 from . import plan as _plan
 from . import presets as _presets
@@ -567,7 +568,7 @@ def _main(argv, runners) -> int:
     train_data, test_data = load_subsets(probe)
     config = make_config(recipe, preset, user, frameworks, runs, margin, data_dir,
                          identity=data_identity(train_data, test_data))
-    out_dir = Path(args.out or f"results/compare-{recipe}-{preset}")
+    out_dir = check_out_dir(args.out or f"results/compare-{recipe}-{preset}")
     cfg_path = out_dir / CONFIG_NAME
     if cfg_path.exists():
         check_config(read_config(cfg_path), config, out_dir)

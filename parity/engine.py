@@ -244,6 +244,10 @@ def parse_scheduler(text) -> tuple[str, object]:
     if not text:
         raise EngineError("--engine dask needs --scheduler ADDRESS (e.g. tcp://host:8786) or "
                           "local:N (N worker processes on this machine)")
+    host, _, port = text.rpartition("://")[2].rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineError(f"--scheduler {text!r} is not an address with a port; give e.g. "
+                          "tcp://host:8786 or local:N")
     return "address", text
 
 

@@ -166,7 +166,9 @@ def load_subset(path) -> tuple[dict, tuple, tuple]:
             arrs = {k: z[k] for k in SUBSET_KEYS}
             source = str(z["source"]) if "source" in z.files else "unknown"
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read the subset {path}: {exc}; make it with python -m "
+        # np.load's own text for a non-array file suggests allow_pickle=True: never say that
+        why = "not an .npz of arrays" if "pickle" in str(exc) else exc
+        raise DatasetError(f"cannot read the subset {path}: {why}; make it with python -m "
                            "parity.gpu_check --make-subset") from None
     train = check_arrays(arrs["train_images"], arrs["train_labels"], str(path))
     test = check_arrays(arrs["test_images"], arrs["test_labels"], str(path))
@@ -529,6 +531,10 @@ def main(argv=None) -> int:
             raise UsageError("--out DIR is required (e.g. docs/results/gpu/h100/)")
         if not a.budget_minutes > 0:
             raise UsageError(f"--budget-minutes {a.budget_minutes} must be > 0")
+        if a.max_pairs < 1:
+            raise UsageError(f"--max-pairs {a.max_pairs} must be at least 1 (run pairs)")
+        from airbench_common.validate import check_out_dir
+        check_out_dir(a.out)  # a file, a read-only place: one line now, not a traceback later
         stages = tuple(s for s in a.stages.split(",") if s)
         bad = [s for s in stages if s not in ("environment", "numerics", "throughput", "runs")]
         if bad:

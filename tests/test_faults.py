@@ -444,3 +444,65 @@ def test_library_run_on_zero_training_images_is_a_one_line_error(framework):
     test = (np.zeros((4, 32, 32, 3), np.uint8), np.arange(4))
     with pytest.raises(UsageError, match="larger than the 0 training images"):
         train.run_recipe("airbench94", 0, train_data=empty, test_data=test, device="cpu")
+
+
+# ---------------------------------------------------------------------- compare and gpu_check
+# found by benchmarks/fault_table.py at the commit that added these tests (tracebacks before)
+def _compare(argv):
+    from parity.compare import main
+    return main(["--preset", "smoke", "--no-progress", "--no-plots", *argv])
+
+
+def test_compare_out_naming_a_file_is_one_line(tiny, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert _compare(["--data-dir", str(tiny), "--out", str(afile)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file" in err and afile.read_text() == "x"
+
+
+def test_compare_read_only_out_is_one_line(tmpfs, tiny, capsys):
+    mnt = tmpfs("ro,size=16k")
+    assert _compare(["--data-dir", str(tiny), "--out", str(mnt / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Read-only file system" in err
+
+
+@pytest.mark.parametrize("address", ["bogus", "tcp://host", "tcp://host:port"])
+def test_scheduler_without_a_port_is_refused(address):
+    from parity.engine import EngineError, parse_scheduler
+    with pytest.raises(EngineError, match="not an address with a port"):
+        parse_scheduler(address)
+    assert parse_scheduler("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+
+
+def test_gpu_check_read_only_out_and_zero_pairs(tmpfs, tmp_path, capsys):
+    from parity.gpu_check import main
+    mnt = tmpfs("ro,size=16k")
+    assert main(["--out", str(mnt / "g"), "--dry-run"]) == 2
+    assert "Read-only file system" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "g"), "--max-pairs", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--max-pairs 0" in err
+    assert not (tmp_path / "g").exists()
+
+
+def test_gpu_check_subset_that_is_not_npz_never_suggests_pickle(tmp_path):
+    from parity.gpu_check import load_subset
+    bad = tmp_path / "subset.npz"
+    bad.write_text("x")
+    with pytest.raises(UsageError, match="not an .npz of arrays") as info:
+        load_subset(bad)
+    assert "pickle" not in str(info.value)
+
+
+@pytest.mark.parametrize("recipe,key", [("airbench94_muon", "lr"), ("airbench94_muon", "lr_end"),
+                                        ("airbench94", "muon_lr"), ("airbench94", "head_lr")])
+def test_override_the_optimizer_never_reads_is_refused(recipe, key):
+    """--set lr=1e6 on airbench94_muon (parity.compare's default) was accepted and ignored: the
+    runs came back 'ok' as if a collapse-inducing rate had been survived."""
+    from airbench_common.recipes import RecipeError, get_recipe
+    with pytest.raises(RecipeError, match=f"{key}=.* would be ignored"):
+        get_recipe(recipe, **{key: 0.5})
+    base = get_recipe(recipe)
+    assert get_recipe(recipe, **{key: getattr(base, key)}) == base  # the default itself: harmless

@@ -1,0 +1,332 @@
+"""Run the hostile-user cases of docs/FAULTS.md against this tree and write one JSON line per case.
+
+    python benchmarks/fault_table.py --out faults.jsonl                 # every case (~20 min, CPU)
+    python benchmarks/fault_table.py --out faults.jsonl --only compare  # one group: cli, compare, api
+
+Each line is [case, surface, result], result "EXIT[ TB]: first stderr line" (TB: a traceback was
+printed; then the line shown is the traceback's last). A case with a property to check beyond the
+exit status (record statuses, counts, duplicates) appends "| check: ..." with what was read back.
+Every case trains on 64 random images at widths 4,8,8 for one epoch, so each takes seconds.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SMALL = ["--set", "widths=4,8,8", "--set", "batch_size=16", "--set", "whiten_images=16"]
+
+# (case, extra arguments) for python -m airbench_jax / airbench_torch. {w}: the scratch folder.
+CLI_CASES = [
+    ("--device cuda", ["--device", "cuda"]), ("--device gpu", ["--device", "gpu"]),
+    ("--device cpu:5", ["--device", "cpu:5"]), ("--device bogus", ["--device", "bogus"]),
+    ("--device '' (empty)", ["--device", ""]),
+    ("--set name=evil", ["--set", "name=evil"]), ("--set lr=abc", ["--set", "lr=abc"]),
+    ("--set bogus=1", ["--set", "bogus=1"]), ("--set lr (no =)", ["--set", "lr"]),
+    ("--set =5 (empty key)", ["--set", "=5"]),
+    ("--set lr=1 --set lr=2", ["--set", "lr=1", "--set", "lr=2"]),
+    ("--set lr_end=-1", ["--set", "lr_end=-1"]), ("--set weight_decay=nan", ["--set", "weight_decay=nan"]),
+    ("--set whiten_kernel=0", ["--set", "whiten_kernel=0"]),
+    ("--set whiten_kernel=33", ["--set", "whiten_kernel=33"]),
+    ("--set widths=a,b,c", ["--set", "widths=a,b,c"]), ("--set widths=4,8", ["--set", "widths=4,8"]),
+    ("--set widths=4,0,8", ["--set", "widths=4,0,8"]), ("--set flip=maybe", ["--set", "flip=maybe"]),
+    ("--set batch_size=0", ["--set", "batch_size=0"]), ("--set batch_size=2.5", ["--set", "batch_size=2.5"]),
+    ("--set batch_size=100 (> 64 images)", ["--set", "batch_size=100"]),
+    ("--set lr=inf", ["--set", "lr=inf"]), ("--set lr=1e400", ["--set", "lr=1e400"]),
+    ("--set tta_level=5", ["--set", "tta_level=5"]),
+    ("--set scaling_factor=-1", ["--set", "scaling_factor=-1"]),
+    ("--set whiten_images=0", ["--set", "whiten_images=0"]), ("--set epochs=1e9", ["--set", "epochs=1e9"]),
+    ("--set optimizer=adam", ["--set", "optimizer=adam"]), ("--set momentum=1", ["--set", "momentum=1"]),
+    ("--set filter_keep=16 (= batch)", ["--set", "filter_keep=16"]),
+    ("--set lr=1e6 (collapse)", ["--set", "lr=1e6"]),
+    ("--epochs 0", ["--epochs", "0"]), ("--epochs nan", ["--epochs", "nan"]),
+    ("--runs 0", ["--runs", "0"]), ("--runs -1", ["--runs", "-1"]), ("--runs 1.5", ["--runs", "1.5"]),
+    ("--n-train 0", ["--n-train", "0"]), ("--n-train -5", ["--n-train", "-5"]),
+    ("--n-train 1000000", ["--n-train", "1000000"]),
+    ("--seed -1", ["--seed", "-1"]), ("--seed 2**70", ["--seed", str(2 ** 70)]),
+    ("--out a directory", ["--out", "{w}/adir"]), ("--out in a read-only dir", ["--out", "{w}/ro/r.jsonl"]),
+    ("--out parent is a file", ["--out", "{w}/afile/r.jsonl"]), ("--out '' (empty)", ["--out", ""]),
+    ("--out /dev/null", ["--out", "/dev/null"]),
+    ("--dtype float16", ["--dtype", "float16"]), ("--dtype bfloat16", ["--dtype", "bfloat16"]),
+    ("--dtype int8", ["--dtype", "int8"]), ("--ns-dtype float16", ["--ns-dtype", "float16"]),
+    ("--recipe nope", ["--recipe", "nope"]), ("--recipe '' (empty)", ["--recipe", ""]),
+    ("--bogus (unknown option)", ["--bogus"]),
+    ("--data-dir empty (no download)", ["--data-dir", "{w}/empty"]),
+    ("--data-dir with a corrupt train.npz", ["--data-dir", "{w}/corrupt"]),
+    ("--data-dir names a file", ["--data-dir", "{w}/afile"]),
+    ("--quiet (a good run)", ["--quiet"]),
+]
+
+
+def env():
+    e = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+         "AIRBENCH_CIFAR10_URL": "file:///nonexistent/x.tar.gz"}
+    e.pop("AIRBENCH_DATA", None)
+    return e
+
+
+def summarise(p):
+    lines = [l for l in p.stderr.splitlines() if l.strip() and "warn" not in l.lower()]
+    tb = "Traceback" in p.stderr
+    errors = [l for l in lines if l.startswith("error:")]  # past a progress bar's lines
+    first = (lines[-1] if tb else (errors or lines or [""])[0])[:150]
+    more = f" ({len(lines)} lines)" if len(lines) > 1 and not tb else ""
+    return f"{p.returncode}{' TB' if tb else ''}{more}: {first}"
+
+
+def run(args, timeout=600):
+    try:
+        return subprocess.run([PY, *args], capture_output=True, text=True, env=env(), cwd=tempfile.gettempdir(),
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(args, 124, "", f"timeout after {timeout} s")
+
+
+def scratch(w):
+    """The folders and files the cases point at."""
+    rng = np.random.default_rng(0)
+    for name, data in (("tiny", True), ("tiny2", True), ("corrupt", False)):
+        (w / name).mkdir()
+        for split, n in (("train", 64), ("test", 32)):
+            if data:
+                seed_shift = 1 if name == "tiny2" else 0
+                r = np.random.default_rng(seed_shift)
+                np.savez(w / name / f"{split}.npz", images=r.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                         labels=r.integers(0, 10, n).astype(np.uint8))
+    (w / "corrupt" / "train.npz").write_bytes(b"PK\x03\x04 not a zip")
+    (w / "empty").mkdir()
+    (w / "adir").mkdir()
+    (w / "ro").mkdir()  # a read-only mount (chmod alone does not stop root)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(w / "ro")],
+                      capture_output=True).returncode:
+        (w / "ro").chmod(0o555)
+    (w / "afile").write_text("x")
+
+
+def cli_cases(w, emit):
+    for name, extra in CLI_CASES:
+        extra = [a.replace("{w}", str(w)) for a in extra]
+        keys = {a.split("=")[0] for a in extra if "=" in a}
+        base = [a for pair in zip(SMALL[::2], SMALL[1::2]) if pair[1].split("=")[0] not in keys for a in pair]
+        if "--epochs" not in extra:
+            base += ["--epochs", "1"]
+        if "--data-dir" not in extra:
+            base += ["--data-dir", str(w / "tiny")]
+        if "--out" not in extra:
+            base += ["--out", str(w / "cli_out.jsonl")]
+        for cli in ("airbench_jax", "airbench_torch"):
+            p = run(["-m", cli, *base, *extra])
+            res = summarise(p)
+            if name.startswith("--set lr=1e6") and p.returncode == 0:
+                recs = [json.loads(l) for l in open(w / "cli_out.jsonl")]
+                last = recs[-1]
+                res += f" | check: status={last.get('status')!r}"
+            emit(name, cli, res)
+
+
+def compare(w, out, *extra, data="tiny", runs="2"):
+    args = ["-m", "parity.compare", "--preset", "smoke", "--no-progress", "--no-plots", "--out", str(out)]
+    if data:
+        args += ["--data-dir", str(w / data)]
+    return run([*args, *SMALL, "--set", "epochs=1", *(["--runs", runs] if runs else []), *extra])
+
+
+def report_runs(out):
+    rep = json.loads((out / "report.json").read_text())
+    return rep
+
+
+def n_records(out):
+    return sum(1 for l in open(out / "runs.jsonl") if l.strip())
+
+
+def compare_cases(w, emit):
+    c = "parity.compare"
+    emit("--runs 0", c, summarise(compare(w, w / "c0", runs="0")))
+    emit("--runs -5", c, summarise(compare(w, w / "c1", runs="-5")))
+    emit("--set n_train=0 (no --n-train option)", c, summarise(compare(w, w / "c2", "--set", "n_train=0")))
+    emit("--set n_train=-5", c, summarise(compare(w, w / "c3", "--set", "n_train=-5")))
+    for m in ("inf", "-1", "nan", "0"):
+        emit(f"--margin {m}", c, summarise(compare(w, w / f"cm{m}", "--margin", m)))
+    base = w / "base"
+    p = compare(w, base, runs="2")
+    emit("a good compare, --runs 2 (the base for what follows)", c,
+         summarise(p) + f" | check: {n_records(base)} records")
+    for m in ("inf", "-1", "nan"):
+        emit(f"--report DIR --margin {m}", c, summarise(run(["-m", "parity.compare", "--report", str(base),
+                                                                 "--margin", m, "--no-plots"])))
+    # resume with fewer runs: reports the first N
+    r1 = w / "r1"
+    shutil.copytree(base, r1)
+    p = compare(w, r1, "--resume", runs="1")
+    rep = json.loads((r1 / "report.json").read_text())
+    emit("--resume with fewer --runs (1 of 2)", c,
+         summarise(p) + f" | check: report counts {json.dumps(rep['counts'])[:80]}, sequential n {rep['sequential']['n']}, "
+         f"{n_records(r1)} records kept")
+    r2 = w / "r2"
+    shutil.copytree(base, r2)
+    emit("--resume with another --data-dir", c, summarise(compare(w, r2, "--resume", data="tiny2")))
+    emit("--resume with another --set", c, summarise(compare(w, r2, "--resume", "--set", "muon_lr=0.1")))
+    r3 = w / "r3"
+    shutil.copytree(base, r3)
+    (r3 / "config.json").write_text("{not json")
+    emit("corrupt config.json, --resume", c, summarise(compare(w, r3, "--resume")))
+    emit("corrupt config.json, --report DIR", c, summarise(run(["-m", "parity.compare", "--report", str(r3),
+                                                               "--no-plots"])))
+    # a record written by the plain CLI, appended to a compare's runs.jsonl
+    r4 = w / "r4"
+    shutil.copytree(base, r4)
+    plain = w / "plain.jsonl"
+    run(["-m", "airbench_jax", "--data-dir", str(w / "tiny"), *SMALL, "--epochs", "1", "--seed", "5",
+         "--out", str(plain), "--quiet"])
+    with open(r4 / "runs.jsonl", "a") as f:
+        f.write(plain.read_text())
+    p = run(["-m", "parity.compare", "--report", str(r4), "--no-plots"])
+    warned = [x for x in json.loads((r4 / "report.json").read_text()).get("warnings", []) if "left out" in x]
+    emit("plain-CLI record in runs.jsonl, --report DIR", c, summarise(p) + " | check: "
+         + (f"report.json warns: {warned[0][:70]}" if warned else "FAILED: no warning about the foreign record"))
+    # two compares on one --out at once
+    r5 = w / "r5"
+    first = subprocess.Popen([PY, "-m", "parity.compare", "--preset", "smoke", "--no-progress", "--no-plots",
+                              "--out", str(r5), "--data-dir", str(w / "tiny"), *SMALL, "--set", "epochs=1",
+                              "--runs", "3"], env=env(), cwd=tempfile.gettempdir(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):  # wait until the first holds the lock (its runs.jsonl exists)
+        if (r5 / "runs.jsonl").exists():
+            break
+        time.sleep(0.1)
+    p = compare(w, r5, runs="3")
+    emit("two compares on one --out at once (second)", c,
+         summarise(p) + f" | check: names first pid {first.pid}: {str(first.pid) in p.stderr}")
+    # kill -9 mid-compare, then --resume
+    first.wait()
+    r6 = w / "r6"
+    k = subprocess.Popen([PY, "-m", "parity.compare", "--preset", "smoke", "--no-progress", "--no-plots",
+                          "--out", str(r6), "--data-dir", str(w / "tiny"), *SMALL, "--set", "epochs=1",
+                          "--runs", "3"], env=env(), cwd=tempfile.gettempdir(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while k.poll() is None and not ((r6 / "runs.jsonl").exists() and n_records(r6) >= 2):
+        time.sleep(0.1)
+    k.send_signal(signal.SIGKILL)
+    k.wait()
+    before = n_records(r6)
+    p = compare(w, r6, "--resume", runs="3")
+    keys = [(r["framework"], r["seed"]) for r in map(json.loads, filter(str.strip, open(r6 / "runs.jsonl")))]
+    emit("kill -9 after 2 runs, then --resume", c, summarise(p) + f" | check: {before} kept, "
+         f"{len(keys)} after resume, duplicates: {len(keys) - len(set(keys))}")
+    # collapse: airbench94_muon (compare's default) does not read lr, so that is refused; its own rates
+    emit("--set lr=1e6 (collapse)", c, summarise(compare(w, w / "r7", "--set", "lr=1e6")))
+    r8 = w / "r8"
+    p = compare(w, r8, "--set", "muon_lr=1e6", "--set", "head_lr=1e6", "--set", "bias_lr=1e6")
+    statuses = [r.get("status") for r in map(json.loads, filter(str.strip, open(r8 / "runs.jsonl")))]
+    emit("--set muon_lr=head_lr=bias_lr=1e6 (collapse)", c, summarise(p) + f" | check: statuses {statuses}")
+    emit("--out in a read-only dir", c, summarise(compare(w, w / "ro" / "c")))
+    emit("--out names a file", c, summarise(compare(w, w / "afile")))
+    for a in (["--shard", "3/2"], ["--shard", "x"], ["--jax-vmap", "0"], ["--frameworks", "jax,tf"],
+              ["--engine", "dask", "--scheduler", "bogus"], ["--recipe", "nope"]):
+        emit(" ".join(a), c, summarise(compare(w, w / "cx", *a)))
+    g = "parity.gpu_check"
+    g_out = ["--out", str(w / "g0")]
+    for a in (["--dry-run"], [*g_out, "--budget-minutes", "-1"], [*g_out, "--budget-minutes", "nan"],
+              [*g_out, "--max-pairs", "0"], [*g_out, "--stages", "bogus"], ["--subset", str(w / "afile"), "--out", str(w / "g1")],
+              ["--make-subset", str(w / "s.npz"), "--train", "0", "--data-dir", str(w / "tiny")],
+              ["--make-subset", str(w / "s.npz"), "--train", "-5", "--data-dir", str(w / "tiny")],
+              ["--out", str(w / "ro" / "g")]):
+        emit(" ".join(a).replace(str(w), "W"), g, summarise(run(["-m", g, *a])))
+
+
+API = r"""
+import sys, numpy as np
+sys.path.insert(0, ROOT)
+from airbench_common.errors import UsageError
+def show(case, fn):
+    try:
+        r = fn(); print(json.dumps([case, "api", "returned " + repr(r)[:100]]))
+    except UsageError as e:
+        one = "\n" not in str(e)
+        print(json.dumps([case, "api", f"{type(e).__name__}{'' if one else ' (multi-line)'}: {str(e)[:140]}"]))
+    except Exception as e:
+        print(json.dumps([case, "api", f"UNEXPECTED {type(e).__name__}: {str(e)[:140]}"]))
+"""
+
+
+def api_cases(w, emit):
+    code = "import json\nROOT = %r\n" % str(ROOT) + API + r"""
+from pathlib import Path
+import jax
+from flax import nnx
+from airbench_common.recipes import get_recipe
+from airbench_jax import load_checkpoint, save_checkpoint
+import importlib
+jtrain = importlib.import_module('airbench_jax.train')
+from airbench_jax.model import make_net
+W = Path(%r)
+for name, content in (("empty", b""), ("truncated .npz", b"PK\x03\x04garbage"),
+                      ("other format (.npy bytes)", b"\x93NUMPY not msgpack"), ("text file", b"hello")):
+    p = W / ("c_" + name.split()[0]); p.write_bytes(content)
+    show("load_checkpoint: " + name, lambda p=p: load_checkpoint(p, "airbench94"))
+show("load_checkpoint: missing file", lambda: load_checkpoint(W / "nope.ckpt", "airbench94"))
+show("load_checkpoint: a folder", lambda: load_checkpoint(W, "airbench94"))
+small = make_net(get_recipe("airbench94", widths=(4, 8, 8)), None)
+for ext in (".npz", ".msgpack"):
+    save_checkpoint(small, W / ("small" + ext))
+    other = make_net(get_recipe("airbench94", widths=(8, 8, 8)), None)
+    before = jax.tree.leaves(nnx.state(other))
+    show("load_checkpoint: other width (" + ext + ")", lambda: load_checkpoint(W / ("small" + ext), other))
+    after = jax.tree.leaves(nnx.state(other))
+    same = all(np.array_equal(a, b) for a, b in zip(before, after))
+    print(json.dumps(["load_checkpoint: other width (" + ext + "): caller's net unchanged", "api", str(same)]))
+arrays = dict(np.load(W / "small.npz"))
+arrays.pop(sorted(arrays)[0])
+np.savez(W / "missing.npz", **arrays)
+show("load_checkpoint: .npz missing a key", lambda: load_checkpoint(W / "missing.npz", make_net(get_recipe("airbench94", widths=(4, 8, 8)), None)))
+empty = (np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0,), np.int64))
+test = (np.zeros((4, 32, 32, 3), np.uint8), np.arange(4))
+show("jax run_recipe on 0 training images", lambda: jtrain.run_recipe("airbench94", 0, train_data=empty,
+     test_data=test, device="cpu"))
+ttrain = importlib.import_module('airbench_torch.train')
+show("torch run_recipe on 0 training images", lambda: ttrain.run_recipe("airbench94", 0, train_data=empty,
+     test_data=test, device="cpu"))
+""" % str(w)
+    p = run(["-c", code])
+    for line in p.stdout.splitlines():
+        if line.startswith("["):
+            emit(*json.loads(line))
+    if p.returncode:
+        emit("api script", "api", summarise(p))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="JSONL file to write, one [case, surface, result] a line")
+    ap.add_argument("--only", choices=["cli", "compare", "api"], action="append",
+                    help="run only this group (repeatable; default all)")
+    a = ap.parse_args(argv)
+    groups = a.only or ["api", "compare", "cli"]
+    w = Path(tempfile.mkdtemp(prefix="fault_table_"))
+    scratch(w)
+    with open(a.out, "w") as f:
+        def emit(case, surface, result):
+            f.write(json.dumps([case, surface, result.replace(str(w), "W")]) + "\n")
+            f.flush()
+            print(f"{surface:16s} {case:45s} {result.replace(str(w), 'W')}", flush=True)
+        try:
+            for g in groups:
+                {"cli": cli_cases, "compare": compare_cases, "api": api_cases}[g](w, emit)
+        finally:
+            subprocess.run(["umount", str(w / "ro")], capture_output=True)
+            (w / "ro").chmod(0o755)
+            shutil.rmtree(w, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
