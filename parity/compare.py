@@ -41,6 +41,7 @@ import numpy as np
 
 from airbench_common.files import locked
 from airbench_common.data import atomic_write_bytes, dataset_label, load_cifar10, resolve_data_dir
+from airbench_common.cli import Parser
 from airbench_common.errors import UsageError, cli_main
 from airbench_common.recipes import get_recipe, parse_overrides, recipe_names
 from airbench_common.records import append_record, read_records, write_json_atomic
@@ -456,7 +457,7 @@ def one_line(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(  # argparse's errors as one line (a UsageError), as every other bad value
         prog="python -m parity.compare",
         description="Run the JAX port and the PyTorch reference in pairs of seeds until a "
                     "group-sequential equivalence test (TOST, O'Brien-Fleming alpha spending) "

@@ -501,7 +501,8 @@ def main(argv=None) -> int:
 
     @cli_main
     def _main(argv=None) -> int:
-        ap = argparse.ArgumentParser(prog="python -m parity.gpu_check",
+        from airbench_common.cli import Parser
+        ap = Parser(prog="python -m parity.gpu_check",
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:3]))

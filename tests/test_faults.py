@@ -506,3 +506,17 @@ def test_override_the_optimizer_never_reads_is_refused(recipe, key):
         get_recipe(recipe, **{key: 0.5})
     base = get_recipe(recipe)
     assert get_recipe(recipe, **{key: getattr(base, key)}) == base  # the default itself: harmless
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("parity.compare", ["--recipe", "nope"]),
+    ("parity.compare", ["--runs", "--margin"]),
+    ("parity.gpu_check", ["--budget-minutes", "x"]),
+])
+def test_parity_option_errors_are_one_line(module, argv, capsys):
+    """argparse's own errors (an unknown choice, a missing or mistyped value) are one line and
+    exit 2 like every other bad value, not argparse's usage text (seen: 11 lines before)."""
+    import importlib
+    assert importlib.import_module(module).main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument ") and "--help" in err[0], err
