@@ -12,20 +12,17 @@ recipe's net:
   some gradients of real images discontinuous in rounding), and both sides' float64 results
   compared directly ("float64 both": on the well-conditioned copy they agree to ~1e-14);
 * the label-smoothed summed loss; gradients of every trainable parameter (by upstream name);
-* BatchNorm running statistics after one train-mode forward;
+  BatchNorm running statistics after one train-mode forward;
 * TTA logits at levels 0, 1, 2 (each framework's own infer);
-* the whitening filters computed from the same images (up to sign per eigenvector) and their
-  sign-free Gram matrix W^T W;
+* the whitening filters from the same images (up to sign per eigenvector) and W^T W (sign-free);
 * one and two full train steps (each framework's own train_step: forward, backward, optimizer),
   compared as parameter deltas per optimizer group, with Muon's Newton-Schulz in float32, and for
   airbench94_muon also in bfloat16 (own looser bound); the whitening bias's freezing (a step at
   `frozen_after` must leave it bit-identical on both sides); the lookahead EMA (a step that ends on
   a multiple of 5, from a distinct EMA); Newton-Schulz itself on fixed wide and tall matrices;
   Muon's weight renormalization (lr 0);
-* the learning rate each framework applies per group per step over a whole 50000-image run
-  (torch: the lr its train_step puts in each param group, which must be 0 for the whitening bias
-  once frozen: both sides freeze by a zero lr; JAX: probed from the optax transform with
-  its step counters set to t, from the update of a known gradient on fresh momentum).
+* the learning rate per group per step over a whole 50000-image run (torch: what train_step puts
+  in each param group, 0 for a frozen whitening bias; JAX: probed from the optax transform).
 
 Each row reports its bound (the tolerance's, or NOISE_FACTOR x the float32 floor where a float64
 reference of both sides exists), its margin (bound / max_abs: near 1 passes by a hair) and what it
