@@ -24,9 +24,9 @@ recipe's net:
 * the learning rate per group per step over a whole 50000-image run (torch: what train_step puts
   in each param group, 0 for a frozen whitening bias; JAX: probed from the optax transform).
 
-Each row reports its bound (the tolerance's, or NOISE_FACTOR x the float32 floor where a float64
-reference of both sides exists), its margin (bound / max_abs: near 1 passes by a hair) and what it
-passed by. Tolerances and their reasons: parity.tolerances. Exit status 1 on any failure.
+Each row reports its bound (the tolerance's, or NOISE_FACTOR x the float32 floor from a float64
+reference of both sides), its margin (bound / max_abs) and what it passed by. Tolerances and their
+reasons: parity.tolerances. Exit status 1 on any failure.
 
     python -m parity.numerics [--recipe R|all] [--width-scale F] [--batch B] [--json out.json]
 """
