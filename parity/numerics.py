@@ -3,8 +3,7 @@
 With the same weights and inputs on every machine (parity.inputs: made in numpy float64 and rounded
 to 20 significant bits, with canonical eigenvector signs, so no kernel's choice of sign or
 summation order reaches them; their sha256 is in the JSON per recipe) -- weights loaded into the
-torch net and converted to Flax by parity.convert, one batch of parity.batches' stream -- for each
-recipe's net:
+torch net and converted to Flax by parity.convert, one batch of parity.batches' stream -- per net:
 
 * logits in train mode (batch statistics) and eval mode (running statistics), for each JAX conv
   implementation ('native' lax.conv and the CPU 'matmul' im2col), on the real batch and on a
@@ -13,16 +12,16 @@ recipe's net:
   compared directly ("float64 both": on the well-conditioned copy they agree to ~1e-14);
 * the label-smoothed summed loss; gradients of every trainable parameter (by upstream name);
   BatchNorm running statistics after one train-mode forward;
-* TTA logits at levels 0, 1, 2 (each framework's own infer);
-* the whitening filters from the same images (up to sign per eigenvector) and W^T W (sign-free);
+* TTA logits at levels 0, 1, 2 (each framework's own infer); the whitening filters from the same
+  images (up to sign per eigenvector) and W^T W (sign-free);
 * one and two full train steps (each framework's own train_step: forward, backward, optimizer),
   compared as parameter deltas per optimizer group, with Muon's Newton-Schulz in float32, and for
   airbench94_muon also in bfloat16 (own looser bound); the whitening bias's freezing (a step at
   `frozen_after` must leave it bit-identical on both sides); the lookahead EMA (a step that ends on
   a multiple of 5, from a distinct EMA); Newton-Schulz itself on fixed wide and tall matrices;
   Muon's weight renormalization (lr 0);
-* the learning rate per group per step over a whole 50000-image run (torch: what train_step puts
-  in each param group, 0 for a frozen whitening bias; JAX: probed from the optax transform).
+* the learning rate per group per step of a 50000-image run (torch: what train_step sets per
+  param group, 0 for a frozen whitening bias; JAX: probed from the optax transform).
 
 Each row reports its bound (the tolerance's, or NOISE_FACTOR x the float32 floor from a float64
 reference of both sides), its margin (bound / max_abs) and what it passed by. Tolerances and their
