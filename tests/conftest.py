@@ -1,9 +1,24 @@
 """Shared fixtures. Real-data tests use $AIRBENCH_DATA (CI points it at ../shared's JPEG copy)."""
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# One JAX persistent compilation cache for the whole session (a fresh folder, removed at exit; a
+# cache the caller configured is kept): a program compiled once -- by a test, by a fresh closure
+# that numerics jits again, or by a CLI subprocess, which inherits the environment -- is read back
+# instead of compiled again. Set before any test module imports jax; results are the same bits (the
+# cached executable is the compiled one).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JAX_CACHE = tempfile.mkdtemp(prefix="airbench-test-jax-cache-")
+    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_JAX_CACHE,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

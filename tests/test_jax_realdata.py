@@ -91,6 +91,7 @@ def test_data_selection_example_runs(real_data_dir):
     assert accs[0] > BAR_FULL and min(accs[1:]) > BAR_SUBSET, accs
 
 
+@pytest.mark.slow  # a real training (~70 s on 2 busy cores), like test_torch_realdata's
 def test_short_real_run_beats_chance():
     """airbench94 at reduced width on 5000 images, 3 epochs: well above chance (10%)."""
     from airbench_common import load_cifar10

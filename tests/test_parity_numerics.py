@@ -50,7 +50,16 @@ def _assert_ok(rep):
     assert rep.rows
 
 
-@pytest.mark.parametrize("name", recipe_names())
+# The default suite keeps one net per forward code path: airbench94 (depth 2, both JAX convs),
+# airbench94_muon (logits scaled by 1/widths[2], unit-std head) and airbench96 (depth 3, residual,
+# BatchNorm momentum 0.9). airbench93/95 are airbench94's net at other widths and
+# airbench96_faster is airbench96's net (its proxy is off here): run in the slow suite.
+SAME_NET_AS = {"airbench93": "airbench94", "airbench95": "airbench94",
+               "airbench96_faster": "airbench96"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SAME_NET_AS
+                                  else n for n in recipe_names()])
 def test_forward_backward(name, data):
     r, tnet, (x, y), _, _ = _setup(name, data, filter_keep=0)
     rep = nm.Report()
@@ -59,6 +68,18 @@ def test_forward_backward(name, data):
     checks = {row.check for row in rep.rows}
     assert {"logits train mode", "logits eval mode", "grad 7.weight", "grad 0.bias"} <= checks
     _assert_ok(rep)
+
+
+def test_slow_forward_recipes_share_a_default_recipes_net():
+    """What lets SAME_NET_AS's forward checks run only in the slow suite: the recipe differs from
+    its default-suite twin only in fields the forward pass does not read (training length,
+    optimizer constants, the proxy's data filter) and in the widths."""
+    import dataclasses
+    from airbench_common import get_recipe
+    not_forward = {"name", "notes", "widths", "epochs", "lr", "weight_decay", "filter_keep"}
+    for slow, twin in SAME_NET_AS.items():
+        a, b = dataclasses.asdict(get_recipe(slow)), dataclasses.asdict(get_recipe(twin))
+        assert {k for k in a if a[k] != b[k]} <= not_forward, (slow, twin)
 
 
 @pytest.mark.parametrize("name", recipe_names())

@@ -79,27 +79,39 @@ def test_preflip_mask_is_random_flip():
     assert preflip_mask(get_recipe("airbench94", altflip=False), key, 40) is None
 
 
+# the tiny CLI run's data and overrides (48 training images, batch 16: 3 steps)
+TINY_CLI = dict(widths=(4, 8, 8), batch_size=16, whiten_images=16)
+
+
+def _tiny_arrays():
+    rng = np.random.default_rng(0)
+    return [(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+             rng.integers(0, 10, n).astype(np.uint8)) for n in (48, 32)]
+
+
 def test_run_seeds_records_one_per_seed_marked_vmapped():
     """Library: one record per seed, in order, marked with the group; groups chunked by
     group_size; the same record fields as a sequential run (plus `vmapped`)."""
     from airbench_jax import run_recipe
     from airbench_jax.seeds import run_seeds
-    x, y = _data(64)
-    data = dict(train_data=(x, y), test_data=_data(50, 1), device="cpu", verbose=False,
-                eval_every_epoch=False)
-    over = dict(TINY, whiten_images=32)
+    # the CLI test's data and overrides: its vmapped programs are then the ones compiled here
+    # (the session's persistent compilation cache, tests/conftest.py)
+    train, test = _tiny_arrays()
+    data = dict(train_data=train, test_data=test, device="cpu", verbose=False)
+    over = dict(TINY_CLI, epochs=1)
     recs = run_seeds("airbench94", [4, 5, 6], overrides=over, group_size=2, **data)
     assert [r["seed"] for r in recs] == [4, 5, 6]
     assert [r["vmapped"]["group_size"] for r in recs] == [2, 2, 1]
     assert recs[0]["vmapped"]["seeds"] == [4, 5] and recs[2]["vmapped"]["seeds"] == [6]
-    assert all(r["steps"] == 2 for r in recs)
+    assert all(r["steps"] == 3 for r in recs)
     seq = run_recipe("airbench94", 4, overrides=over, **data)
     assert recs[0]["status"] == seq["status"]       # random labels: may collapse, on both alike
     assert set(recs[0]) - set(seq) == {"vmapped"} and set(seq) <= set(recs[0])
     # seed 4 alone through run_recipe(seeds=...) is the library's spelling of the same thing
     again = run_recipe("airbench94", None, seeds=[4], overrides=over, **data)
     assert len(again) == 1 and again[0]["seed"] == 4
-    assert again[0]["acc_tta"] == pytest.approx(recs[0]["acc_tta"], abs=0.021)
+    # at most one test image apart (a group of 1 and a group of 2 may round differently)
+    assert again[0]["acc_tta"] == pytest.approx(recs[0]["acc_tta"], abs=1.01 / len(test[1]))
 
 
 @pytest.mark.parametrize("seeds, group, msg", [
@@ -133,11 +145,8 @@ def test_parse_seeds():
 
 
 def _tiny_dir(tmp_path):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 48), ("test", 32)):
-        np.savez(tmp_path / f"{split}.npz",
-                 images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                 labels=rng.integers(0, 10, n).astype(np.uint8))
+    for split, (images, labels) in zip(("train", "test"), _tiny_arrays()):
+        np.savez(tmp_path / f"{split}.npz", images=images, labels=labels)
     return ["--data-dir", str(tmp_path), "--recipe", "airbench94", "--set", "widths=4,8,8",
             "--set", "batch_size=16", "--set", "whiten_images=16", "--epochs", "1", "--quiet",
             "--device", "cpu"]
