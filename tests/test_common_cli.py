@@ -181,6 +181,16 @@ def test_recipe_lines_text():
     assert lines["airbench95"] == "  airbench95         legacy/airbench95.py: 95.01%, 10.4 s on A100"
 
 
+def test_recipe_lines_keep_notes_of_up_to_70_characters(monkeypatch):
+    class R:
+        def __init__(self, notes):
+            self.notes = notes
+    n70, n71 = "x" * 70, "y" * 71
+    monkeypatch.setattr(cli, "RECIPES", {"a": R(n70 + ". more"), "b": R(n71)})
+    assert cli.recipe_lines().splitlines()[1:] == [f"  {'a':<18} {n70}",
+                                                   f"  {'b':<18} {'y' * 67}..."]
+
+
 def test_help_texts_and_defaults(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     p = cli.build_parser(fake([]))
@@ -207,8 +217,25 @@ def test_help_texts_and_defaults(capsys, monkeypatch):
                   "--tf32 {off,conv,on}",
                   "--out OUT JSON-lines file each run's record is appended to (default runs.jsonl)",
                   "--quiet no per-epoch table or progress bar",
-                  "--verbose show a traceback on errors", "fake-only options:", "recipes:"]:
+                  "--verbose show a traceback on errors", "fake-only options:", "recipes:",
+                  "--seeds A:B run seeds A..B-1 (or S1,S2,...) instead of --seed/--runs; the JAX "
+                  "side trains them together as one vmapped program, PyTorch one after another",
+                  "precision: one policy on both sides (airbench_common/precision.py); the "
+                  "options after --precision override one part each, and the record's "
+                  "`precision` says what ran --precision NAME",
+                  "upstream on GPU: float16 weights and activations, float32 BatchNorm, bfloat16 "
+                  "Newton-Schulz, TF32 for convs only) --dtype",
+                  "--param-dtype {float32,bfloat16,float16} stored weights only (JAX; PyTorch "
+                  "refuses params != compute) --bn-dtype",
+                  "--bn-dtype {float32} BatchNorm statistics (float32 only) --ns-dtype",
+                  "--tf32 {off,conv,on} TF32 for float32 convs/matmuls on NVIDIA GPUs: off, conv "
+                  "(convs only, PyTorch's default), on fake-only options:"]:
         assert piece in text, piece
+    # the choices are enforced, not only shown
+    for opt, bad in (("--precision", "fp8"), ("--dtype", "half"), ("--param-dtype", "half"),
+                     ("--bn-dtype", "float16"), ("--ns-dtype", "int8"), ("--tf32", "maybe")):
+        with pytest.raises(OptionError, match=f"argument {opt}: invalid choice: '{bad}'"):
+            p.parse_args([opt, bad])
     assert "usage: python -m fake" in text and " d options:" in text
 
 
