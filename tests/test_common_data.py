@@ -287,3 +287,36 @@ def test_load_messages_in_full(tmp_path):
     assert str(e.value) == (f"data folder {tmp_path / 'f'} is a file, not a folder; give the "
                             f"folder that holds train.npz/test.npz, {D.BATCHES_DIR}/ or "
                             f"{D.ARCHIVE_NAME}")
+
+
+def _batches_folder(tmp_path, labels_of_train=None):
+    """An extracted official layout of 10 train and 2 test images (2 per train batch)."""
+    rng = np.random.default_rng(0)
+    train = (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+             np.arange(10) if labels_of_train is None else labels_of_train)
+    test = (rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8), np.array([3, 4]))
+    with tarfile.open(fileobj=io.BytesIO(_official_archive(train, test, per_batch=2))) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / D.BATCHES_DIR, train
+
+
+def test_batches_folder_errors_name_the_batch_file(tmp_path):
+    folder, train = _batches_folder(tmp_path)
+    images, labels = load_cifar10("train", tmp_path, download=False)
+    np.testing.assert_array_equal(images, train[0])
+    assert labels.tolist() == list(range(10))
+    (tmp_path / "train.npz").unlink()
+    (folder / "data_batch_2").write_bytes(b"garbage")
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path, download=False)
+    assert str(e.value) == (f"{folder}/data_batch_2 is corrupt (UnpicklingError); delete it and "
+                            "download the official archive again")
+
+
+def test_batches_folder_with_bad_labels_names_the_folder(tmp_path):
+    folder, _ = _batches_folder(tmp_path, labels_of_train=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 12]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path, download=False)
+    assert str(e.value) == (f"{folder}: labels range 0..12, expected 0-9; re-create it (delete "
+                            "the file to re-download) or point --data-dir/AIRBENCH_DATA at a good "
+                            "copy")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from airbench_common import RECIPES, RecipeError, get_recipe, lookahead_decays, lr_schedules, param_groups
-from airbench_common.recipes import parse_overrides
+from airbench_common.recipes import Recipe, parse_overrides
 
 N = 50000
 
@@ -180,3 +180,18 @@ def test_warmup_linear_schedule_with_lr_end_one_is_flat():
     np.testing.assert_allclose(main, 1.0)
     half = lr_schedules(get_recipe(name, lr_end=0.5), 2000)["main"]
     assert half[-1] == pytest.approx(0.5) and half.max() == pytest.approx(1.0)
+
+
+def test_loader_aug_is_upstreams_aug_dict():
+    """What each recipe's CifarLoader augments with (upstream's hyp['aug']); absent keys are off."""
+    assert RECIPES["airbench94"].loader_aug() == {"flip": True, "translate": 2}
+    assert RECIPES["airbench96"].loader_aug() == {"flip": True, "translate": 4, "cutout": 12}
+    assert get_recipe("airbench94", flip=False, translate=0).loader_aug() == {}
+    assert get_recipe("airbench94", flip=False, translate=0, cutout=8).loader_aug() == {"cutout": 8}
+
+
+def test_to_dict_holds_every_field():
+    r = RECIPES["airbench96"]
+    d = r.to_dict()
+    assert d["name"] == "airbench96" and d["cutout"] == 12 and d["widths"] == r.widths
+    assert Recipe(**d) == r

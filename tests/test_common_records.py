@@ -281,3 +281,38 @@ def test_data_identity_says_when_the_caller_gave_the_images(tmp_path, monkeypatc
     assert type(folder["n_train"]) is int and type(folder["n_test"]) is int
     monkeypatch.setenv("AIRBENCH_DATA", str(tmp_path))
     assert data_identity(None, 1, 1, arrays=False)["dir"] == str(tmp_path)
+
+
+def test_a_writer_waits_for_the_lock_at_most_the_append_timeout(tmp_path, monkeypatch):
+    """Another writer holding the file past APPEND_LOCK_TIMEOUT: a LockedError, not a hang."""
+    import threading
+
+    import airbench_common.records as R
+    from airbench_common.files import LockedError, hold_lock
+    path = tmp_path / "runs.jsonl"
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with hold_lock(path, timeout=1):
+            held.set()
+            release.wait(5)
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    monkeypatch.setattr(R, "APPEND_LOCK_TIMEOUT", 0.2)
+    try:
+        with pytest.raises(LockedError, match="is being written by another process"):
+            append_record(path, _rec(0))
+    finally:
+        release.set()
+        t.join()
+    assert not path.exists() or path.read_bytes() == b""
+
+
+def test_a_file_replaced_by_a_device_after_the_check_is_refused(tmp_path, monkeypatch):
+    import airbench_common.records as R
+    path = tmp_path / "runs.jsonl"
+    monkeypatch.setattr(R.os, "fstat", lambda fd: os.stat("/dev/null"))
+    with pytest.raises(FileWriteError) as e:
+        append_record(path, _rec(0))
+    assert str(e.value) == f"{path} is not a regular file; give a file path for run records"
