@@ -193,6 +193,10 @@ def test_dataset_label_reads_source_md(tmp_path):
     assert D.dataset_label(tmp_path) == "CIFAR-10 lossless subset"
     (tmp_path / "SOURCE.md").write_text("x" * 2000 + " jpeg")           # only the head is read
     assert D.dataset_label(tmp_path) == "CIFAR-10"
+    (tmp_path / "SOURCE.md").write_text("x" * 1996 + "jpeg")            # the head: 2000 characters
+    assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
+    (tmp_path / "SOURCE.md").write_text("x" * 1997 + "jpeg")
+    assert D.dataset_label(tmp_path) == "CIFAR-10"
     (tmp_path / "SOURCE.md").write_bytes(b"\xff\xfe JPEG")              # bytes that are not UTF-8
     assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
 
@@ -320,3 +324,55 @@ def test_batches_folder_with_bad_labels_names_the_folder(tmp_path):
     assert str(e.value) == (f"{folder}: labels range 0..12, expected 0-9; re-create it (delete "
                             "the file to re-download) or point --data-dir/AIRBENCH_DATA at a good "
                             "copy")
+
+
+# ------------------------------------------------------------------- .npz files: exact messages
+def test_an_unreadable_npz_is_one_dataset_error(tmp_path):
+    (tmp_path / "train.npz").mkdir()                 # exists, cannot be read as a file
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == f"cannot read {tmp_path / 'train.npz'}: Is a directory"
+
+
+def test_npz_messages(tmp_path):
+    path = tmp_path / "train.npz"
+    np.savez(path, images=np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{path}: missing key(s) ['labels'] (has ['images']); expected keys "
+                            "images (uint8 NHWC) and labels")
+    np.savez(path, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([1, 10]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value).startswith(f"{path}: labels range 1..10, expected 0-9; ")
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 100)     # a zip's magic, then nothing valid
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{path} is truncated or corrupt (BadZipFile: File is not a zip "
+                            "file); delete it and run again to rebuild it")
+
+
+def test_npz_holding_pickled_objects_is_never_unpickled(tmp_path):
+    """An .npz can hold pickles (code that runs on load); a dataset file must not run code."""
+    path = tmp_path / "train.npz"
+    images = np.empty(2, dtype=object)
+    np.savez(path, images=images, labels=np.array([1, 2]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value).startswith(f"{path} is truncated or corrupt (ValueError: Object arrays "
+                                   "cannot be loaded when allow_pickle=False")
+
+
+def _py2_pickle(rows, labels) -> bytes:
+    """A batch as the official archive's Python 2 pickles are: dict keys are py2 `str`
+    (SHORT_BINSTRING), which Python 3 reads as bytes only with encoding='bytes'."""
+    body = pickle.dumps(rows, protocol=2)[2:-1], pickle.dumps(labels, protocol=2)[2:-1]
+    return (b"\x80\x02}(U\x04data" + body[0] + b"U\x06labels" + body[1] + b"u.")
+
+
+def test_python2_batches_are_read():
+    rows = [[i % 256 for i in range(3072)], [(7 * i) % 256 for i in range(3072)]]
+    images, labels = D._unpickle_batch(_py2_pickle(rows, [3, 9]), "where/data_batch_1")
+    assert labels.tolist() == [3, 9] and labels.dtype == np.int64
+    np.testing.assert_array_equal(images[1, :, :, 2].ravel(),
+                                  np.array(rows[1][2048:], np.uint8))   # B plane, row-major
