@@ -376,3 +376,70 @@ def test_python2_batches_are_read():
     assert labels.tolist() == [3, 9] and labels.dtype == np.int64
     np.testing.assert_array_equal(images[1, :, :, 2].ravel(),
                                   np.array(rows[1][2048:], np.uint8))   # B plane, row-major
+
+
+# ------------------------------------------------------------------- the archive: exact messages
+def _tiny_archive(tmp_path, corrupt_batch=None) -> bytes:
+    rng = np.random.default_rng(1)
+    train = (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), np.arange(10) % 10)
+    test = (rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8), np.array([3, 4]))
+    raw = _official_archive(train, test, per_batch=2)
+    if corrupt_batch:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=io.BytesIO(raw)) as src, \
+                tarfile.open(fileobj=buf, mode="w:gz") as dst:
+            for m in src.getmembers():
+                payload = src.extractfile(m).read()
+                if m.name.endswith("/" + corrupt_batch):
+                    payload = b"garbage"
+                    m.size = len(payload)
+                dst.addfile(m, io.BytesIO(payload))
+        raw = buf.getvalue()
+    return raw
+
+
+def test_archive_errors_name_the_member_and_the_failure(tmp_path):
+    archive = tmp_path / D.ARCHIVE_NAME
+    raw = _tiny_archive(tmp_path, corrupt_batch="data_batch_2")
+    archive.write_bytes(raw)
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path, md5=hashlib.md5(raw).hexdigest())
+    assert str(e.value) == (f"{archive}/data_batch_2 is corrupt (UnpicklingError); delete it and "
+                            "download the official archive again")
+    raw = _tiny_archive(tmp_path)
+    archive.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DatasetError) as e:
+        D._read_archive(archive, "train", None)
+    assert str(e.value) == (f"{archive} is truncated or corrupt (EOFError); delete it and run "
+                            "again to re-download")
+    archive.write_bytes(raw)
+    images, labels = load_cifar10("test", tmp_path, md5=hashlib.md5(raw).hexdigest())
+    assert labels.tolist() == [3, 4] and labels.dtype == np.int64 and images.dtype == np.uint8
+
+
+def test_download_defaults_to_the_official_url(tmp_path, monkeypatch):
+    import urllib.request
+    asked = []
+
+    def offline(url, timeout):
+        asked.append((url, timeout))
+        raise OSError("offline")
+    monkeypatch.delenv("AIRBENCH_CIFAR10_URL", raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DatasetError) as e:
+        D.download_archive(tmp_path)
+    assert asked == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", 60)]
+    assert str(e.value) == ("could not download CIFAR-10 from https://www.cs.toronto.edu/~kriz/"
+                            f"cifar-10-python.tar.gz (offline); download cifar-10-python.tar.gz "
+                            f"by hand into {tmp_path}, or set AIRBENCH_DATA / --data-dir to a "
+                            "folder holding train.npz and test.npz")
+
+
+def test_labels_that_are_not_integers(tmp_path):
+    np.savez(tmp_path / "train.npz", images=np.zeros((2, 32, 32, 3), np.uint8),
+             labels=np.array([1.0, 2.0]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'train.npz'}: labels have dtype float64, expected "
+                            "integers; re-create it (delete the file to re-download) or point "
+                            "--data-dir/AIRBENCH_DATA at a good copy")
