@@ -443,3 +443,24 @@ def test_labels_that_are_not_integers(tmp_path):
     assert str(e.value) == (f"{tmp_path / 'train.npz'}: labels have dtype float64, expected "
                             "integers; re-create it (delete the file to re-download) or point "
                             "--data-dir/AIRBENCH_DATA at a good copy")
+
+
+def test_download_checks_the_official_md5_by_default(tmp_path, http_server, monkeypatch):
+    www, base = http_server
+    (www / D.ARCHIVE_NAME).write_bytes(b"not the archive")
+    monkeypatch.delenv("AIRBENCH_CIFAR10_MD5", raising=False)
+    url = f"{base}/{D.ARCHIVE_NAME}"
+    with pytest.raises(DatasetError) as e:
+        D.download_archive(tmp_path / "d", url=url)
+    assert str(e.value) == (f"downloaded {url} has MD5 {hashlib.md5(b'not the archive').hexdigest()}"
+                            ", expected c58f30108f718f92721af3b95e74349a; the download was corrupt "
+                            "or is not the official archive: try again")
+    assert not (tmp_path / "d" / D.ARCHIVE_NAME).exists()
+
+
+def test_archive_md5_from_the_environment(tmp_path, monkeypatch):
+    raw = _tiny_archive(tmp_path)
+    (tmp_path / D.ARCHIVE_NAME).write_bytes(raw)
+    monkeypatch.setenv("AIRBENCH_CIFAR10_MD5", hashlib.md5(raw).hexdigest())
+    images, labels = load_cifar10(data_dir=tmp_path, download=False)    # the train split
+    assert images.shape == (10, 32, 32, 3) and labels.tolist() == list(range(10))

@@ -139,8 +139,9 @@ def test_override_spellings_and_edges():
     assert get_recipe("airbench94", batch_size=16, filter_keep=15).filter_keep == 15
     with pytest.raises(RecipeError, match=r"recipe airbench94: widths=\(4, 8, 8\.5\) must be"):
         get_recipe(dataclasses_replace(get_recipe("airbench94"), widths=(4, 8, 8.5)))
-    with pytest.raises(RecipeError, match="override 'lr' is given twice"):
-        parse_overrides(["lr=1", "lr=2"])
+    with pytest.raises(RecipeError) as e:
+        parse_overrides(["lr=1", "lr= 2"])
+    assert str(e.value) == "override 'lr' is given twice (lr=1, lr=2); give each key once"
 
 
 def dataclasses_replace(r, **kw):
