@@ -196,3 +196,13 @@ def test_to_dict_holds_every_field():
     d = r.to_dict()
     assert d["name"] == "airbench96" and d["cutout"] == 12 and d["widths"] == r.widths
     assert Recipe(**d) == r
+
+
+def test_warmup_linear_without_a_warmup_step_starts_at_full_rate():
+    """Upstream's legacy get_lr(): warm-up over int(0.1*T) steps; when that is 0 (a run of fewer
+    than 10 steps) step 0 is already on the linear decay, at 1.0, not at lr_start."""
+    r = get_recipe("airbench96", epochs=1)
+    total = r.total_steps(5 * r.batch_size)
+    assert total == 5 and int(total * r.warmup_frac) == 0
+    np.testing.assert_allclose(lr_schedules(r, 5 * r.batch_size)["main"],
+                               [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])

@@ -166,6 +166,7 @@ def test_parse_seeds():
     assert parse_seeds(f"{SEED_LIMIT - 1}") == [SEED_LIMIT - 1] and parse_seeds("0") == [0]
     for bad, msg in (
             ("4:4", "--seeds '4:4' names no seed; give A:B with A < B, e.g. 0:8"),
+            (" 4:4\n", "--seeds '4:4' names no seed; give A:B with A < B, e.g. 0:8"),
             ("a:b", "--seeds 'a:b' is not a seed list; give A:B (seeds A..B-1), e.g. 0:8, or "
                     "S1,S2,..."),
             ("1,,2", "--seeds '1,,2' is not a seed list; give A:B (seeds A..B-1), e.g. 0:8, or "
