@@ -20,6 +20,9 @@ def test_collapse_reason():
 def test_predicted_classes():
     p = outcome.predicted_classes(np.eye(10)[[2, 7]])
     assert p.tolist() == [2, 7] and p.dtype == np.uint8
+    # classes are the last axis, whatever leads it (e.g. seeds trained together, vmapped)
+    logits = np.eye(10)[[[1, 2, 3], [9, 8, 0]]]                      # (2 seeds, 3 images, 10)
+    assert outcome.predicted_classes(logits).tolist() == [[1, 2, 3], [9, 8, 0]]
 
 
 def test_eval_batch():
