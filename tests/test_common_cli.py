@@ -24,6 +24,7 @@ def tiny(tmp_path_factory):
 
 def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_at=None):
     def run(args, recipe, overrides, seed, i, train, test):
+        assert isinstance(i, int), i   # (a None run index must fail the test, not look like Ctrl-C)
         if interrupt_at == i:
             raise KeyboardInterrupt
         if wrapped_interrupt_at == i:   # as JAX re-raises a Ctrl-C during a pytree comparison
