@@ -180,7 +180,8 @@ def test_skipped_lines_are_counted_by_reason_in_one_warning(tmp_path):
     assert [r["seed"] for r in recs] == [0, 1]
     assert len(w) == 1 and str(w[0].message) == (
         f"{path}: skipping 5 line(s) that are not run records (2 foreign, 3 torn or corrupt)")
-    assert os.path.basename(w[0].filename) != "records.py"   # it points at the caller
+    # it points at the caller (under mutmut, at the trampoline mutmut puts between the two)
+    assert os.path.basename(w[0].filename) in (os.path.basename(__file__), "trampoline.py")
 
 
 def test_clean_file_reads_without_a_warning(tmp_path):
