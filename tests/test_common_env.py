@@ -91,3 +91,26 @@ def test_device_vocabulary_is_shared(monkeypatch):
     assert env.device_fields("tpu", None, "v5e") == ("tpu:0", "v5e")
     assert env.device_fields("Gpu", 3.0, None) == ("cuda:3", "unknown")
     assert env.device_fields("gpu", 1, "") == ("cuda:1", "unknown")
+
+
+def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path, monkeypatch):
+    """In a git checkout: the 12-digit commit, '+dirty' once a tracked file changes (untracked
+    files do not count); outside one: 'unknown'."""
+    import subprocess
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "env.py").write_text("# tracked\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "pkg/env.py"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "x"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    monkeypatch.setattr(env, "__file__", str(repo / "pkg" / "env.py"))
+    assert env.code_version() == head[:12]
+    (repo / "untracked.txt").write_text("x")
+    assert env.code_version() == head[:12]
+    (repo / "pkg" / "env.py").write_text("# changed\n")
+    assert env.code_version() == head[:12] + "+dirty"
+    monkeypatch.setattr(env, "__file__", str(tmp_path / "elsewhere" / "pkg" / "env.py"))
+    assert env.code_version() == "unknown"
