@@ -126,7 +126,8 @@ class _WholeFile:
     def fileno(self) -> int:
         return self._fd
 
-    # np.savez and shutil.copyfileobj need only write(); zipfile also asks for these
+    # np.save and shutil.copyfileobj need only write(); zipfile also asks for these (np.savez
+    # needs a readable file: _save_npz builds its archive in memory)
     def seekable(self) -> bool:
         return False
 

@@ -24,6 +24,7 @@ def tiny(tmp_path_factory):
 
 def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_at=None):
     def run(args, recipe, overrides, seed, i, train, test):
+        assert isinstance(i, int), i   # (a None run index must fail the test, not look like Ctrl-C)
         if interrupt_at == i:
             raise KeyboardInterrupt
         if wrapped_interrupt_at == i:   # as JAX re-raises a Ctrl-C during a pytree comparison
@@ -181,6 +182,16 @@ def test_recipe_lines_text():
     assert lines["airbench95"] == "  airbench95         legacy/airbench95.py: 95.01%, 10.4 s on A100"
 
 
+def test_recipe_lines_keep_notes_of_up_to_70_characters(monkeypatch):
+    class R:
+        def __init__(self, notes):
+            self.notes = notes
+    n70, n71 = "x" * 70, "y" * 71
+    monkeypatch.setattr(cli, "RECIPES", {"a": R(n70 + ". more"), "b": R(n71)})
+    assert cli.recipe_lines().splitlines()[1:] == [f"  {'a':<18} {n70}",
+                                                   f"  {'b':<18} {'y' * 67}..."]
+
+
 def test_help_texts_and_defaults(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     p = cli.build_parser(fake([]))
@@ -207,8 +218,25 @@ def test_help_texts_and_defaults(capsys, monkeypatch):
                   "--tf32 {off,conv,on}",
                   "--out OUT JSON-lines file each run's record is appended to (default runs.jsonl)",
                   "--quiet no per-epoch table or progress bar",
-                  "--verbose show a traceback on errors", "fake-only options:", "recipes:"]:
+                  "--verbose show a traceback on errors", "fake-only options:", "recipes:",
+                  "--seeds A:B run seeds A..B-1 (or S1,S2,...) instead of --seed/--runs; the JAX "
+                  "side trains them together as one vmapped program, PyTorch one after another",
+                  "precision: one policy on both sides (airbench_common/precision.py); the "
+                  "options after --precision override one part each, and the record's "
+                  "`precision` says what ran --precision NAME",
+                  "upstream on GPU: float16 weights and activations, float32 BatchNorm, bfloat16 "
+                  "Newton-Schulz, TF32 for convs only) --dtype",
+                  "--param-dtype {float32,bfloat16,float16} stored weights only (JAX; PyTorch "
+                  "refuses params != compute) --bn-dtype",
+                  "--bn-dtype {float32} BatchNorm statistics (float32 only) --ns-dtype",
+                  "--tf32 {off,conv,on} TF32 for float32 convs/matmuls on NVIDIA GPUs: off, conv "
+                  "(convs only, PyTorch's default), on fake-only options:"]:
         assert piece in text, piece
+    # the choices are enforced, not only shown
+    for opt, bad in (("--precision", "fp8"), ("--dtype", "half"), ("--param-dtype", "half"),
+                     ("--bn-dtype", "float16"), ("--ns-dtype", "int8"), ("--tf32", "maybe")):
+        with pytest.raises(OptionError, match=f"argument {opt}: invalid choice: '{bad}'"):
+            p.parse_args([opt, bad])
     assert "usage: python -m fake" in text and " d options:" in text
 
 
@@ -249,3 +277,134 @@ def test_two_runs_print_the_mean(tiny, tmp_path, capsys):
                                "--out", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"mean acc_tta 0.3750 (std 0.1768, n=2); records in {out}")
+
+
+# ------------------------------------------------------------------- --seeds
+def _recorder(calls, framework_seeds):
+    """A framework that records how it was called; with `framework_seeds` it trains --seeds
+    itself (as JAX does, vmapped), else one run per seed."""
+    fw = fake(calls)
+
+    def run_seeds(args, recipe, overrides, seeds, train, test):
+        calls.append(("group", recipe, dict(overrides), list(seeds), len(train[0]), len(test[0])))
+        for i, seed in enumerate(seeds):
+            yield fw.run(args, recipe, overrides, seed, i, train, test)
+    return cli.Framework(**{**{f.name: getattr(fw, f.name) for f in cli.dataclasses.fields(fw)},
+                            "run_seeds": run_seeds if framework_seeds else None})
+
+
+@pytest.mark.parametrize("framework_seeds", [True, False])
+def test_seeds_run_each_named_seed_once_in_order(tiny, tmp_path, capsys, framework_seeds):
+    calls, out = [], tmp_path / "runs.jsonl"
+    assert cli.main(_recorder(calls, framework_seeds),
+                    ["--data-dir", str(tiny), "--set", "batch_size=16", "--seeds", "4,2,9",
+                     "--n-train", "40", "--out", str(out)]) == 0
+    runs = [c for c in calls if c[0] != "group"]
+    assert [(c[2], c[3]) for c in runs] == [(4, 0), (2, 1), (9, 2)]
+    assert all(c[:2] == ("airbench94", {"batch_size": "16"}) and c[4:6] == (40, 32) for c in runs)
+    groups = [c for c in calls if c[0] == "group"]
+    assert groups == ([("group", "airbench94", {"batch_size": "16"}, [4, 2, 9], 40, 32)]
+                      if framework_seeds else [])
+    assert [r["seed"] for r in read_records(out)] == [4, 2, 9]
+    # acc_tta 0.25 * (1 + seed): 1.25, 0.75, 2.5
+    assert capsys.readouterr().out.splitlines()[-1] == (f"mean acc_tta 1.5000 (std 0.9014, n=3); "
+                                                        f"records in {out}")
+
+
+@pytest.mark.parametrize("other", [["--seed", "1"], ["--runs", "2"], ["--seed", "0", "--runs", "3"]])
+def test_seeds_with_seed_or_runs_is_refused(tiny, tmp_path, other):
+    calls = []
+    with pytest.raises(OptionError) as e:
+        cli.main(_recorder(calls, True), ["--data-dir", str(tiny), "--seeds", "0:2", *other,
+                                          "--out", str(tmp_path / "r.jsonl")])
+    assert str(e.value) == "--seeds and --seed/--runs both given; give one" and calls == []
+    with pytest.raises(OptionError, match="--seeds '2:2' names no seed"):
+        cli.main(_recorder(calls, True), ["--data-dir", str(tiny), "--seeds", "2:2",
+                                          "--out", str(tmp_path / "r.jsonl")])
+
+
+def test_a_record_of_the_wrong_seed_stops_the_runs(tiny, tmp_path):
+    fw = fake([])
+    wrong = cli.Framework(**{**{f.name: getattr(fw, f.name) for f in cli.dataclasses.fields(fw)},
+                             "run": lambda args, r, o, seed, i, tr, te: fw.run(args, r, o, seed + 1,
+                                                                                i, tr, te)})
+    out = tmp_path / "runs.jsonl"
+    with pytest.raises(RuntimeError) as e:
+        cli.main(wrong, ["--data-dir", str(tiny), "--set", "batch_size=16", "--seed", "3",
+                         "--out", str(out)])
+    assert str(e.value) == "run 0: record of seed 4, expected seed 3" and not out.exists()
+
+
+# ------------------------------------------------------------------- output and data label
+def test_each_run_line_is_flushed_when_the_run_ends(tiny, tmp_path, monkeypatch):
+    """A watcher of a piped stdout sees each run as it finishes, not at exit."""
+    class Stdout:
+        def __init__(self):
+            self.text, self.flushed = "", []
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            self.flushed.append(self.text)
+    stdout = Stdout()
+    monkeypatch.setattr(cli.sys, "stdout", stdout)
+    assert cli.main(fake([]), ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "2",
+                               "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert [s.count("\n") for s in stdout.flushed[:2]] == [1, 2]
+    assert stdout.flushed[0].startswith("run 0 seed 0: acc 0.5000")
+
+
+def test_records_name_the_data_dir_that_was_given(tiny, tmp_path, monkeypatch):
+    jpeg = tmp_path / "jpeg"
+    jpeg.mkdir()
+    for f in tiny.iterdir():
+        (jpeg / f.name).symlink_to(f)
+    (jpeg / "SOURCE.md").write_text("CIFAR-10, every image decoded from JPEG\n")
+    monkeypatch.delenv("AIRBENCH_DATA", raising=False)
+    out = tmp_path / "r.jsonl"
+    assert cli.main(fake([]), ["--data-dir", str(jpeg), "--set", "batch_size=16",
+                               "--out", str(out)]) == 0
+    assert read_records(out)[0]["data"]["label"] == "JPEG CIFAR-10"
+
+
+# ------------------------------------------------------------------- Ctrl-C seen through wrappers
+def _raised(make):
+    try:
+        make()
+    except BaseException as exc:  # noqa: BLE001 - the test wants whatever was raised
+        return exc
+
+
+def test_interrupted_follows_causes_and_contexts():
+    def from_ctrl_c():                          # `raise ... from` outside any handler: a cause
+        raise ValueError("wrapped") from KeyboardInterrupt()
+
+    def during_ctrl_c():                        # raised while handling Ctrl-C: a context
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("while handling")
+
+    def deep():
+        try:
+            during_ctrl_c()
+        except ValueError as exc:
+            raise RuntimeError("outer") from exc
+    caused = _raised(from_ctrl_c)
+    assert caused.__context__ is None and cli._interrupted(caused)
+    assert cli._interrupted(_raised(during_ctrl_c)) and cli._interrupted(_raised(deep))
+    assert cli._interrupted(KeyboardInterrupt())
+    assert not cli._interrupted(_raised(lambda: 1 / 0))
+
+
+def test_interrupted_ends_on_a_cycle_of_exceptions():
+    """Exceptions can point at each other (a context loop); the walk must still end."""
+    import threading
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a
+    result = []
+    t = threading.Thread(target=lambda: result.append(cli._interrupted(a)), daemon=True)
+    t.start()
+    t.join(timeout=10)
+    assert result == [False]

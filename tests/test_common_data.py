@@ -193,6 +193,10 @@ def test_dataset_label_reads_source_md(tmp_path):
     assert D.dataset_label(tmp_path) == "CIFAR-10 lossless subset"
     (tmp_path / "SOURCE.md").write_text("x" * 2000 + " jpeg")           # only the head is read
     assert D.dataset_label(tmp_path) == "CIFAR-10"
+    (tmp_path / "SOURCE.md").write_text("x" * 1996 + "jpeg")            # the head: 2000 characters
+    assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
+    (tmp_path / "SOURCE.md").write_text("x" * 1997 + "jpeg")
+    assert D.dataset_label(tmp_path) == "CIFAR-10"
     (tmp_path / "SOURCE.md").write_bytes(b"\xff\xfe JPEG")              # bytes that are not UTF-8
     assert D.dataset_label(tmp_path) == "JPEG CIFAR-10"
 
@@ -287,3 +291,176 @@ def test_load_messages_in_full(tmp_path):
     assert str(e.value) == (f"data folder {tmp_path / 'f'} is a file, not a folder; give the "
                             f"folder that holds train.npz/test.npz, {D.BATCHES_DIR}/ or "
                             f"{D.ARCHIVE_NAME}")
+
+
+def _batches_folder(tmp_path, labels_of_train=None):
+    """An extracted official layout of 10 train and 2 test images (2 per train batch)."""
+    rng = np.random.default_rng(0)
+    train = (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+             np.arange(10) if labels_of_train is None else labels_of_train)
+    test = (rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8), np.array([3, 4]))
+    with tarfile.open(fileobj=io.BytesIO(_official_archive(train, test, per_batch=2))) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / D.BATCHES_DIR, train
+
+
+def test_batches_folder_errors_name_the_batch_file(tmp_path):
+    folder, train = _batches_folder(tmp_path)
+    images, labels = load_cifar10("train", tmp_path, download=False)
+    np.testing.assert_array_equal(images, train[0])
+    assert labels.tolist() == list(range(10))
+    (tmp_path / "train.npz").unlink()
+    (folder / "data_batch_2").write_bytes(b"garbage")
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path, download=False)
+    assert str(e.value) == (f"{folder}/data_batch_2 is corrupt (UnpicklingError); delete it and "
+                            "download the official archive again")
+
+
+def test_batches_folder_with_bad_labels_names_the_folder(tmp_path):
+    folder, _ = _batches_folder(tmp_path, labels_of_train=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 12]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path, download=False)
+    assert str(e.value) == (f"{folder}: labels range 0..12, expected 0-9; re-create it (delete "
+                            "the file to re-download) or point --data-dir/AIRBENCH_DATA at a good "
+                            "copy")
+
+
+# ------------------------------------------------------------------- .npz files: exact messages
+def test_an_unreadable_npz_is_one_dataset_error(tmp_path):
+    (tmp_path / "train.npz").mkdir()                 # exists, cannot be read as a file
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == f"cannot read {tmp_path / 'train.npz'}: Is a directory"
+
+
+def test_npz_messages(tmp_path):
+    path = tmp_path / "train.npz"
+    np.savez(path, images=np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{path}: missing key(s) ['labels'] (has ['images']); expected keys "
+                            "images (uint8 NHWC) and labels")
+    np.savez(path, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([1, 10]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value).startswith(f"{path}: labels range 1..10, expected 0-9; ")
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 100)     # a zip's magic, then nothing valid
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{path} is truncated or corrupt (BadZipFile: File is not a zip "
+                            "file); delete it and run again to rebuild it")
+
+
+def test_npz_holding_pickled_objects_is_never_unpickled(tmp_path):
+    """An .npz can hold pickles (code that runs on load); a dataset file must not run code."""
+    path = tmp_path / "train.npz"
+    images = np.empty(2, dtype=object)
+    np.savez(path, images=images, labels=np.array([1, 2]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value).startswith(f"{path} is truncated or corrupt (ValueError: Object arrays "
+                                   "cannot be loaded when allow_pickle=False")
+
+
+def _py2_pickle(rows, labels) -> bytes:
+    """A batch as the official archive's Python 2 pickles are: dict keys are py2 `str`
+    (SHORT_BINSTRING), which Python 3 reads as bytes only with encoding='bytes'."""
+    body = pickle.dumps(rows, protocol=2)[2:-1], pickle.dumps(labels, protocol=2)[2:-1]
+    return (b"\x80\x02}(U\x04data" + body[0] + b"U\x06labels" + body[1] + b"u.")
+
+
+def test_python2_batches_are_read():
+    rows = [[i % 256 for i in range(3072)], [(7 * i) % 256 for i in range(3072)]]
+    images, labels = D._unpickle_batch(_py2_pickle(rows, [3, 9]), "where/data_batch_1")
+    assert labels.tolist() == [3, 9] and labels.dtype == np.int64
+    np.testing.assert_array_equal(images[1, :, :, 2].ravel(),
+                                  np.array(rows[1][2048:], np.uint8))   # B plane, row-major
+
+
+# ------------------------------------------------------------------- the archive: exact messages
+def _tiny_archive(tmp_path, corrupt_batch=None) -> bytes:
+    rng = np.random.default_rng(1)
+    train = (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), np.arange(10) % 10)
+    test = (rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8), np.array([3, 4]))
+    raw = _official_archive(train, test, per_batch=2)
+    if corrupt_batch:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=io.BytesIO(raw)) as src, \
+                tarfile.open(fileobj=buf, mode="w:gz") as dst:
+            for m in src.getmembers():
+                payload = src.extractfile(m).read()
+                if m.name.endswith("/" + corrupt_batch):
+                    payload = b"garbage"
+                    m.size = len(payload)
+                dst.addfile(m, io.BytesIO(payload))
+        raw = buf.getvalue()
+    return raw
+
+
+def test_archive_errors_name_the_member_and_the_failure(tmp_path):
+    archive = tmp_path / D.ARCHIVE_NAME
+    raw = _tiny_archive(tmp_path, corrupt_batch="data_batch_2")
+    archive.write_bytes(raw)
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path, md5=hashlib.md5(raw).hexdigest())
+    assert str(e.value) == (f"{archive}/data_batch_2 is corrupt (UnpicklingError); delete it and "
+                            "download the official archive again")
+    raw = _tiny_archive(tmp_path)
+    archive.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DatasetError) as e:
+        D._read_archive(archive, "train", None)
+    assert str(e.value) == (f"{archive} is truncated or corrupt (EOFError); delete it and run "
+                            "again to re-download")
+    archive.write_bytes(raw)
+    images, labels = load_cifar10("test", tmp_path, md5=hashlib.md5(raw).hexdigest())
+    assert labels.tolist() == [3, 4] and labels.dtype == np.int64 and images.dtype == np.uint8
+
+
+def test_download_defaults_to_the_official_url(tmp_path, monkeypatch):
+    import urllib.request
+    asked = []
+
+    def offline(url, timeout):
+        asked.append((url, timeout))
+        raise OSError("offline")
+    monkeypatch.delenv("AIRBENCH_CIFAR10_URL", raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DatasetError) as e:
+        D.download_archive(tmp_path)
+    assert asked == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", 60)]
+    assert str(e.value) == ("could not download CIFAR-10 from https://www.cs.toronto.edu/~kriz/"
+                            f"cifar-10-python.tar.gz (offline); download cifar-10-python.tar.gz "
+                            f"by hand into {tmp_path}, or set AIRBENCH_DATA / --data-dir to a "
+                            "folder holding train.npz and test.npz")
+
+
+def test_labels_that_are_not_integers(tmp_path):
+    np.savez(tmp_path / "train.npz", images=np.zeros((2, 32, 32, 3), np.uint8),
+             labels=np.array([1.0, 2.0]))
+    with pytest.raises(DatasetError) as e:
+        load_cifar10("train", tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'train.npz'}: labels have dtype float64, expected "
+                            "integers; re-create it (delete the file to re-download) or point "
+                            "--data-dir/AIRBENCH_DATA at a good copy")
+
+
+def test_download_checks_the_official_md5_by_default(tmp_path, http_server, monkeypatch):
+    www, base = http_server
+    (www / D.ARCHIVE_NAME).write_bytes(b"not the archive")
+    monkeypatch.delenv("AIRBENCH_CIFAR10_MD5", raising=False)
+    url = f"{base}/{D.ARCHIVE_NAME}"
+    with pytest.raises(DatasetError) as e:
+        D.download_archive(tmp_path / "d", url=url)
+    assert str(e.value) == (f"downloaded {url} has MD5 {hashlib.md5(b'not the archive').hexdigest()}"
+                            ", expected c58f30108f718f92721af3b95e74349a; the download was corrupt "
+                            "or is not the official archive: try again")
+    assert not (tmp_path / "d" / D.ARCHIVE_NAME).exists()
+
+
+def test_archive_md5_from_the_environment(tmp_path, monkeypatch):
+    raw = _tiny_archive(tmp_path)
+    (tmp_path / D.ARCHIVE_NAME).write_bytes(raw)
+    monkeypatch.setenv("AIRBENCH_CIFAR10_MD5", hashlib.md5(raw).hexdigest())
+    images, labels = load_cifar10(data_dir=tmp_path, download=False)    # the train split
+    assert images.shape == (10, 32, 32, 3) and labels.tolist() == list(range(10))

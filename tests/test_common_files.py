@@ -136,3 +136,19 @@ def test_write_json_atomic_default_and_indent(tmp_path):
     with pytest.raises(TypeError):
         write_json_atomic(tmp_path / "y.json", {"o": Odd()})
     assert not (tmp_path / "y.json").exists()
+
+
+def test_atomic_writer_takes_zip_writers(tmp_path):
+    """zipfile asks the file for tell() and seekable(); the atomic writer's file object answers
+    so that the archive comes out whole and readable."""
+    import zipfile
+
+    def write(f):
+        with zipfile.ZipFile(f, "w") as z:
+            z.writestr("a.txt", "first")
+            z.writestr("b.txt", "second" * 100)
+    path = tmp_path / "a.zip"
+    atomic_write_bytes(path, write)
+    with zipfile.ZipFile(path) as z:
+        assert z.testzip() is None
+        assert z.read("a.txt") == b"first" and z.read("b.txt") == b"second" * 100

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from airbench_common import RECIPES, RecipeError, get_recipe, lookahead_decays, lr_schedules, param_groups
-from airbench_common.recipes import parse_overrides
+from airbench_common.recipes import Recipe, parse_overrides
 
 N = 50000
 
@@ -139,8 +139,9 @@ def test_override_spellings_and_edges():
     assert get_recipe("airbench94", batch_size=16, filter_keep=15).filter_keep == 15
     with pytest.raises(RecipeError, match=r"recipe airbench94: widths=\(4, 8, 8\.5\) must be"):
         get_recipe(dataclasses_replace(get_recipe("airbench94"), widths=(4, 8, 8.5)))
-    with pytest.raises(RecipeError, match="override 'lr' is given twice"):
-        parse_overrides(["lr=1", "lr=2"])
+    with pytest.raises(RecipeError) as e:
+        parse_overrides(["lr=1", "lr= 2"])
+    assert str(e.value) == "override 'lr' is given twice (lr=1, lr=2); give each key once"
 
 
 def dataclasses_replace(r, **kw):
@@ -180,3 +181,28 @@ def test_warmup_linear_schedule_with_lr_end_one_is_flat():
     np.testing.assert_allclose(main, 1.0)
     half = lr_schedules(get_recipe(name, lr_end=0.5), 2000)["main"]
     assert half[-1] == pytest.approx(0.5) and half.max() == pytest.approx(1.0)
+
+
+def test_loader_aug_is_upstreams_aug_dict():
+    """What each recipe's CifarLoader augments with (upstream's hyp['aug']); absent keys are off."""
+    assert RECIPES["airbench94"].loader_aug() == {"flip": True, "translate": 2}
+    assert RECIPES["airbench96"].loader_aug() == {"flip": True, "translate": 4, "cutout": 12}
+    assert get_recipe("airbench94", flip=False, translate=0).loader_aug() == {}
+    assert get_recipe("airbench94", flip=False, translate=0, cutout=8).loader_aug() == {"cutout": 8}
+
+
+def test_to_dict_holds_every_field():
+    r = RECIPES["airbench96"]
+    d = r.to_dict()
+    assert d["name"] == "airbench96" and d["cutout"] == 12 and d["widths"] == r.widths
+    assert Recipe(**d) == r
+
+
+def test_warmup_linear_without_a_warmup_step_starts_at_full_rate():
+    """Upstream's legacy get_lr(): warm-up over int(0.1*T) steps; when that is 0 (a run of fewer
+    than 10 steps) step 0 is already on the linear decay, at 1.0, not at lr_start."""
+    r = get_recipe("airbench96", epochs=1)
+    total = r.total_steps(5 * r.batch_size)
+    assert total == 5 and int(total * r.warmup_frac) == 0
+    np.testing.assert_allclose(lr_schedules(r, 5 * r.batch_size)["main"],
+                               [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])

@@ -157,3 +157,29 @@ def test_number():
         number("--m", -0.5, low=0)
     with pytest.raises(OptionError, match=r"--m 4 is too large: it must be <= 3"):
         number("--m", 4, high=3)
+
+
+def test_parse_seeds():
+    from airbench_common.validate import parse_seeds
+    assert parse_seeds("0:4") == [0, 1, 2, 3] and parse_seeds(" 3:5 ") == [3, 4]
+    assert parse_seeds("7") == [7] and parse_seeds("5,2,9") == [5, 2, 9] and parse_seeds(6) == [6]
+    assert parse_seeds(f"{SEED_LIMIT - 1}") == [SEED_LIMIT - 1] and parse_seeds("0") == [0]
+    for bad, msg in (
+            ("4:4", "--seeds '4:4' names no seed; give A:B with A < B, e.g. 0:8"),
+            (" 4:4\n", "--seeds '4:4' names no seed; give A:B with A < B, e.g. 0:8"),
+            ("a:b", "--seeds 'a:b' is not a seed list; give A:B (seeds A..B-1), e.g. 0:8, or "
+                    "S1,S2,..."),
+            ("1,,2", "--seeds '1,,2' is not a seed list; give A:B (seeds A..B-1), e.g. 0:8, or "
+                     "S1,S2,..."),
+            ("0:1:2", "--seeds '0:1:2' is not a seed list; give A:B (seeds A..B-1), e.g. 0:8, or "
+                      "S1,S2,..."),
+            ("1,2,1", "--seeds '1,2,1' names a seed twice; name each seed once"),
+            ("-1:2", f"--seeds '-1:2': seed -1 is outside [0, {SEED_LIMIT})"),
+            (f"0,{SEED_LIMIT}", f"--seeds '0,{SEED_LIMIT}': seed {SEED_LIMIT} is outside "
+                                f"[0, {SEED_LIMIT})")):
+        with pytest.raises(OptionError) as e:
+            parse_seeds(bad)
+        assert str(e.value) == msg
+    with pytest.raises(OptionError) as e:
+        parse_seeds("x", name="--examples-seeds")
+    assert str(e.value).startswith("--examples-seeds 'x' is not a seed list")

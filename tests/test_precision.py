@@ -9,36 +9,8 @@ import pytest
 from airbench_common import precision as P
 
 
-# ---------------------------------------------------------------------- the policy itself
-def test_defaults_per_device():
-    cpu, gpu = P.resolve(accelerator=False), P.resolve(accelerator=True)
-    assert cpu == P.NUMERICS and cpu.to_dict() == dict(
-        name="float32", params="float32", compute="float32", batchnorm="float32",
-        newton_schulz="float32", tf32="off")
-    # upstream's CUDA policy: half weights and activations, float32 BN, bfloat16 NS, TF32 for
-    # cuDNN convolutions only (PyTorch's defaults, which upstream does not change)
-    assert gpu.to_dict() == dict(name="upstream", params="float16", compute="float16",
-                                 batchnorm="float32", newton_schulz="bfloat16", tf32="conv")
-
-
-def test_overrides_are_named_and_dtype_sets_params_and_compute():
-    p = P.resolve("upstream", dtype="bfloat16", ns_dtype="float32")
-    assert (p.params, p.compute, p.newton_schulz) == ("bfloat16", "bfloat16", "float32")
-    assert p.name == "upstream+params=bfloat16,compute=bfloat16,newton_schulz=float32"
-    assert P.resolve("upstream", dtype="float16") is P.POLICIES["upstream"]  # no change, no rename
-    mixed = P.resolve("float32", dtype="bfloat16", param_dtype="float32")
-    assert (mixed.params, mixed.compute) == ("float32", "bfloat16")
-
-
-@pytest.mark.parametrize("kw, word", [(dict(policy="fp8"), "fp8"), (dict(dtype="half"), "half"),
-                                      (dict(tf32="maybe"), "maybe"),
-                                      (dict(bn_dtype="float16"), "float16")])
-def test_bad_parts_are_usage_errors(kw, word):
-    from airbench_common.errors import UsageError
-    with pytest.raises(UsageError, match=word):
-        P.resolve(**kw)
-
-
+# ---------------------------------------------------------------------- each side's refusals
+# (the policy itself, without either framework: tests/test_common_precision.py)
 def test_torch_refuses_params_other_than_compute():
     from airbench_torch.device import resolve_precision
     with pytest.raises(P.PrecisionError, match="PyTorch"):

@@ -7,56 +7,14 @@ a field, names its device its own way, or says the default dataset for images a 
 import numpy as np
 import pytest
 
-from airbench_common.env import cpu_model, device_fields
-from airbench_common.records import (REQUIRED_FIELDS, RUN_FIELDS, data_identity, is_run_record,
-                                     run_record)
+from airbench_common.records import RUN_FIELDS
 
 TINY = dict(widths=(4, 8, 8), batch_size=32, epochs=1, whiten_images=32)
 BOOKKEEPING = {"finished_at", "code", "machine"}   # filled by run_record itself
 
 
-def _fields(**over):
-    f = {k: None for k in RUN_FIELDS if k != "schema"}
-    f.update(recipe="airbench94", overrides={}, seed=0, framework="jax", tta_level=2, steps=1)
-    f.update(over)
-    return f
-
-
-def test_run_record_takes_exactly_the_contract_fields():
-    rec = run_record(**_fields())
-    assert set(rec) == set(RUN_FIELDS) | BOOKKEEPING and is_run_record(rec)
-    assert rec["machine"]["cpu"] == cpu_model()
-    f = _fields()
-    del f["device_name"]
-    with pytest.raises(TypeError, match=r"missing \['device_name'\]"):
-        run_record(**f)
-    with pytest.raises(TypeError, match=r"unexpected \['whiten_seconds'\]"):
-        run_record(**_fields(whiten_seconds=0.1))
-
-
-def test_error_is_kept_only_when_there_is_one():
-    assert "error" not in run_record(**_fields(error=None))
-    assert run_record(**_fields(error="collapsed"))["error"] == "collapsed"
-
-
-def test_contract_extends_what_readers_require():
-    assert set(REQUIRED_FIELDS) <= set(RUN_FIELDS)
-
-
-def test_device_vocabulary_is_shared():
-    assert device_fields("cpu", 0, None) == ("cpu", cpu_model())
-    assert device_fields("gpu", 0, "NVIDIA H200") == ("cuda:0", "NVIDIA H200")   # JAX's name
-    assert device_fields("cuda", 1, "NVIDIA H100") == ("cuda:1", "NVIDIA H100")  # PyTorch's
-    assert device_fields("tpu", None, "v5e") == ("tpu:0", "v5e")
-
-
-def test_data_identity_says_when_the_caller_gave_the_images(tmp_path):
-    given = data_identity(None, 64, 50, arrays=True)
-    assert given == dict(label="user-supplied arrays", dir=None, n_train=64, n_test=50)
-    folder = data_identity(str(tmp_path), 10, 5, arrays=False)
-    assert folder["dir"] == str(tmp_path) and folder["label"] != "user-supplied arrays"
-
-
+# run_record, data_identity and device_fields themselves, without either framework:
+# tests/test_common_records.py and tests/test_common_env.py; here, both frameworks' records.
 def _data(n, seed):
     rng = np.random.default_rng(seed)
     return (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),

@@ -134,16 +134,7 @@ def test_auto_group_size_by_memory():
 
 
 # ----------------------------------------------------------------------------- command lines
-def test_parse_seeds():
-    from airbench_common.validate import OptionError, parse_seeds
-    assert parse_seeds("0:4") == [0, 1, 2, 3]
-    assert parse_seeds("7") == [7] and parse_seeds("5,2,9") == [5, 2, 9]
-    for bad, msg in (("4:4", "names no seed"), ("a:b", "not a seed list"), ("1,1", "twice"),
-                     ("-1:2", "outside"), ("0:1:2", "not a seed list")):
-        with pytest.raises(OptionError, match=msg):
-            parse_seeds(bad)
-
-
+# (validate.parse_seeds itself: tests/test_common_validate.py)
 def _tiny_dir(tmp_path):
     for split, (images, labels) in zip(("train", "test"), _tiny_arrays()):
         np.savez(tmp_path / f"{split}.npz", images=images, labels=labels)
