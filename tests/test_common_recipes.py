@@ -206,3 +206,67 @@ def test_warmup_linear_without_a_warmup_step_starts_at_full_rate():
     assert total == 5 and int(total * r.warmup_frac) == 0
     np.testing.assert_allclose(lr_schedules(r, 5 * r.batch_size)["main"],
                                [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+
+
+def test_param_groups_are_upstreams_optimizer_settings():
+    """Every group's optimizer, lr, weight decay, momentum and schedule, as upstream's scripts set
+    them (airbench94.py: SGD(nesterov, momentum 0.85), lr 11.5 and weight decay 0.0153 per 1024
+    examples scaled by kilostep_scale = 1024 * (1 + 1 / (1 - 0.85)), biases at 64x the lr;
+    airbench94_muon.py: SGD for the biases (0.053) and head (0.67) with wd = 2e-6 * batch,
+    Muon(lr 0.24, momentum 0.6) for the filters); the whitening bias trains 3 epochs."""
+    import dataclasses
+    from airbench_common.recipes import ParamGroup as G
+
+    def fields(groups):      # numbers to 1e-12 relative: the same formula, rounded differently
+        return [tuple(pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
+                      for v in dataclasses.astuple(g)) for g in groups]
+
+    lr = 1.5 / 1024                         # 11.5 / (1024 * 23 / 3)
+    wd = 0.0153 * 3 / 23                    # 0.0153 * 1024 / (1024 * 23 / 3)
+    assert fields(param_groups(get_recipe("airbench94"), 50000)) == fields([
+        G("whiten_bias", "sgd", lr, wd / lr, 0.85, "main", frozen_after=3 * 48),
+        G("norm_biases", "sgd", 64 * lr, wd / (64 * lr), 0.85, "main"),
+        G("other", "sgd", lr, wd / lr, 0.85, "main")])
+    wd = 2e-6 * 2000
+    assert fields(param_groups(get_recipe("airbench94_muon"), 50000)) == fields([
+        G("whiten_bias", "sgd", 0.053, wd / 0.053, 0.85, "whiten_bias", frozen_after=75),
+        G("norm_biases", "sgd", 0.053, wd / 0.053, 0.85, "main"),
+        G("head", "sgd", 0.67, wd / 0.67, 0.85, "main"),
+        G("filters", "muon", 0.24, 0.0, 0.6, "main")])
+    # the proxy net's whitening bias never trains
+    assert [g.frozen_after for g in param_groups(get_recipe("airbench94"), 50000, proxy=True)] \
+        == [0, None, None]
+
+
+def test_an_override_the_optimizer_never_reads_is_refused_in_full():
+    """Both directions, message as users read it; setting such a key to the recipe's own value
+    changes nothing and is allowed."""
+    with pytest.raises(RecipeError) as e:
+        get_recipe("airbench94", muon_lr=0.5)
+    assert str(e.value) == ("muon_lr=0.5 would be ignored: airbench94 uses the sgd optimizer, which "
+                            "does not read muon_lr; its learning-rate settings are lr, bias_scaler, "
+                            "lr_start, lr_end, warmup_frac, schedule")
+    with pytest.raises(RecipeError) as e:
+        get_recipe("airbench94_muon", lr=1e6)
+    assert str(e.value) == ("lr=1000000.0 would be ignored: airbench94_muon uses the muon optimizer, "
+                            "which does not read lr; its learning-rate settings are bias_lr, "
+                            "head_lr, muon_lr, muon_momentum, muon_ns_steps, muon_eps")
+    assert get_recipe("airbench94_muon", lr=11.5) == get_recipe("airbench94_muon")
+
+
+def test_a_recipe_object_is_validated_field_by_field():
+    """get_recipe(Recipe) checks types (a bool is not a number) and ranges, past a None
+    scaling_factor (which means 1/widths[2])."""
+    import dataclasses
+    base = get_recipe("airbench94")
+    for change, msg in [
+            (dict(depth=True), "depth=True has the wrong type (expected int)"),
+            (dict(lr=True), "lr=True has the wrong type (expected float)"),
+            (dict(lr="1"), "lr='1' has the wrong type (expected float)"),
+            (dict(scaling_factor=None, tta_level=1.5), "tta_level=1.5 has the wrong type "
+                                                        "(expected int)"),
+            (dict(scaling_factor=None, batch_size=0), "batch_size=0 must be a finite number "
+                                                       ">= 1")]:
+        with pytest.raises(RecipeError) as e:
+            get_recipe(dataclasses.replace(base, **change))
+        assert str(e.value) == "recipe airbench94: " + msg
