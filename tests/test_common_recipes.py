@@ -270,3 +270,32 @@ def test_a_recipe_object_is_validated_field_by_field():
         with pytest.raises(RecipeError) as e:
             get_recipe(dataclasses.replace(base, **change))
         assert str(e.value) == "recipe airbench94: " + msg
+
+
+def test_override_and_name_messages_in_full():
+    """What users read for a bool given as a number, stray characters around widths, a
+    hyper-parameter that does not exist (every valid name listed), a None field in a Recipe
+    object, an unknown parameter name and an unknown optimizer kind."""
+    import dataclasses
+    from airbench_common.errors import UsageError
+    from airbench_common.params import group_of, role
+    from airbench_common.recipes import _TYPES
+    cases = [
+        (lambda: get_recipe("airbench94", lr=True),
+         "override lr=True has the wrong type: expected a number"),
+        (lambda: get_recipe("airbench94", widths="X64,64,64X"),
+         "override widths='X64,64,64X' has the wrong type: expected three integers like "
+         "64,256,256"),
+        (lambda: get_recipe("airbench94", nope=1),
+         "unknown hyper-parameter 'nope' for airbench94; valid: " + ", ".join(_TYPES)),
+        (lambda: get_recipe(dataclasses.replace(get_recipe("airbench94"), lr=None)),
+         "recipe airbench94: lr=None has the wrong type (expected float)"),
+        (lambda: role("nonsense"),
+         "parameter 'nonsense' is not an airbench CifarNet parameter; expected a name like "
+         "'0.bias', '2.conv1.weight', '3.norm2.bias' or '7.weight'"),
+        (lambda: group_of("0.bias", "adam"), "optimizer 'adam' is not one of ['muon', 'sgd']")]
+    for call, msg in cases:
+        with pytest.raises(UsageError) as e:
+            call()
+        assert str(e.value) == msg
+    assert ", ".join(_TYPES).startswith("widths, depth, scaling_factor, ")
