@@ -102,14 +102,19 @@ def gemm_pass(what: str, widths) -> str:
     return "matmul"
 
 
-def jax_profile(recipe, batch: int, steps: int, conv_impl: str):
+def random_batch(batch: int):
+    """One normalized-looking NHWC batch and its labels, the same for both frameworks."""
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((batch, 32, 32, 3), dtype=np.float32),
+            rng.integers(0, 10, batch).astype(np.int32))
+
+
+def jax_profile(recipe, x, y, steps: int, conv_impl: str):
     import jax
     import jax.numpy as jnp
     from airbench_jax import train_step
     from parity.sides import JaxSide
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 10, batch).astype(np.int32)
+    batch = len(x)
     side = JaxSide.from_init(recipe, batch * 50, x, conv_impl=conv_impl)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     compiled = train_step.lower(side.state, xj, yj).compile()
@@ -157,14 +162,10 @@ def part_of(what: str) -> str:
     return "elementwise / other"
 
 
-def torch_profile(recipe, batch: int, steps: int):
-    import torch
+def torch_profile(recipe, x, y, steps: int):
     from torch.profiler import ProfilerActivity, profile
     from parity.sides import TorchSide
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 10, batch)
-    step, _ = TorchSide.from_init(recipe, batch * 50, x).stepper(x, y)
+    step, _ = TorchSide.from_init(recipe, len(x) * 50, x).stepper(x, y)
     for _ in range(2):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -175,7 +176,6 @@ def torch_profile(recipe, batch: int, steps: int):
     rows = [dict(op=e.key, ms=e.self_cpu_time_total / 1e3 / steps, calls=e.count // steps)
             for e in prof.key_averages()]
     rows.sort(key=lambda r: -r["ms"])
-    del torch
     return dict(step_ms=1e3 * wall, ops=rows)
 
 
@@ -218,8 +218,9 @@ def main(argv=None) -> int:
     res = dict(recipe=a.recipe, batch=a.batch, steps=a.steps, conv_impl=resolve_impl(a.conv_impl),
                cpu=describe(), load_average=os.getloadavg(),
                XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))
-    res["jax"] = jax_profile(r, a.batch, a.steps, a.conv_impl)
-    res["torch"] = torch_profile(r, a.batch, a.steps)
+    x, y = random_batch(a.batch)
+    res["jax"] = jax_profile(r, x, y, a.steps, a.conv_impl)
+    res["torch"] = torch_profile(r, x, y, a.steps)
     res["jax_by_part"] = by_part(res["jax"]["ops"])
     print(markdown(res, a.top))
     if a.json:
