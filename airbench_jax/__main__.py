@@ -10,14 +10,15 @@ from airbench_common import cli
 from airbench_common.errors import cli_main
 from airbench_common.validate import OptionError, check_choice, integer
 
-CONV_IMPLS = ("auto", "native", "matmul", "hybrid")  # airbench_jax.conv.IMPLS (not imported: --help stays
+CONV_IMPLS = ("auto", "onednn", "native", "matmul", "hybrid")  # airbench_jax.conv.IMPLS (not imported: --help stays
                                                      # free of jax); a test keeps the two equal
 
 
 def _add_options(group):
     group.add_argument("--conv-impl", default="auto", choices=CONV_IMPLS,
-                       help="convolution lowering: XLA's native conv, or im2col matmuls "
-                            "(default: auto, the faster one for the backend)")
+                       help="convolution lowering: oneDNN custom calls (CPU, float32), XLA's "
+                            "native conv, or im2col matmuls (default: auto: oneDNN on the CPU "
+                            "when installed, else im2col; native elsewhere)")
     group.add_argument("--group-size", type=int, default=None, metavar="K",
                        help="with --seeds: train K seeds at a time as one vmapped program "
                             "(default: as many as fit in half the device's memory)")

@@ -1,25 +1,24 @@
-"""Convolutions for CifarNet, with the lowering chosen per pass and per CPU.
+"""Convolutions for CifarNet, with the lowering chosen per backend and per CPU.
 
 A training step runs each 3x3 convolution three times: forward, input gradient (dx) and weight
-gradient (dw). XLA:CPU lowers `lax.conv_general_dilated` to Eigen's spatial convolution, which is
-fast for the forward pass and for dx (itself a convolution with the flipped kernel) but slow for
-dw, where the contraction runs over batch and space (up to 4x slower than a matmul for the 15x15
-layers). im2col (the kh*kw shifted slices of the padded input concatenated on the channel axis,
-then one matmul) turns dw into a single large GEMM, but materializing the 9x larger column
-buffer makes its forward and dx slower than the native convolution's. Implementations:
+gradient (dw). XLA:CPU has no fast convolution: it lowers `lax.conv_general_dilated` to Eigen's
+spatial convolution (fair for the forward pass and dx, up to 4x slower than a matmul for dw),
+and im2col (the kh*kw shifted slices of the padded input concatenated on the channel axis, then
+one matmul) makes dw one large GEMM but writes a 9x larger column buffer in every pass. Both ran
+each pass 2-3x slower than the oneDNN convolutions PyTorch uses (docs/perf/). Implementations:
 
+- 'onednn': oneDNN's direct convolutions as XLA custom calls (`airbench_jax.onednn`), float32 on
+  CPU; other dtypes take 'matmul'. Needs the `onednn` extra and a C++ compiler (built once).
 - 'native': `lax.conv_general_dilated` for all three passes (cuDNN on GPU).
 - 'matmul': im2col + one matmul for all three passes (autodiff of the im2col graph).
 - 'hybrid': native forward and dx, im2col dw (`jax.custom_vjp`), except for layers with a small
   output (fewer than `HYBRID_MIN_PIXELS` output pixels per image) where native dw is faster.
-  Each pass alone is faster than 'matmul's (docs/perf/), yet the whole step is not: 'matmul'
-  keeps the forward's column buffer for dw while 'hybrid' builds it a second time, and XLA fuses
-  the preceding BatchNorm/GELU into the im2col slices. So 'hybrid' is opt-in.
 
-'auto' reads $AIRBENCH_JAX_CONV, else picks 'matmul' on CPU and 'native' elsewhere. The per-layer,
-per-pass measurements behind this choice are in docs/perf/. All implementations compute the same
-convolution in the input dtype (float32 accumulation on CPU); they differ only in summation order.
-Layout: NHWC activations, HWIO kernels, stride 1.
+'auto' reads $AIRBENCH_JAX_CONV, else picks 'native' off the CPU, and on the CPU 'onednn' when
+`airbench_jax.onednn.status()` says it is available, else 'matmul' (the fastest XLA-only lowering
+on this project's CPUs). The measurements behind this choice are in docs/perf/. All
+implementations compute the same convolution in the input dtype (float32 accumulation on CPU);
+they differ only in summation order. Layout: NHWC activations, HWIO kernels, stride 1.
 """
 from __future__ import annotations
 
@@ -30,7 +29,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("auto", "native", "matmul", "hybrid")
+from airbench_common.errors import UsageError
+
+from . import onednn
+
+IMPLS = ("auto", "onednn", "native", "matmul", "hybrid")
 ENV_VAR = "AIRBENCH_JAX_CONV"
 # dw by im2col pays off from 7x7 outputs up (measured 1.4x at 7x7, 4x at 15x15, 0.65x at 3x3)
 HYBRID_MIN_PIXELS = 25
@@ -41,10 +44,18 @@ def resolve_impl(impl: str | None = "auto") -> str:
     if impl == "auto":
         impl = os.environ.get(ENV_VAR, "auto") or "auto"
     if impl not in IMPLS:
-        from airbench_common.errors import UsageError
         raise UsageError(f"conv_impl {impl!r} is not one of {', '.join(IMPLS)}")
+    on_cpu = jax.default_backend() == "cpu"
     if impl == "auto":
-        impl = "matmul" if jax.default_backend() == "cpu" else "native"
+        impl = ("onednn" if onednn.status().available else "matmul") if on_cpu else "native"
+    elif impl == "onednn":
+        if not on_cpu:
+            raise UsageError(f"conv_impl 'onednn' runs on the CPU only (JAX's default backend is "
+                             f"{jax.default_backend()}); choose auto or native")
+        st = onednn.status()
+        if not st.available:
+            raise UsageError(f"conv_impl 'onednn' is not available: {st.reason}; "
+                             f"{onednn.INSTALL_HINT}, or choose matmul")
     return impl
 
 
@@ -111,13 +122,20 @@ def _hybrid_bwd(padding, res, g):
 
 conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
 
-_CONVS = dict(native=conv_native, matmul=conv_matmul, hybrid=conv_hybrid)
+def conv_onednn(x, w, padding: str = "SAME", precision=None):
+    """oneDNN for float32 (where `precision` has no effect), im2col for other dtypes."""
+    if x.dtype != jnp.float32 or w.dtype != jnp.float32:
+        return conv_matmul(x, w, padding, precision)
+    return onednn.conv2d_onednn(x, w, padding)
+
+
+_CONVS = dict(native=conv_native, matmul=conv_matmul, hybrid=conv_hybrid, onednn=conv_onednn)
 
 
 def conv2d(x, w, padding: str = "SAME", impl: str = "auto", precision: str | None = None):
     """`precision`: None (JAX's default matmul precision, the process's setting) or a
     lax.Precision name ('default' allows TF32 for float32 on Ampere+, 'highest' does not);
-    'hybrid' ignores it (CPU-only, where precision has no effect)."""
+    'hybrid' and float32 'onednn' ignore it (CPU-only, where precision has no effect)."""
     fn = _CONVS[resolve_impl(impl)]
     if precision is None or fn is conv_hybrid:
         return fn(x, w, padding)

@@ -391,7 +391,8 @@ def accuracy(state_or_net, images, labels, tta_level: int = 0) -> float:
 
 # ----------------------------------------------------------------------------- full runs
 def _versions():
-    return package_versions("jax", "jaxlib", "flax", "optax")
+    # onednn-cpu-gomp: the library behind conv_impl 'onednn' ("not installed" where absent)
+    return package_versions("jax", "jaxlib", "flax", "optax", "onednn-cpu-gomp")
 
 
 def available_devices() -> list[str]:

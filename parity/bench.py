@@ -132,7 +132,7 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
         XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
         gflops={k: v * flops / 1e9 for k, v in med.items()}, matmul_peak_gflops=peak,
         fraction_of_peak={k: v * flops / 1e9 / peak for k, v in med.items()},
-        versions=package_versions("jax", "jaxlib", "flax", "optax", "torch"),
+        versions=package_versions("jax", "jaxlib", "flax", "optax", "torch", "onednn-cpu-gomp"),
         machine=machine_info())
 
 

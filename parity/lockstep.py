@@ -123,13 +123,19 @@ def summarize(rec: dict, early: int, jump_factor: float) -> dict:
     return out
 
 
+# airbench_jax.conv.IMPLS, written out so that --help imports no jax (a test keeps them equal)
+CONV_IMPLS = ("auto", "onednn", "native", "matmul", "hybrid")
+
+
 def run(recipe: str, steps: int | None = None, *, n_train: int | None = None, n_test: int = 2000,
         width_scale: float = 1.0, seed: int = 0, data: str = "auto", ns_dtype: str = "float32",
-        conv_impl: str = "matmul", overrides: dict | None = None, early: int = 10,
+        conv_impl: str = "auto", overrides: dict | None = None, early: int = 10,
         jump_factor: float = 100.0, self_baselines: bool = True, log=print,
         checkpoint=None, tta_levels=None) -> dict:
     import torch
+    from airbench_jax.conv import resolve_impl
     from airbench_torch.net import init_whitening, net_for_recipe
+    conv_impl = resolve_impl(conv_impl)  # recorded as what ran, not as 'auto'
     r = scaled_recipe(recipe, width_scale, **(overrides or {}))
     xtr, ytr, xte, yte, src = load_data(n_train or 50000, n_test, data, seed)
     n = len(xtr)
@@ -281,7 +287,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto")
     ap.add_argument("--ns-dtype", choices=("float32", "bfloat16"), default="float32")
-    ap.add_argument("--conv-impl", choices=("native", "matmul", "hybrid"), default="matmul")
+    ap.add_argument("--conv-impl", choices=CONV_IMPLS, default="auto",
+                    help="JAX convolution lowering (default: auto, as training runs)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override, e.g. --set batch_size=500 (repeatable)")
     ap.add_argument("--early", type=int, default=10, help="steps checked for an early jump")

@@ -6,7 +6,8 @@ summation order reaches them; their sha256 is in the JSON per recipe) -- weights
 torch net and converted to Flax by parity.convert, one batch of parity.batches' stream -- per net:
 
 * logits in train mode (batch statistics) and eval mode (running statistics), for each JAX conv
-  implementation ('native' lax.conv and the CPU 'matmul' im2col), on the real batch and on a
+  implementation ('native' lax.conv, the CPU 'matmul' im2col, and 'onednn' where available; the
+  steps below use the lowering training uses here), on the real batch and on a
   "[well-conditioned]" copy (parity.inputs.well_conditioned: no exact max-pool ties, which make
   some gradients of real images discontinuous in rounding), and both sides' float64 results
   compared directly ("float64 both": on the well-conditioned copy they agree to ~1e-14);
@@ -53,6 +54,12 @@ from .sides import (deltas, group_names, jax_ema_arrays, jax_forward, jax_net, j
                     torch_state)
 
 IMPLS = ("native", "matmul")
+
+
+def default_impls() -> tuple[str, ...]:
+    """The lowerings checked: native and matmul always, and oneDNN where it is available."""
+    from airbench_jax import onednn
+    return IMPLS + (("onednn",) if onednn.status().available else ())
 
 
 # ---------------------------------------------------------------------- the checks
@@ -368,7 +375,7 @@ class _Timer:
 
 
 def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed=0, data="auto",
-                      impls=IMPLS, whiten_n=5000, n_train=50000, steps=True, lrs=True,
+                      impls=None, whiten_n=5000, n_train=50000, steps=True, lrs=True,
                       bf16=True, log=True):
     t0 = time.time()
     r = scaled_recipe(name, width_scale)
@@ -379,6 +386,7 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
         note = "filter_keep=0 for the step checks (proxy selection not compared)"
     else:
         note = ""
+    impls = default_impls() if impls is None else impls
     imgs, labs, src = load_images(max(whiten_n, 4 * batch), data, seed)
     stream = BatchStream(imgs, labs, batch_size=batch, seed=seed, flip=r.flip, altflip=r.altflip,
                          translate=r.translate, cutout=r.cutout, total_steps=2)
@@ -417,18 +425,20 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
     check_tta(rep, name, tnet, r, x, impls)
     timer("tta")
     if steps:
+        from airbench_jax.conv import resolve_impl
         arrays0 = convert.torch_to_arrays(tnet)
-        jt = jax_state(r, n_train, arrays0, "matmul", "float32")
-        check_steps(rep, name, tnet, r, n_train, x, y, x2, y2, jtemplate=jt)
+        impl = resolve_impl("auto")  # the steps run with the lowering training uses here
+        jt = jax_state(r, n_train, arrays0, impl, "float32")
+        check_steps(rep, name, tnet, r, n_train, x, y, x2, y2, impl=impl, jtemplate=jt)
         check_freeze(rep, name, tnet, r, n_train, x, y, jt)
         if r.lookahead:
             check_lookahead(rep, name, tnet, r, n_train, x, y, jt)
         if r.optimizer == "muon":
             check_renorm(rep, name, tnet, r)
             if bf16:
-                jb = jax_state(r, n_train, arrays0, "matmul", "bfloat16")
+                jb = jax_state(r, n_train, arrays0, impl, "bfloat16")
                 check_steps(rep, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="bfloat16",
-                            jtemplate=jb, groups_only=("filters",), tag=" bf16 NS", n_steps=1)
+                            impl=impl, jtemplate=jb, groups_only=("filters",), tag=" bf16 NS", n_steps=1)
         timer("steps")
     if lrs:
         check_lrs(rep, name, r, tnet)
@@ -451,7 +461,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto",
                     help="images: CIFAR-10 if configured (auto), or synthetic")
     ap.add_argument("--whiten-images", type=int, default=5000)
-    ap.add_argument("--impls", default="native,matmul", help="JAX conv impls for forward checks")
+    ap.add_argument("--impls", default="",
+                    help="JAX conv impls for forward checks, comma-separated (default: native, "
+                         "matmul, and onednn where available)")
     ap.add_argument("--no-steps", action="store_true", help="skip the optimizer-step checks")
     ap.add_argument("--no-lrs", action="store_true", help="skip the lr-schedule checks")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 Muon step")
@@ -474,7 +486,7 @@ def main(argv=None) -> int:
     for name in names:
         run_recipe_checks(rep, name, width_scale=args.width_scale, batch=args.batch,
                           seed=args.seed, data=args.data, whiten_n=args.whiten_images,
-                          impls=tuple(i for i in args.impls.split(",") if i),
+                          impls=tuple(i for i in args.impls.split(",") if i) or None,
                           steps=not args.no_steps, lrs=not args.no_lrs, bf16=not args.no_bf16)
         if args.json:  # after every recipe, so that a long run leaves usable partial results
             write_json_atomic(args.json, rep.to_json())

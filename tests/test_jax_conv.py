@@ -1,13 +1,33 @@
 """Every conv implementation computes the same convolution and the same gradients; the choice is
-overridable; the CPU description parses /proc/cpuinfo."""
+overridable; the oneDNN custom calls build, cache and fail cleanly; the CPU description parses
+/proc/cpuinfo."""
+import importlib.metadata as md
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from airbench_common.errors import UsageError
-from airbench_jax import conv
+from airbench_jax import conv, onednn
 from airbench_jax.cpu import parse_cpuinfo
+
+
+def _onednn_installed() -> bool:
+    try:
+        md.version("onednn-devel-cpu-gomp")
+        return True
+    except md.PackageNotFoundError:
+        return bool(os.environ.get("DNNLROOT"))
+
+
+def require_onednn():
+    """Skip where oneDNN is not installed; where it is (CI), it must build and load."""
+    if not _onednn_installed():
+        pytest.skip("oneDNN is not installed (the onednn extra)")
+    st = onednn.status()
+    assert st.available, st.reason
 
 
 def _loss(impl, padding):
@@ -20,8 +40,10 @@ def _loss(impl, padding):
 # 6x6 -> 36 output pixels (im2col dw in 'hybrid'), 3x3 -> 9 (native dw); 2x2 VALID as whitening
 @pytest.mark.parametrize("hw,k,padding", [(6, 3, "SAME"), (3, 3, "SAME"), (5, 2, "VALID"),
                                           (4, 2, "SAME")])
-@pytest.mark.parametrize("impl", ["matmul", "hybrid"])
+@pytest.mark.parametrize("impl", ["matmul", "hybrid", "onednn"])
 def test_impl_matches_native_value_and_grads(impl, hw, k, padding):
+    if impl == "onednn":
+        require_onednn()
     kx, kw = jax.random.split(jax.random.PRNGKey(0))
     x = jax.random.normal(kx, (3, hw, hw, 5), jnp.float32)
     w = jax.random.normal(kw, (k, k, 5, 7), jnp.float32) * 0.3
@@ -41,13 +63,76 @@ def test_hybrid_uses_both_weight_gradient_lowerings():
 
 def test_resolve_impl_auto_env_and_bad_value(monkeypatch):
     monkeypatch.delenv(conv.ENV_VAR, raising=False)
-    assert conv.resolve_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "native")
+    cpu_default = "onednn" if onednn.status().available else "matmul"
+    assert conv.resolve_impl("auto") == (cpu_default if jax.default_backend() == "cpu"
+                                         else "native")
     monkeypatch.setenv(conv.ENV_VAR, "matmul")
     assert conv.resolve_impl("auto") == "matmul"
     assert conv.resolve_impl("native") == "native"        # an explicit choice beats the env
     monkeypatch.setenv(conv.ENV_VAR, "fft")
-    with pytest.raises(UsageError, match="'fft' is not one of auto, native, matmul, hybrid"):
+    with pytest.raises(UsageError,
+                       match="'fft' is not one of auto, onednn, native, matmul, hybrid"):
         conv.resolve_impl("auto")
+
+
+def test_without_onednn_auto_falls_back_and_an_explicit_choice_says_why(monkeypatch):
+    monkeypatch.delenv(conv.ENV_VAR, raising=False)
+    monkeypatch.setattr(onednn, "status", lambda: onednn.Status(False, "oneDNN not found (x)"))
+    assert conv.resolve_impl("auto") == "matmul"
+    with pytest.raises(UsageError) as e:
+        conv.resolve_impl("onednn")
+    msg = str(e.value)
+    assert "'onednn' is not available: oneDNN not found (x)" in msg
+    assert "pip install 'airbench-jax[onednn]'" in msg and "choose matmul" in msg
+    assert "\n" not in msg
+
+
+def test_onednn_runs_under_vmap_jit_and_falls_back_for_float64():
+    require_onednn()
+    kx, kw = jax.random.split(jax.random.PRNGKey(1))
+    x = jax.random.normal(kx, (3, 2, 5, 5, 4), jnp.float32)      # 3 "seeds" of a batch of 2
+    w = jax.random.normal(kw, (3, 3, 3, 4, 6), jnp.float32) * 0.3
+    f = lambda x, w: jnp.sum(jnp.sin(conv.conv_onednn(x, w)))
+    val, (gx, gw) = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(0, 1))))(x, w)
+    for i in range(3):
+        v_ref, (gx_ref, gw_ref) = jax.value_and_grad(
+            lambda x, w: jnp.sum(jnp.sin(conv.conv_native(x, w))), argnums=(0, 1))(x[i], w[i])
+        np.testing.assert_allclose(val[i], v_ref, rtol=1e-5)
+        np.testing.assert_allclose(gx[i], gx_ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(gw[i], gw_ref, rtol=1e-4, atol=1e-5)
+    # float64 (the numerics' references) is not a oneDNN type: im2col computes it, exactly
+    with jax.enable_x64(True):
+        x64, w64 = x[0].astype(jnp.float64), w[0].astype(jnp.float64)
+        y = conv.conv_onednn(x64, w64)
+        assert y.dtype == jnp.float64
+        np.testing.assert_array_equal(y, conv.conv_matmul(x64, w64))
+    # one kernel per pass, none of them oneDNN's slow reference loops
+    passes = onednn.kernels((2, 5, 5, 4), (3, 3, 4, 6)).split(" | ")
+    assert len(passes) == 3 and not any(p.startswith("ref") for p in passes), passes
+
+
+def test_onednn_build_is_cached_and_failures_are_one_line(tmp_path, monkeypatch):
+    require_onednn()
+    monkeypatch.setenv(onednn.CACHE_ENV, str(tmp_path / "cache"))
+    lib = onednn.build()
+    assert lib.parent == tmp_path / "cache" and lib.is_file()
+    mtime = lib.stat().st_mtime_ns
+    assert onednn.build() == lib and lib.stat().st_mtime_ns == mtime   # cached, not rebuilt
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler 'no-such-c\\+\\+' on PATH"):
+        onednn.build(cxx="no-such-c++")
+    # a source that does not compile: a one-line reason, nothing left in the cache
+    bad = tmp_path / "bad.cc"
+    bad.write_text("this is not C++\n")
+    monkeypatch.setattr(onednn, "SOURCE", bad)
+    monkeypatch.setenv(onednn.CACHE_ENV, str(tmp_path / "cache2"))
+    with pytest.raises(RuntimeError, match="compiling bad.cc failed") as e:
+        onednn.build()
+    assert "\n" not in str(e.value)
+    assert os.listdir(tmp_path / "cache2") == []
+    # no oneDNN anywhere
+    monkeypatch.setattr(onednn, "_roots", lambda: [tmp_path])
+    with pytest.raises(RuntimeError, match="oneDNN not found"):
+        onednn.build()
 
 
 def test_parse_cpuinfo_reports_features():
@@ -65,4 +150,5 @@ def test_cli_offers_every_conv_lowering():
     """The JAX CLI's --conv-impl choices are the lowerings airbench_jax.conv implements."""
     from airbench_jax import __main__ as jax_cli
     from airbench_jax import conv
-    assert tuple(jax_cli.CONV_IMPLS) == tuple(conv.IMPLS)
+    from parity import lockstep
+    assert tuple(jax_cli.CONV_IMPLS) == tuple(conv.IMPLS) == tuple(lockstep.CONV_IMPLS)

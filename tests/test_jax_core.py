@@ -296,6 +296,35 @@ def test_lookahead_ema_formula_and_final_copy():
         np.testing.assert_array_equal(la[6][k], la[5][k])     # final copy of the EMA
 
 
+def test_gelu_is_pytorchs_exact_gelu_with_its_derivative():
+    """x/2 (1 + erf(x/sqrt 2)) and cdf + x pdf, against float64 scipy and against PyTorch's
+    gelu (the same formula, so the same ~5e-7 cancellation error near x = -5); 16-bit inputs are
+    computed in float32 (PyTorch's opmath) and rounded once."""
+    torch = pytest.importorskip("torch")
+    from scipy.special import erf
+    from airbench_jax.model import gelu
+    x = np.concatenate([np.linspace(-9, 9, 2001), [-40.0, 0.0, 40.0]]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = x64 / 2 * (1 + erf(x64 / np.sqrt(2)))
+    slope = 0.5 * (1 + erf(x64 / np.sqrt(2))) + x64 * np.exp(-x64 ** 2 / 2) / np.sqrt(2 * np.pi)
+    ours = np.asarray(gelu(jnp.asarray(x)))
+    np.testing.assert_allclose(ours, want, rtol=2e-6, atol=1e-6)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.gelu(xt)
+    np.testing.assert_allclose(ours, yt.detach().numpy(), rtol=2e-6, atol=1e-6)
+    g = jax.grad(lambda v: jnp.sum(gelu(v)))(jnp.asarray(x))
+    np.testing.assert_allclose(g, slope, rtol=2e-6, atol=2e-7)
+    yt.sum().backward()
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=2e-6, atol=2e-7)
+    # forward-mode too (custom_jvp), and a half input rounds the float32 result once
+    _, t = jax.jvp(gelu, (jnp.asarray(x),), (jnp.ones_like(x),))
+    np.testing.assert_allclose(t, slope, rtol=2e-6, atol=2e-7)
+    h = gelu(jnp.asarray(x, jnp.float16))
+    assert h.dtype == jnp.float16
+    np.testing.assert_array_equal(h, gelu(jnp.asarray(x, jnp.float16).astype(jnp.float32))
+                                  .astype(jnp.float16))
+
+
 def test_maxpool_gradient_goes_to_first_tied_maximum_like_pytorch():
     from airbench_jax.model import maxpool
     x = jnp.array([[1.0, 1.0], [0.0, 1.0]]).reshape(1, 2, 2, 1)
@@ -308,6 +337,8 @@ def test_maxpool_gradient_goes_to_first_tied_maximum_like_pytorch():
     ref = jax.grad(lambda v: (jax.lax.reduce_window(v[:, :6, :6], -jnp.inf, jax.lax.max,
                                                      (1, 3, 3, 1), (1, 3, 3, 1), "VALID") ** 2).sum())(z)
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+    np.testing.assert_array_equal(maxpool(z, 3), jax.lax.reduce_window(
+        z[:, :6, :6], -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 3, 3, 1), "VALID"))
     assert float(jnp.abs(ours[:, 6]).max()) == 0 and float(jnp.abs(ours[:, :, 6]).max()) == 0
 
 

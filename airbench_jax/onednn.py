@@ -1,0 +1,195 @@
+"""oneDNN convolutions for XLA:CPU, as XLA custom calls (`jax.ffi`).
+
+Why: XLA:CPU has no fast convolution. Its native lowering (Eigen) and our im2col + GEMM lowering
+both run each pass 2-3x slower than oneDNN's direct convolutions, which PyTorch uses on CPU: that
+was JAX's whole speed gap on the CPU (docs/perf/). jaxlib's wheel does not include XLA's own oneDNN
+convolution rewriter, so this module brings oneDNN in through the XLA FFI, the supported way to
+add a kernel to XLA:
+- `csrc/onednn_conv.cc` holds three handlers (forward, input gradient, weight gradient; float32,
+  NHWC activations, HWIO kernels, stride 1).
+- It is compiled once with the C++ compiler ($CXX, default g++) against the oneDNN that the
+  `onednn` extra installs: the `onednn-cpu-gomp` and `onednn-devel-cpu-gomp` wheels, whose files
+  land under sys.prefix. $DNNLROOT points at another oneDNN installation.
+- The library is cached in $AIRBENCH_JAX_CACHE (default ~/.cache/airbench_jax), one file per
+  (source, oneDNN, jaxlib, compiler), written atomically, so concurrent first uses are safe.
+- `conv2d_onednn` is differentiable through `jax.custom_vjp`: the backward pass is the two
+  gradient custom calls. Under `jax.vmap` each custom call runs once per batch element.
+
+`status()` says whether it is usable and why not; `airbench_jax.conv` uses it when the convolution
+implementation is 'auto' (oneDNN on CPU when available, else im2col). oneDNN runs its own OpenMP
+threads (OMP_NUM_THREADS, default one per core) inside the XLA op.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+import hashlib
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+SOURCE = Path(__file__).with_name("csrc") / "onednn_conv.cc"
+TARGETS = ("AirbenchConvFwd", "AirbenchConvBwdData", "AirbenchConvBwdWeights")
+CACHE_ENV = "AIRBENCH_JAX_CACHE"
+INSTALL_HINT = ("install the oneDNN extra (pip install 'airbench-jax[onednn]', Linux x86-64) and a "
+                "C++ compiler, or set DNNLROOT to a oneDNN installation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    available: bool
+    reason: str = ""           # why not, when not available
+    library: str = ""          # the compiled custom-call library
+    onednn_version: str = ""   # e.g. "3.2.0 (<git hash>)"
+
+
+def _roots() -> list[Path]:
+    roots = [os.environ.get("DNNLROOT"), sys.prefix, site.getuserbase(), "/usr/local", "/usr"]
+    return [Path(r) for r in roots if r]
+
+
+def find_onednn() -> tuple[Path, Path] | None:
+    """(include dir, lib dir) of the first oneDNN installation with both headers and library."""
+    for root in _roots():
+        inc = root / "include"
+        if not (inc / "oneapi" / "dnnl" / "dnnl.hpp").is_file():
+            continue
+        for lib in (root / "lib", root / "lib64", root / "lib" / "x86_64-linux-gnu"):
+            if (lib / "libdnnl.so").exists():
+                return inc, lib
+    return None
+
+
+def cache_dir() -> Path:
+    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME")
+                                             or Path.home() / ".cache") / "airbench_jax"
+    return Path(base)
+
+
+def _build_key(cxx: str, inc: Path, lib: Path) -> str:
+    libdnnl = (lib / "libdnnl.so").resolve()
+    st = libdnnl.stat()
+    parts = [SOURCE.read_bytes(), str(libdnnl).encode(), str(st.st_size).encode(),
+             str(st.st_mtime_ns).encode(), str(inc).encode(), jaxlib.__version__.encode(),
+             cxx.encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def build(cxx: str | None = None) -> Path:
+    """Compile the custom-call library (or return the cached one). Raises RuntimeError with a
+    one-line reason when oneDNN, the compiler or the build is missing or fails."""
+    found = find_onednn()
+    if found is None:
+        raise RuntimeError(f"oneDNN not found (no include/oneapi/dnnl/dnnl.hpp with lib/libdnnl.so "
+                           f"under {', '.join(str(r) for r in _roots())})")
+    inc, lib = found
+    cxx = cxx or os.environ.get("CXX") or "g++"
+    if shutil.which(cxx) is None:
+        raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
+    out = cache_dir() / f"airbench_onednn_conv-{_build_key(cxx, inc, lib)}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a private temporary name, then an atomic rename: a concurrent build or a crash never
+    # leaves a half-written library under the final name
+    fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out.parent)
+    os.close(fd)
+    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
+           f"-I{inc}", str(SOURCE), f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}", "-o", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise RuntimeError(f"compiling {SOURCE.name} failed ({cxx}): {last}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+@functools.cache
+def _load() -> tuple[Status, ctypes.CDLL | None]:
+    try:
+        path = build()
+        lib = ctypes.CDLL(str(path))
+        for name in TARGETS:
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)),
+                                        platform="cpu")
+        lib.airbench_onednn_version.restype = ctypes.c_char_p
+        lib.airbench_onednn_impls.restype = ctypes.c_char_p
+        lib.airbench_onednn_impls.argtypes = [ctypes.c_int64] * 11
+        version = lib.airbench_onednn_version().decode()
+    except (RuntimeError, OSError, AttributeError) as e:
+        return Status(False, str(e).splitlines()[0] if str(e) else type(e).__name__), None
+    return Status(True, library=str(path), onednn_version=version), lib
+
+
+def status() -> Status:
+    """Whether the oneDNN convolutions can run here (built and loaded on first call)."""
+    return _load()[0]
+
+
+def pads(kernel_hw: tuple[int, int], padding: str) -> dict[str, int]:
+    """The custom calls' padding attributes: 'VALID', or 'SAME' as PyTorch's padding='same' for
+    stride 1 (the extra row/column at the end for even kernels)."""
+    kh, kw = kernel_hw
+    if padding == "VALID":
+        return dict(pad_top=0, pad_bottom=0, pad_left=0, pad_right=0)
+    return dict(pad_top=(kh - 1) // 2, pad_bottom=kh - 1 - (kh - 1) // 2,
+                pad_left=(kw - 1) // 2, pad_right=kw - 1 - (kw - 1) // 2)
+
+
+def kernels(x_shape, w_shape, padding: str = "SAME") -> str:
+    """The kernels oneDNN chose for one convolution ("fwd | bwd data | bwd weights")."""
+    st, lib = _load()
+    if lib is None:
+        raise RuntimeError(st.reason)
+    p = pads(w_shape[:2], padding)
+    n, h, w, c = x_shape
+    return lib.airbench_onednn_impls(n, h, w, c, w_shape[0], w_shape[1], w_shape[3],
+                                     p["pad_top"], p["pad_bottom"], p["pad_left"],
+                                     p["pad_right"]).decode()
+
+
+def _call(target: str, out_shape, *args, padding: str, kernel_hw):
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, jnp.float32),
+                            vmap_method="sequential")(*args, **pads(kernel_hw, padding))
+
+
+def _forward(x, w, padding):
+    p = pads(w.shape[:2], padding)
+    n, h, wd, _ = x.shape
+    out = (n, h + p["pad_top"] + p["pad_bottom"] - w.shape[0] + 1,
+           wd + p["pad_left"] + p["pad_right"] - w.shape[1] + 1, w.shape[3])
+    return _call("AirbenchConvFwd", out, x, w, padding=padding, kernel_hw=w.shape[:2])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv2d_onednn(x, w, padding: str = "SAME"):
+    """Stride-1 convolution of float32 NHWC `x` with HWIO `w` ('SAME' or 'VALID'), by oneDNN.
+    Call `status()` first: the custom calls exist only once the library is loaded."""
+    return _forward(x, w, padding)
+
+
+def _fwd(x, w, padding):
+    return _forward(x, w, padding), (x, w)
+
+
+def _bwd(padding, res, g):
+    x, w = res
+    dx = _call("AirbenchConvBwdData", x.shape, g, w, padding=padding, kernel_hw=w.shape[:2])
+    dw = _call("AirbenchConvBwdWeights", w.shape, x, g, padding=padding, kernel_hw=w.shape[:2])
+    return dx, dw
+
+
+conv2d_onednn.defvjp(_fwd, _bwd)
