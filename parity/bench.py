@@ -14,11 +14,19 @@ the fraction of this machine's float32 matmul peak (a large JAX matmul).
 `--torch-channels-last both` times PyTorch in both memory formats in the same run ("torch" is the
 policy's format, "torch_channels_last" or "torch_contiguous" the other one): the measurement
 behind the CPU memory-format policy in airbench_torch/device.py.
+
+Also reported per stepper: the process's minor page faults per step (fresh memory the kernel had
+to map and zero). They explain `--scan`'s difference: XLA:CPU allocates a compiled program's
+temporary buffer (~880 MB for airbench94_muon at batch 500) at every call and frees it after, so
+per-step calls fault it in and zero it at every step, while one `lax.scan` program (as
+`train_epoch` runs a whole epoch) pays that once per call. And JAX's convolution lowering, with
+oneDNN's version and the kernels it chose where that lowering is 'onednn'.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -98,12 +106,15 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
         fn()
     load_before = os.getloadavg()
     rates = {k: [] for k in steppers}
+    faults = {k: [] for k in steppers}
     for rep in range(reps):
         for name, fn in steppers.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t = time.perf_counter()
             for _ in range(calls[name]):
                 fn()
             rates[name].append(batch * steps / (time.perf_counter() - t))
+            faults[name].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps)
             log(f"rep {rep}: {name:5s} {rates[name][-1]:7.1f} img/s")
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -111,6 +122,7 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
     flops = 3 * forward_flops(recipe)
     from airbench_jax.conv import resolve_impl
     from airbench_jax.cpu import cpu_info
+    impl = resolve_impl(conv_impl)
     extra = {}
     if scan:
         extra["ratio_jax_scan_over_step"] = med["jax_scan"] / med["jax"]
@@ -123,7 +135,8 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
         recipe=recipe_name, batch=batch, steps_per_rep=steps, reps=reps, dtype="float32",
         precision=dict(torch=torch_policy(None, "cpu").to_dict(), jax=jax_policy().to_dict()),
         torch_channels_last=formats, **extra,
-        conv_impl=resolve_impl(conv_impl), images_per_second=med, all_rates=rates,
+        conv_impl=impl, onednn=onednn_info(impl, recipe, batch), images_per_second=med,
+        all_rates=rates, page_faults_per_step={k: statistics.median(v) for k, v in faults.items()},
         ratio_jax_over_torch=med["jax"] / med["torch"],
         ratios_jax_over={k: med["jax"] / v for k, v in med.items() if k.startswith("torch")},
         jax_compile_seconds=compile_seconds, compile_seconds=compile_all,
@@ -134,6 +147,17 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
         fraction_of_peak={k: v * flops / 1e9 / peak for k, v in med.items()},
         versions=package_versions("jax", "jaxlib", "flax", "optax", "torch", "onednn-cpu-gomp"),
         machine=machine_info())
+
+
+def onednn_info(impl: str, recipe, batch: int) -> dict:
+    """oneDNN's status and version, and where JAX used it, its kernels for the first 3x3 conv."""
+    from airbench_jax import onednn
+    st = onednn.status()
+    info = dict(available=st.available, reason=st.reason, version=st.onednn_version)
+    if impl == "onednn":
+        info["kernels_first_conv"] = onednn.kernels((batch, 31, 31, 24),
+                                                    (3, 3, 24, recipe.widths[0]))
+    return info
 
 
 def main(argv=None) -> int:
@@ -169,11 +193,19 @@ def main(argv=None) -> int:
               f"{100 * res['fraction_of_peak'][k]:4.1f}% of matmul peak "
               f"({res['matmul_peak_gflops']:.1f} GFLOP/s), reps spread "
               f"{100 * res['rate_spread'][k]:.0f}%")
+    dnnl = res["onednn"]
+    version = dnnl["version"].split(" (")[0]
+    lowering = res["conv_impl"] + (f", oneDNN {version}: {dnnl['kernels_first_conv']}"
+                                   if res["conv_impl"] == "onednn" else
+                                   "" if dnnl["available"] else f"; oneDNN: {dnnl['reason']}")
     print("  ratio jax/" + ", jax/".join(f"{k} {v:.2f}" for k, v in res["ratios_jax_over"].items())
-          + f"; jax compile {res['jax_compile_seconds']:.1f} s (conv_impl {res['conv_impl']})")
+          + f"; jax compile {res['jax_compile_seconds']:.1f} s (conv_impl {lowering})")
+    mb = {k: v * resource.getpagesize() / 1e6 for k, v in res["page_faults_per_step"].items()}
+    print("  fresh memory faulted in per step: "
+          + ", ".join(f"{k} {v:.0f} MB" for k, v in mb.items()))
     if "ratio_jax_scan_over_step" in res:
         print(f"  ratio jax lax.scan program / per-step calls "
-              f"{res['ratio_jax_scan_over_step']:.2f}")
+              f"{res['ratio_jax_scan_over_step']:.2f} (see the faulted-in memory above)")
     if "ratio_torch_channels_last_over_contiguous" in res:
         print(f"  ratio torch channels_last/contiguous "
               f"{res['ratio_torch_channels_last_over_contiguous']:.2f}")

@@ -57,9 +57,12 @@ IMPLS = ("native", "matmul")
 
 
 def default_impls() -> tuple[str, ...]:
-    """The lowerings checked: native and matmul always, and oneDNN where it is available."""
+    """The lowerings checked: native and matmul always, and oneDNN where JAX runs on the CPU and
+    it is available."""
+    import jax
     from airbench_jax import onednn
-    return IMPLS + (("onednn",) if onednn.status().available else ())
+    on_cpu = jax.default_backend() == "cpu"
+    return IMPLS + (("onednn",) if on_cpu and onednn.status().available else ())
 
 
 # ---------------------------------------------------------------------- the checks

@@ -49,6 +49,14 @@ def test_bench_times_the_scan_program_and_reports_cpu_and_load():
     assert set(res["compile_seconds"]) == {"jax", "jax_scan"}
     assert res["cpu"]["logical_cpus"] >= 1 and isinstance(res["cpu"]["features"], list)
     assert len(res["load_average"]["before"]) == 3
+    assert set(res["page_faults_per_step"]) == set(ips)
+    assert all(v >= 0 for v in res["page_faults_per_step"].values())
+    dnnl = res["onednn"]
+    if res["conv_impl"] == "onednn":
+        assert dnnl["available"] and dnnl["version"]
+        assert len(dnnl["kernels_first_conv"].split(" | ")) == 3
+    else:
+        assert dnnl["available"] or dnnl["reason"]
 
 
 def test_scan_program_takes_the_same_steps_as_train_step():
