@@ -162,6 +162,9 @@ def kernels(x_shape, w_shape, padding: str = "SAME") -> str:
 
 
 def _call(target: str, out_shape, *args, padding: str, kernel_hw):
+    st = status()  # builds and registers the custom calls on first use
+    if not st.available:
+        raise RuntimeError(f"oneDNN convolutions are not available: {st.reason}; {INSTALL_HINT}")
     return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                             vmap_method="sequential")(*args, **pads(kernel_hw, padding))
 
@@ -176,8 +179,8 @@ def _forward(x, w, padding):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv2d_onednn(x, w, padding: str = "SAME"):
-    """Stride-1 convolution of float32 NHWC `x` with HWIO `w` ('SAME' or 'VALID'), by oneDNN.
-    Call `status()` first: the custom calls exist only once the library is loaded."""
+    """Stride-1 convolution of float32 NHWC `x` with HWIO `w` ('SAME' or 'VALID'), by oneDNN
+    (RuntimeError at trace time where `status()` says it is not available)."""
     return _forward(x, w, padding)
 
 

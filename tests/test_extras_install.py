@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 # extra -> (packages it makes usable, the CLI module to run)
 EXTRAS = {"torch": (("airbench_common", "airbench_torch"), "airbench_torch"),
           "jax": (("airbench_common", "airbench_jax"), "airbench_jax"),
+          "onednn": (("airbench_common", "airbench_jax"), "airbench_jax"),
           "parity": (("airbench_common", "airbench_jax", "airbench_torch", "parity"), "parity"),
           "distributed": (("airbench_common", "airbench_jax", "airbench_torch", "parity"),
                           "parity")}
@@ -42,6 +43,9 @@ def test_imported_roots_sees_nested_imports():
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", list(EXTRAS))
 def test_extra_alone_in_a_fresh_venv(extra, tmp_path):
+    import platform
+    if extra == "onednn" and (sys.platform, platform.machine()) != ("linux", "x86_64"):
+        pytest.skip("the oneDNN wheels exist for Linux x86-64 only")
     packages, cli = EXTRAS[extra]
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -62,3 +66,9 @@ def test_extra_alone_in_a_fresh_venv(extra, tmp_path):
                        cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "usage" in r.stdout.lower()
+    if extra == "onednn":   # its wheels' headers and library are found, built and loaded
+        r = subprocess.run([py, "-c", "from airbench_jax import onednn; s = onednn.status(); "
+                            "print(s); assert s.available, s.reason"], capture_output=True,
+                           text=True, env=dict(env, AIRBENCH_JAX_CACHE=str(tmp_path / "cache")),
+                           cwd=tmp_path, timeout=600)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]

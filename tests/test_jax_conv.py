@@ -85,6 +85,25 @@ def test_without_onednn_auto_falls_back_and_an_explicit_choice_says_why(monkeypa
     assert "'onednn' is not available: oneDNN not found (x)" in msg
     assert "pip install 'airbench-jax[onednn]'" in msg and "choose matmul" in msg
     assert "\n" not in msg
+    x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+    with pytest.raises(RuntimeError, match="oneDNN convolutions are not available: oneDNN not"):
+        onednn.conv2d_onednn(x, w)
+
+
+def test_onednn_used_directly_in_a_fresh_process_registers_itself():
+    """Calling the oneDNN convolution without going through resolve_impl first (as
+    benchmarks/profile_step.py does) still builds and registers the custom calls."""
+    import subprocess
+    import sys
+    require_onednn()
+    code = ("import jax, jax.numpy as jnp, numpy as np\n"
+            "from airbench_jax import conv\n"
+            "x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))\n"
+            "y = jax.jit(jax.grad(lambda x, w: conv.conv_onednn(x, w).sum()))(x, w)\n"
+            "np.testing.assert_allclose(y, jax.grad(lambda x, w: conv.conv_native(x, w).sum())"
+            "(x, w), rtol=1e-6)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_onednn_runs_under_vmap_jit_and_falls_back_for_float64():
