@@ -113,9 +113,11 @@ def jax_profile(recipe, x, y, steps: int, conv_impl: str):
     import jax
     import jax.numpy as jnp
     from airbench_jax import train_step
+    from airbench_jax.conv import resolve_impl
     from parity.sides import JaxSide
     batch = len(x)
     side = JaxSide.from_init(recipe, batch * 50, x, conv_impl=conv_impl)
+    impl = resolve_impl(conv_impl)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     compiled = train_step.lower(side.state, xj, yj).compile()
     instrs, roots = parse_hlo(compiled.as_text())
@@ -136,16 +138,22 @@ def jax_profile(recipe, x, y, steps: int, conv_impl: str):
     for e in events:
         if e.get("ph") == "X" and e.get("name") in instrs:
             total[e["name"]] += e.get("dur", 0) / 1e3 / steps
+    # only im2col lowerings make convolutions into GEMMs; with oneDNN every dot is Newton-Schulz,
+    # the head or the whitening
+    conv_gemms = impl in ("matmul", "hybrid")
     rows = []
     for name, ms in total.items():
         what, shape = describe_op(name, instrs, roots)
         rows.append(dict(op=name, ms=ms, what=what, shape=shape,
-                         part=gemm_pass(what, recipe.widths) or part_of(what)))
+                         part=(gemm_pass(what, recipe.widths) if conv_gemms else "")
+                         or part_of(what)))
     rows.sort(key=lambda r: -r["ms"])
-    # XLA's own dot kernels (not the library-fused GEMMs) are traced at their launch only, so
-    # part of their time shows up here rather than under their op
+    # not traced as ops: XLA's own dot kernels (seen at their launch only) and the oneDNN
+    # convolutions' custom calls (not traced at all), so their time shows up here
+    untraced = ("unattributed: oneDNN convolutions (custom calls) and untraced time"
+                if impl == "onednn" else "unattributed")
     rows.append(dict(op="(step wall time not covered by a traced op)", what="", shape="",
-                     part="unattributed", ms=max(0.0, 1e3 * wall - sum(r["ms"] for r in rows))))
+                     part=untraced, ms=max(0.0, 1e3 * wall - sum(r["ms"] for r in rows))))
     return dict(step_ms=1e3 * wall, ops=rows)
 
 
