@@ -171,3 +171,22 @@ def test_cli_offers_every_conv_lowering():
     from airbench_jax import conv
     from parity import lockstep
     assert tuple(jax_cli.CONV_IMPLS) == tuple(conv.IMPLS) == tuple(lockstep.CONV_IMPLS)
+
+
+def test_evaluation_keeps_onednn_and_runs_im2col_nets_with_the_native_conv(monkeypatch):
+    from flax import nnx
+    from airbench_common import get_recipe
+    from airbench_jax.model import make_net
+    from airbench_jax.train import _eval_graphdef, _eval_impl
+    assert [_eval_impl(t, "auto") for t in ("onednn", "native", "matmul", "hybrid")] == [
+        "onednn", "native", "native", "native"]
+    assert _eval_impl("onednn", "matmul") == "matmul"        # $AIRBENCH_JAX_EVAL_CONV forces
+    monkeypatch.delenv("AIRBENCH_JAX_EVAL_CONV", raising=False)
+    r = get_recipe("airbench94", widths=(8, 8, 8))
+    for trained, want in (("matmul", "native"), ("onednn", "onednn")):
+        if trained == "onednn":
+            require_onednn()
+        g, p, rest = nnx.split(make_net(r, jax.random.PRNGKey(0), conv_impl=trained),
+                               nnx.Param, ...)
+        net = nnx.merge(_eval_graphdef(g, p, rest), p, rest)
+        assert net.conv_impl == want and net.group1.conv1.impl == want
