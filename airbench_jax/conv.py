@@ -46,8 +46,11 @@ def resolve_impl(impl: str | None = "auto") -> str:
     if impl not in IMPLS:
         raise UsageError(f"conv_impl {impl!r} is not one of {', '.join(IMPLS)}")
     on_cpu = jax.default_backend() == "cpu"
-    if impl == "auto":
-        impl = ("onednn" if onednn.status().available else "matmul") if on_cpu else "native"
+    if impl == "auto" and on_cpu:
+        onednn.warn_fallback()
+        impl = "onednn" if onednn.status().available else "matmul"
+    elif impl == "auto":
+        impl = "native"
     elif impl == "onednn":
         if not on_cpu:
             raise UsageError(f"conv_impl 'onednn' runs on the CPU only (JAX's default backend is "

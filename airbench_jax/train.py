@@ -27,6 +27,7 @@ from airbench_common.table import Table
 from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
 
 from . import augment as aug
+from . import onednn
 from . import precision as prec
 from .model import CifarNet, make_net, set_whitening
 from .optim import build_optimizer
@@ -489,12 +490,20 @@ def prepare_run(recipe, overrides, data_dir, train_data, test_data, device, *, p
     return r, (tr_x, tr_y), (te_x, te_y), total, dev, pol
 
 
+def _onednn_flag(impl: str) -> dict:
+    """On the CPU, which oneDNN ran the convolutions, or why none did."""
+    if impl == "onednn" or jax.default_backend() == "cpu":
+        st = onednn.status()
+        return dict(onednn=st.onednn_version if st.available else f"unavailable: {st.reason}")
+    return {}
+
+
 def run_record(r, overrides, seed, dev, pol, impl, *, acc, acc_tta, train_seconds, eval_seconds,
                steps, status, compile_seconds, eval_compile_seconds, per_epoch, data_dir,
                n_train, n_test, setup_seconds, arrays, error=None) -> dict:
     """One JAX run's record (sequential or one seed of a vmapped group), in the fields both
     frameworks write (airbench_common.records.RUN_FIELDS). `arrays`: the caller gave the images."""
-    flags = dict(conv_impl=impl, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
+    flags = dict(conv_impl=impl, **_onednn_flag(impl), XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
                  jax_enable_x64=bool(jax.config.jax_enable_x64),
                  jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision))
     d = dev or jax.devices()[0]

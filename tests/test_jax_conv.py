@@ -190,3 +190,33 @@ def test_evaluation_keeps_onednn_and_runs_im2col_nets_with_the_native_conv(monke
                                nnx.Param, ...)
         net = nnx.merge(_eval_graphdef(g, p, rest), p, rest)
         assert net.conv_impl == want and net.group1.conv1.impl == want
+
+
+def test_an_installed_but_unusable_onednn_is_said_once_and_recorded(monkeypatch, capsys):
+    from airbench_jax.train import _onednn_flag
+    monkeypatch.delenv(conv.ENV_VAR, raising=False)
+    monkeypatch.setattr(onednn, "status", lambda: onednn.Status(False, "compiling x failed"))
+    monkeypatch.setattr(onednn, "find_onednn", lambda: ("inc", "lib"))
+    onednn.warn_fallback.cache_clear()
+    try:
+        if jax.default_backend() == "cpu":
+            assert conv.resolve_impl("auto") == "matmul"
+            conv.resolve_impl("auto")
+            err = capsys.readouterr().err.splitlines()
+            assert err == ["airbench_jax: oneDNN convolutions unavailable (compiling x failed); "
+                           "JAX uses im2col convolutions, ~1.5x slower"]
+            assert _onednn_flag("matmul") == {"onednn": "unavailable: compiling x failed"}
+        # not installed at all: im2col is the documented default, nothing to say
+        onednn.warn_fallback.cache_clear()
+        monkeypatch.setattr(onednn, "find_onednn", lambda: None)
+        conv.resolve_impl("auto")
+        assert capsys.readouterr().err == ""
+    finally:
+        onednn.warn_fallback.cache_clear()
+
+
+def test_run_records_name_the_onednn_that_ran():
+    from airbench_jax.train import _onednn_flag
+    require_onednn()
+    assert _onednn_flag("onednn") == {"onednn": onednn.status().onednn_version}
+    assert onednn.status().onednn_version.split(" ")[0].count(".") == 2
