@@ -220,3 +220,39 @@ def test_run_records_name_the_onednn_that_ran():
     require_onednn()
     assert _onednn_flag("onednn") == {"onednn": onednn.status().onednn_version}
     assert onednn.status().onednn_version.split(" ")[0].count(".") == 2
+
+
+def test_onednn_convolutions_xla_runs_side_by_side_give_the_same_results():
+    """Independent custom calls of one shape (as TTA's plain and mirrored passes) may run at the
+    same time on XLA's threads; each must still compute its own convolution."""
+    require_onednn()
+    ks = jax.random.split(jax.random.PRNGKey(3), 5)
+    xs = [jax.random.normal(k, (16, 15, 15, 32), jnp.float32) for k in ks[:4]]
+    w = jax.random.normal(ks[4], (3, 3, 32, 32), jnp.float32) * 0.1
+
+    @jax.jit
+    def four(a, b, c, d, w):
+        return [conv.conv_onednn(v, w) for v in (a, b, c, d)]
+    for _ in range(3):
+        for got, x in zip(four(*xs, w), xs):
+            np.testing.assert_allclose(got, conv.conv_native(x, w), rtol=1e-4, atol=1e-4)
+
+
+def test_tta_logits_with_onednn_match_the_native_convolution():
+    """TTA level 2 runs six independent forward passes that XLA schedules side by side; before
+    the custom calls ran one at a time, concurrent executions of one oneDNN primitive raced and
+    gave logits 18% off at full width (parity.numerics' TTA rows caught it)."""
+    from flax import nnx
+    from airbench_common import get_recipe
+    from airbench_jax.model import make_net
+    from airbench_jax.train import _eval_logits
+    require_onednn()
+    r = get_recipe("airbench94")
+    x = jax.random.normal(jax.random.PRNGKey(0), (32, 32, 32, 3), jnp.float32)
+    out = {}
+    for impl in ("native", "onednn"):
+        g, p, rest = nnx.split(make_net(r, jax.random.PRNGKey(0), conv_impl=impl),
+                               nnx.Param, ...)
+        out[impl] = jax.jit(_eval_logits, static_argnums=(0, 4))(g, p, rest, x, 2)[1]
+    np.testing.assert_allclose(out["onednn"], out["native"], rtol=1e-4,
+                               atol=1e-4 * float(jnp.abs(out["native"]).max()))

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -56,16 +57,19 @@ std::shared_ptr<Conv> get_conv(const Key& k) {
   conv->y = memory::desc({n, oc, oh, ow}, f32, tag::nhwc);
   memory::desc w_any({oc, c, kh, kw}, f32, tag::any);
   memory::dims strides{1, 1}, pad_l{pt, pl}, pad_r{pb, pr};
+  // a scratchpad per execution (see run()), so that one primitive may run on two threads
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto& eng = engine();
   conv->fwd_pd = dnnl::convolution_forward::primitive_desc(
       eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, conv->x,
-      w_any, conv->y, strides, pad_l, pad_r);
+      w_any, conv->y, strides, pad_l, pad_r, attr);
   conv->bwd_data_pd = dnnl::convolution_backward_data::primitive_desc(
       eng, dnnl::algorithm::convolution_direct, conv->x, w_any, conv->y, strides, pad_l, pad_r,
-      conv->fwd_pd);
+      conv->fwd_pd, attr);
   conv->bwd_weights_pd = dnnl::convolution_backward_weights::primitive_desc(
       eng, dnnl::algorithm::convolution_direct, conv->x, w_any, conv->y, strides, pad_l, pad_r,
-      conv->fwd_pd);
+      conv->fwd_pd, attr);
   conv->fwd = dnnl::convolution_forward(conv->fwd_pd);
   conv->bwd_data = dnnl::convolution_backward_data(conv->bwd_data_pd);
   conv->bwd_weights = dnnl::convolution_backward_weights(conv->bwd_weights_pd);
@@ -81,6 +85,16 @@ memory as_layout(memory user, const memory::desc& want, dnnl::stream& s) {
   return m;
 }
 
+// Runs one primitive with a scratchpad of its own (oneDNN's library-managed one belongs to the
+// primitive, which two threads may share).
+void run(const dnnl::primitive& p, const memory::desc& scratch_desc,
+         std::unordered_map<int, memory> args, dnnl::stream& s) {
+  memory scratch(scratch_desc, engine());
+  args.insert({DNNL_ARG_SCRATCHPAD, scratch});
+  p.execute(s, args);
+  s.wait();
+}
+
 template <typename B>
 Key make_key(const B& x, const B& w, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   auto xd = x.dimensions();
@@ -88,7 +102,14 @@ Key make_key(const B& x, const B& w, int64_t pt, int64_t pb, int64_t pl, int64_t
   return Key{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], pt, pb, pl, pr};
 }
 
+// Every handler's body: one at a time, oneDNN errors as XLA errors. XLA may start independent
+// custom calls on two threads at once (TTA's plain and mirrored passes, two layers of one shape):
+// running them side by side let two executions of one primitive (and of the weight reorders,
+// which oneDNN caches and shares) race on shared state, which gave wrong TTA logits; and each
+// call already uses every core through oneDNN's OpenMP threads, so it would gain nothing.
 ffi::Error wrap(const std::function<void()>& body) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
   try {
     body();
   } catch (const dnnl::error& e) {
@@ -108,8 +129,8 @@ ffi::Error fwd_impl(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, int64_t pt, int
     memory xm(conv->x, eng, x.typed_data()), wm(conv->w, eng, w.typed_data());
     memory ym(conv->y, eng, y->typed_data());
     memory wk = as_layout(wm, conv->fwd_pd.weights_desc(), s);
-    conv->fwd.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wk}, {DNNL_ARG_DST, ym}});
-    s.wait();
+    run(conv->fwd, conv->fwd_pd.scratchpad_desc(),
+        {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wk}, {DNNL_ARG_DST, ym}}, s);
   });
 }
 
@@ -122,9 +143,8 @@ ffi::Error bwd_data_impl(F32 g, F32 w, ffi::ResultBuffer<ffi::F32> dx, int64_t p
     memory gm(conv->y, eng, g.typed_data()), wm(conv->w, eng, w.typed_data());
     memory dxm(conv->x, eng, dx->typed_data());
     memory wk = as_layout(wm, conv->bwd_data_pd.weights_desc(), s);
-    conv->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, gm}, {DNNL_ARG_WEIGHTS, wk},
-                               {DNNL_ARG_DIFF_SRC, dxm}});
-    s.wait();
+    run(conv->bwd_data, conv->bwd_data_pd.scratchpad_desc(),
+        {{DNNL_ARG_DIFF_DST, gm}, {DNNL_ARG_WEIGHTS, wk}, {DNNL_ARG_DIFF_SRC, dxm}}, s);
   });
 }
 
@@ -138,8 +158,8 @@ ffi::Error bwd_weights_impl(F32 x, F32 g, ffi::ResultBuffer<ffi::F32> dw, int64_
     memory dwm(conv->w, eng, dw->typed_data());
     auto want = conv->bwd_weights_pd.diff_weights_desc();
     memory dwk = want == conv->w ? dwm : memory(want, eng);
-    conv->bwd_weights.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, gm},
-                                  {DNNL_ARG_DIFF_WEIGHTS, dwk}});
+    run(conv->bwd_weights, conv->bwd_weights_pd.scratchpad_desc(),
+        {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, gm}, {DNNL_ARG_DIFF_WEIGHTS, dwk}}, s);
     if (want != conv->w) dnnl::reorder(dwk, dwm).execute(s, dwk, dwm);
     s.wait();
   });
