@@ -153,13 +153,10 @@ def warn_fallback() -> None:
 
 
 def pads(kernel_hw: tuple[int, int], padding: str) -> dict[str, int]:
-    """The custom calls' padding attributes: 'VALID', or 'SAME' as PyTorch's padding='same' for
-    stride 1 (the extra row/column at the end for even kernels)."""
-    kh, kw = kernel_hw
-    if padding == "VALID":
-        return dict(pad_top=0, pad_bottom=0, pad_left=0, pad_right=0)
-    return dict(pad_top=(kh - 1) // 2, pad_bottom=kh - 1 - (kh - 1) // 2,
-                pad_left=(kw - 1) // 2, pad_right=kw - 1 - (kw - 1) // 2)
+    """The custom calls' padding attributes for 'VALID' or 'SAME' (airbench_jax.conv's rule)."""
+    from .conv import _pads  # at call time: conv imports this module
+    (pt, pb), (pl, pr) = _pads(kernel_hw[0], kernel_hw[1], padding)
+    return dict(pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr)
 
 
 def kernels(x_shape, w_shape, padding: str = "SAME") -> str:
