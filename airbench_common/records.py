@@ -50,11 +50,13 @@ def make_record(*, recipe: str, overrides: dict, seed: int, framework: str, vers
 
 # What each framework's run_recipe writes for every run, on both sides alike (a reader needs only
 # REQUIRED_FIELDS, so older records stay readable). A value a framework does not have is None:
-# compile_seconds and eval_compile_seconds of eager PyTorch, accuracies of a run whose loss became
-# non-finite. `error` is added to a diverged run's record only.
+# eval_compile_seconds of eager PyTorch, accuracies of a run whose loss became non-finite, the
+# time_seconds of a run that never reached its final evaluation. The timing fields mean what
+# airbench_common.timing defines, on every arm. `error` is added to a diverged run's record only.
 RUN_FIELDS = REQUIRED_FIELDS + (
     "recipe_params", "precision", "ns_dtype", "data", "per_epoch", "device_name",
-    "setup_seconds", "compile_seconds", "eval_compile_seconds",
+    "time_seconds", "setup_seconds", "compile_seconds", "timed_compile_seconds",
+    "eval_compile_seconds",
 )
 
 

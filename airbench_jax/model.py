@@ -309,6 +309,10 @@ def whitening_kernel(images, kernel: int = 2, eps: float = 5e-4) -> jnp.ndarray:
     return jnp.asarray(w.transpose(2, 3, 1, 0))
 
 
-def set_whitening(net: CifarNet, images, eps: float) -> None:
+def set_whitening(net: CifarNet, images, eps: float, kernel=None) -> None:
+    """The whitening conv from `images`, or the `kernel` whitening_kernel already made of them
+    (a run times that computation as upstream does, apart from the rest of the set-up)."""
     k = net.whiten_kernel[...]
-    net.whiten_kernel[...] = whitening_kernel(images, k.shape[0], eps).astype(k.dtype)
+    if kernel is None:
+        kernel = whitening_kernel(images, k.shape[0], eps)
+    net.whiten_kernel[...] = jnp.asarray(kernel).astype(k.dtype)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,12 +24,14 @@ from airbench_common import outcome, records
 from airbench_common.data import DatasetError, load_cifar10
 from airbench_common.env import device_fields, package_versions
 from airbench_common.table import Table
+from airbench_common.timing import Stopwatch
 from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
 
 from . import augment as aug
 from . import onednn
 from . import precision as prec
-from .model import CifarNet, make_net, set_whitening
+from .compile_clock import compile_clock
+from .model import CifarNet, make_net, set_whitening, whitening_kernel
 from .optim import build_optimizer
 
 
@@ -70,10 +72,11 @@ def _split(net):
 
 def init_train_state(recipe: Recipe, n_train: int, key, whiten_images=None, net=None,
                      ns_dtype=None, *, conv_impl: str = "auto", dtype=None, precision=None,
-                     param_dtype=None) -> TrainState:
+                     param_dtype=None, whiten_kernel=None) -> TrainState:
     """A fresh TrainState. whiten_images: normalized NHWC float images for the whitening conv
-    (the recipe's first `whiten_images` training images); with `net` given, its weights are used
-    as-is (its whitening too, unless whiten_images is also given) in the dtypes it has.
+    (the recipe's first `whiten_images` training images), or `whiten_kernel`, the whitening
+    kernel already computed from them (model.whitening_kernel); with `net` given, its weights
+    are used as-is (its whitening too, unless one of those is also given) in its dtypes.
     precision: a policy name or airbench_common.precision.Precision (None: the device's
     default); dtype (params and compute), param_dtype and ns_dtype override its parts."""
     if isinstance(key, int):
@@ -87,12 +90,11 @@ def init_train_state(recipe: Recipe, n_train: int, key, whiten_images=None, net=
         pkw = dict(dtype=net.dtype, param_dtype=getattr(net, "param_dtype", net.dtype),
                    tf32=getattr(net, "tf32", "off"))
     k_net, k_proxy = jax.random.split(key)
+    whiten = whiten_images is not None or whiten_kernel is not None
     if net is None:
         net = make_net(recipe, k_net, conv_impl=conv_impl, **pkw)
-        if whiten_images is not None:
-            set_whitening(net, whiten_images, recipe.whiten_eps)
-    elif whiten_images is not None:
-        set_whitening(net, whiten_images, recipe.whiten_eps)
+    if whiten:
+        set_whitening(net, whiten_images, recipe.whiten_eps, whiten_kernel)
     graphdef, params, rest = _split(net)
     tx = build_optimizer(recipe, n_train, params, ns_dtype=ns_dtype)
     total = recipe.total_steps(n_train)
@@ -105,8 +107,8 @@ def init_train_state(recipe: Recipe, n_train: int, key, whiten_images=None, net=
                  recipe=recipe, n_train=n_train, total_steps=total)
     if recipe.filter_keep:
         pnet = make_net(recipe, k_proxy, conv_impl=net.conv_impl, proxy=True, **pkw)
-        if whiten_images is not None:
-            set_whitening(pnet, whiten_images, recipe.whiten_eps)
+        if whiten:
+            set_whitening(pnet, whiten_images, recipe.whiten_eps, whiten_kernel)
         pg, pp, pr = _split(pnet)
         ptx = build_optimizer(recipe, n_train, pp, ns_dtype=ns_dtype,
                               stride=recipe.proxy_train_every, freeze_whiten_bias=True)
@@ -500,9 +502,11 @@ def _onednn_flag(impl: str) -> dict:
 
 def run_record(r, overrides, seed, dev, pol, impl, *, acc, acc_tta, train_seconds, eval_seconds,
                steps, status, compile_seconds, eval_compile_seconds, per_epoch, data_dir,
-               n_train, n_test, setup_seconds, arrays, error=None) -> dict:
+               n_train, n_test, setup_seconds, arrays, error=None,
+               timed_compile_seconds=None) -> dict:
     """One JAX run's record (sequential or one seed of a vmapped group), in the fields both
-    frameworks write (airbench_common.records.RUN_FIELDS). `arrays`: the caller gave the images."""
+    frameworks write (airbench_common.records.RUN_FIELDS; the timing fields as
+    airbench_common.timing defines them). `arrays`: the caller gave the images."""
     flags = dict(conv_impl=impl, **_onednn_flag(impl), XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
                  jax_enable_x64=bool(jax.config.jax_enable_x64),
                  jax_default_matmul_precision=str(jax.config.jax_default_matmul_precision))
@@ -513,10 +517,55 @@ def run_record(r, overrides, seed, dev, pol, impl, *, acc, acc_tta, train_second
         device=device, device_name=device_name, dtype=str(jnp.dtype(pol.compute)), flags=flags,
         acc=acc, acc_tta=acc_tta, tta_level=r.tta_level, train_seconds=train_seconds,
         eval_seconds=eval_seconds, steps=steps, status=status, setup_seconds=setup_seconds,
-        compile_seconds=compile_seconds, eval_compile_seconds=eval_compile_seconds,
+        time_seconds=None if eval_seconds is None else train_seconds + eval_seconds,
+        compile_seconds=compile_seconds, timed_compile_seconds=timed_compile_seconds,
+        eval_compile_seconds=eval_compile_seconds,
         ns_dtype=str(jnp.dtype(pol.newton_schulz)), precision=pol.to_dict(),
         per_epoch=per_epoch, data=records.data_identity(data_dir, n_train, n_test, arrays=arrays),
         recipe_params=r.to_dict(), error=error)
+
+
+class RunStart(NamedTuple):
+    """What a run's set-up leaves on the device: the train state (whitened), the padded
+    training images and labels, the normalized test images, the epochs' key."""
+    state: TrainState
+    padded: Any
+    train_y: Any
+    test_x: Any
+    k_epochs: Any
+
+
+def start_run(r: Recipe, tr_x, tr_y, te_x, key, *, impl: str, pol, watch: Stopwatch):
+    """A run's set-up: upload, normalisation, init (not upstream's timed work) and the whitening
+    (timed, as upstream times it, in `watch`'s whiten part) -> (RunStart, set-up seconds)."""
+    dtype = jnp.dtype(pol.compute)
+    k_init, k_flip, k_epochs = jax.random.split(key, 3)
+    t0 = time.perf_counter()
+    train_x = jnp.asarray(tr_x)
+    train_y = jnp.asarray(np.asarray(tr_y).astype(np.int32))
+    test_x = aug.normalize(jnp.asarray(te_x), dtype)
+    with watch.part("whiten"):
+        kernel = jax.block_until_ready(whitening_kernel(
+            aug.normalize(train_x[:r.whiten_images]), r.whiten_kernel, r.whiten_eps))
+    state = init_train_state(r, len(tr_x), k_init, whiten_kernel=kernel, conv_impl=impl,
+                             precision=pol)
+    padded = prepare_data(r, train_x, dtype, k_flip)
+    jax.block_until_ready((state, padded, test_x))
+    setup_seconds = time.perf_counter() - t0 - watch.seconds["whiten"]
+    return RunStart(state, padded, train_y, test_x, k_epochs), setup_seconds
+
+
+def compile_run(r: Recipe, start: RunStart, n_test: int, eval_every_epoch: bool):
+    """Compile the epoch and the evaluations a run will call, at its shapes, before any timing
+    -> (compiled epoch, compile seconds, of which evaluation's)."""
+    tc = time.perf_counter()
+    compiled = train_epoch.lower(start.state, start.padded, start.train_y, 0,
+                                 start.k_epochs).compile()
+    levels = sorted({r.tta_level} | ({0} if eval_every_epoch else set()))
+    st = start.state
+    eval_seconds = sum(compile_eval(st.graphdef, st.params, st.rest, n_test, level,
+                                    dtype=start.test_x.dtype) for level in levels)
+    return compiled, time.perf_counter() - tc, eval_seconds
 
 
 def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, train_data=None,
@@ -531,47 +580,28 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
     r, (tr_x, tr_y), (te_x, te_y), total, dev, pol = prepare_run(
         recipe, overrides, data_dir, train_data, test_data, device, precision=precision,
         dtype=dtype, param_dtype=param_dtype, ns_dtype=ns_dtype, tf32=tf32)
-    n_train = len(tr_x)
-    dtype = jnp.dtype(pol.compute)
     impl = resolve_impl(conv_impl)
-    key = jax.random.PRNGKey(seed)
-    k_init, k_flip, k_epochs = jax.random.split(key, 3)
+    watch = Stopwatch(compile_clock=compile_clock)
 
     with jax.default_device(dev), prec.matmul_context(pol):
-        t0 = time.perf_counter()
-        train_x = jnp.asarray(tr_x)
-        train_y = jnp.asarray(tr_y.astype(np.int32))
-        test_x = aug.normalize(jnp.asarray(te_x), dtype)
-        test_y = jnp.asarray(te_y.astype(np.int32))
-        whiten_src = aug.normalize(train_x[:r.whiten_images])
-        state = init_train_state(r, n_train, k_init, whiten_images=whiten_src, conv_impl=impl,
-                                 precision=pol)
-        padded = prepare_data(r, train_x, dtype, k_flip)
-        jax.block_until_ready((state, padded))
-        setup_seconds = time.perf_counter() - t0
+        start, setup_seconds = start_run(r, tr_x, tr_y, te_x, jax.random.PRNGKey(seed),
+                                         impl=impl, pol=pol, watch=watch)
+        compiled, compile_seconds, eval_compile_seconds = compile_run(
+            r, start, len(te_x), eval_every_epoch)
+        state, test_x, test_y = start.state, start.test_x, jnp.asarray(te_y.astype(np.int32))
 
-        tc = time.perf_counter()
-        compiled = train_epoch.lower(state, padded, train_y, 0, k_epochs).compile()
-        compile_seconds = time.perf_counter() - tc
-        # the evaluation functions too (plain and TTA, at the test set's shape), before any timing
-        eval_compile_seconds = sum(
-            compile_eval(state.graphdef, state.params, state.rest, len(te_x), level,
-                         dtype=test_x.dtype)
-            for level in sorted({r.tta_level} | ({0} if eval_every_epoch else set())))
-        compile_seconds += eval_compile_seconds
-
-        train_seconds = setup_seconds
         per_epoch = []
         status, error = "ok", None
         table = Table(log) if verbose else None
         if table is not None and run_label in (None, 0):
             table.head()
         for epoch in range(math.ceil(r.epochs)):
-            t1 = time.perf_counter()
-            state, (losses, correct, active) = compiled(state, padded, train_y, epoch, k_epochs)
-            losses, correct, active = jax.device_get((losses, correct, active))
-            dt = time.perf_counter() - t1
-            train_seconds += dt
+            before = watch.seconds["epochs"]
+            with watch.part("epochs"):
+                state, (losses, correct, active) = compiled(state, start.padded, start.train_y,
+                                                            epoch, start.k_epochs)
+                losses, correct, active = jax.device_get((losses, correct, active))
+            dt = watch.seconds["epochs"] - before
             n_act = int(active.sum())
             used = r.filter_keep or r.batch_size
             loss_e = float(losses[active].sum() / max(n_act * used, 1))
@@ -585,18 +615,18 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
             per_epoch.append(dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e, val_acc=val,
                                   seconds=dt))
             if table is not None:
-                table.row(run=(run_label or 0) if epoch == 0 else None, epoch=epoch, train_loss=loss_e,
-                          train_acc=acc_e, val_acc=val, time_seconds=train_seconds)
+                table.row(run=(run_label or 0) if epoch == 0 else None, epoch=epoch,
+                          train_loss=loss_e, train_acc=acc_e, val_acc=val,
+                          time_seconds=watch.seconds["whiten"] + watch.seconds["epochs"])
             if int(state.step) >= total:
                 break
 
         acc = acc_tta = predictions = None
-        eval_seconds = None
-        if status == "ok":
+        evaluated = status == "ok"
+        if evaluated:
             # one pass gives plain and TTA predictions (the plain forward is part of TTA)
-            te = time.perf_counter()
-            plain, predictions = predict_both(state, test_x, r.tta_level)
-            eval_seconds = time.perf_counter() - te
+            with watch.part("eval"):
+                plain, predictions = predict_both(state, test_x, r.tta_level)
             acc_tta = float((predictions == te_y).mean())
             acc = float((plain == te_y).mean())
             error = outcome.collapse_reason(predictions)
@@ -604,14 +634,18 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
                 error = "non-finite weights after training"
             if error:
                 status = outcome.DIVERGED
+        times = watch.fields(setup_seconds=setup_seconds, compile_seconds=compile_seconds,
+                             evaluated=evaluated)
         if table is not None and status == "ok":
-            table.row(final=True, epoch="eval", tta_val_acc=acc_tta, time_seconds=train_seconds)
+            table.row(final=True, epoch="eval", tta_val_acc=acc_tta,
+                      time_seconds=times["time_seconds"])
 
     rec = run_record(r, overrides, seed, dev, pol, impl, acc=acc, acc_tta=acc_tta,
-                     train_seconds=train_seconds, eval_seconds=eval_seconds,
+                     train_seconds=times["train_seconds"], eval_seconds=times["eval_seconds"],
                      steps=int(state.step), status=status, compile_seconds=compile_seconds,
+                     timed_compile_seconds=times["timed_compile_seconds"],
                      eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch,
-                     data_dir=data_dir, n_train=n_train, n_test=len(te_x),
+                     data_dir=data_dir, n_train=len(tr_x), n_test=len(te_x),
                      setup_seconds=setup_seconds, arrays=train_data is not None, error=error)
     if predictions is not None:  # in memory only ("_" keys): parity.compare stores them apart
         rec["_predictions"] = predictions
@@ -624,30 +658,30 @@ def _finite_state(state: TrainState) -> bool:
 
 
 def warmup(recipe, *, n_train: int | None = None, seed: int = 0, steps: int = 2,
-           conv_impl: str = "auto", ns_dtype=None, dtype=None, overrides=None,
-           test_data=None, precision=None) -> float:
-    """Compile the epoch function and run a couple of steps on random data/labels; with
-    `test_data` also compile the evaluation functions (plain and TTA) at its shape.
-    Returns the compile seconds."""
-    r = get_recipe(recipe, **dict(overrides or {}))
-    n = n_train or r.batch_size * max(steps, 1)
-    rng = np.random.default_rng(seed)
-    imgs = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, (n,)).astype(np.int32)
-    pol = prec.resolve(precision, dtype=dtype, ns_dtype=ns_dtype)
-    dtype = jnp.dtype(pol.compute)
-    key = jax.random.PRNGKey(seed)
-    state = init_train_state(r, n, key, whiten_images=aug.normalize(imgs[:256]),
-                             conv_impl=conv_impl, precision=pol)
-    padded = prepare_data(r, jnp.asarray(imgs), dtype, key)
+           conv_impl: str = "auto", ns_dtype=None, dtype=None, overrides=None, train_data=None,
+           test_data=None, device=None, precision=None, param_dtype=None, tf32=None,
+           eval_every_epoch: bool = True) -> float:
+    """Compile what a run calls, at the shapes of the runs to come, so that no timed run
+    compiles (airbench_common.timing): the set-up and whitening, the epoch function and the
+    evaluations (plain and TTA), on random images of the same shapes as `train_data` /
+    `test_data` (else `n_train` training images, default `steps` batches, and 1 test image), under
+    the same device and precision policy as run_recipe. Returns the seconds it took."""
+    from .model import resolve_impl
     t = time.perf_counter()
-    compiled = train_epoch.lower(state, padded, jnp.asarray(labels), 0, key).compile()
-    secs = time.perf_counter() - t
-    state, _ = compiled(state, padded, jnp.asarray(labels), 0, key)
-    jax.block_until_ready(state)
-    if test_data is not None:
-        n_test = len(test_data[0])
-        for level in sorted({0, r.tta_level}):  # per-epoch (plain) and final evaluation
-            secs += compile_eval(state.graphdef, state.params, state.rest, n_test, level,
-                                 dtype=dtype)
-    return secs
+    r = get_recipe(recipe, **dict(overrides or {}))
+    n = len(train_data[0]) if train_data is not None else (n_train or r.batch_size * max(steps, 1))
+    n_test = len(test_data[0]) if test_data is not None else 1
+    rng = np.random.default_rng(seed)
+    fake_train = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                  rng.integers(0, 10, (n,)).astype(np.int64))
+    fake_test = (rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+                 rng.integers(0, 10, (n_test,)).astype(np.int64))
+    r, (tr_x, tr_y), (te_x, _), _, dev, pol = prepare_run(
+        r, {}, None, fake_train, fake_test, device, precision=precision, dtype=dtype,
+        param_dtype=param_dtype, ns_dtype=ns_dtype, tf32=tf32)
+    with jax.default_device(dev), prec.matmul_context(pol):   # as run_recipe: the same programs
+        start, _ = start_run(r, tr_x, tr_y, te_x, jax.random.PRNGKey(seed),
+                             impl=resolve_impl(conv_impl), pol=pol, watch=Stopwatch())
+        compile_run(r, start, n_test, eval_every_epoch)
+        predict_both(start.state, start.test_x, r.tta_level)   # the eval part's host-side ops
+    return time.perf_counter() - t

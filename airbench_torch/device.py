@@ -127,3 +127,14 @@ def apply_precision(net: nn.Module, device: torch.device,
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def compile_clock() -> float:
+    """Seconds torch.compile (Dynamo and Inductor) has spent compiling in this process so far:
+    a Stopwatch (airbench_common.timing) reads it around each timed part. Eager PyTorch compiles
+    nothing, so it stays where it is."""
+    try:
+        from torch._dynamo.utils import compilation_time_metrics
+    except ImportError:  # pragma: no cover - a PyTorch without Dynamo compiles nothing
+        return 0.0
+    return float(sum(sum(v) for v in compilation_time_metrics.values()))

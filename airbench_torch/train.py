@@ -17,9 +17,10 @@ from airbench_common import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_deca
 from airbench_common.data import DatasetError
 from airbench_common.env import device_fields, package_versions
 from airbench_common.table import Table
+from airbench_common.timing import Stopwatch
 from airbench_common.records import data_identity, run_record
 
-from .device import (apply_precision, apply_tf32, dtype_name, resolve_device, resolve_precision,
+from .device import (apply_precision, apply_tf32, compile_clock, dtype_name, resolve_device, resolve_precision,
                      synchronize, tf32_state, torch_dtype, uses_channels_last)
 from .loader import CifarLoader
 from .net import CifarNet, init_whitening, net_for_recipe
@@ -228,28 +229,36 @@ def evaluate(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float
 
 
 # ---------------------------------------------------------------------- the loop
+def stopwatch(state: TrainState) -> Stopwatch:
+    """The run's Stopwatch (airbench_common.timing), holding the whitening time already spent."""
+    watch = Stopwatch(lambda: synchronize(state.device), compile_clock)
+    watch.seconds["whiten"] = state.whiten_seconds
+    return watch
+
+
 def fit(state: TrainState, train_loader: CifarLoader, test_loader: CifarLoader | None = None, *,
-        eval_every_epoch=True, table: Table | None = None, run_label=None, progress=False) -> dict:
+        eval_every_epoch=True, table: Table | None = None, run_label=None, progress=False,
+        watch: Stopwatch | None = None) -> dict:
     """Train to state.total_steps over the loader's epochs. Returns timing and per-epoch logs;
-    per-epoch evaluation is excluded from the timing."""
+    per-epoch evaluation is excluded from the timing (`watch`'s epochs part)."""
     r = state.recipe
     spe = len(train_loader)
     n_epochs = math.ceil(state.total_steps / spe)
-    per_epoch, train_seconds = [], state.whiten_seconds
+    watch = watch or stopwatch(state)
+    per_epoch = []
     for epoch in range(n_epochs):
-        synchronize(state.device)
-        t0 = time.perf_counter()
-        batches = train_loader
-        if progress:
-            from tqdm import tqdm
-            batches = tqdm(train_loader, total=spe, leave=False, desc=f"epoch {epoch}")
-        for inputs, labels in batches:
-            train_step(state, inputs, labels)
-            if state.step >= state.total_steps:
-                break
-        synchronize(state.device)
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
+        before = watch.seconds["epochs"]
+        with watch.part("epochs"):
+            batches = train_loader
+            if progress:
+                from tqdm import tqdm
+                batches = tqdm(train_loader, total=spe, leave=False, desc=f"epoch {epoch}")
+            for inputs, labels in batches:
+                train_step(state, inputs, labels)
+                if state.step >= state.total_steps:
+                    break
+        seconds = watch.seconds["epochs"] - before
+        train_seconds = watch.seconds["whiten"] + watch.seconds["epochs"]
         last = state.last
         rec = dict(epoch=epoch, train_loss=last["loss"] / r.batch_size,
                    train_acc=(last["outputs"].argmax(1) == last["labels"]).float().mean().item(),
@@ -263,7 +272,8 @@ def fit(state: TrainState, train_loader: CifarLoader, test_loader: CifarLoader |
                       val_acc=rec["val_acc"], time_seconds=train_seconds)
         if state.step >= state.total_steps:
             break
-    return dict(per_epoch=per_epoch, train_seconds=train_seconds)
+    return dict(per_epoch=per_epoch,
+                train_seconds=watch.seconds["whiten"] + watch.seconds["epochs"])
 
 
 def _versions():
@@ -292,6 +302,7 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     ns, cdt = torch_dtype(pol.newton_schulz), torch_dtype(pol.compute)
     cl = uses_channels_last(dev, channels_last)
     torch.manual_seed(seed)
+    t_setup = time.perf_counter()  # set-up, not upstream's timed work: timed apart
     train_loader = CifarLoader(data_dir, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
                                altflip=r.altflip, device=dev, seed=seed, data=train_data,
                                channels_last=cl)
@@ -312,32 +323,34 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
         dev.type, dev.index if dev.index is not None else (
             torch.cuda.current_device() if dev.type == "cuda" else None),
         torch.cuda.get_device_name(dev) if dev.type == "cuda" else None)
-    # eager PyTorch compiles nothing ahead of the run (with compile=True, torch.compile's work
-    # happens inside the first steps and is part of train_seconds): its compile fields are None
     common = dict(recipe=r.name, overrides=overrides, seed=seed, framework="torch",
                   versions=_versions(), device=device, device_name=device_name, dtype=pol.compute,
                   flags=dict(compile=bool(compile), channels_last=cl,
                              threads=torch.get_num_threads(), tf32=tf32_state()),
                   tta_level=r.tta_level, ns_dtype=dtype_name(ns), precision=pol.to_dict(),
                   data=data_identity(data_dir, n_train, n_test, arrays=train_data is not None),
-                  recipe_params=r.to_dict(), compile_seconds=None, eval_compile_seconds=None)
+                  recipe_params=r.to_dict(), eval_compile_seconds=None)
     state = make_train_state(r, n_train, whiten_inputs, seed=seed, device=dev, precision=pol,
                              compile=compile, channels_last=cl)
+    synchronize(dev)
+    # the set-up minus the whitening (timed as upstream times it, in state.whiten_seconds)
+    common["setup_seconds"] = time.perf_counter() - t_setup - state.whiten_seconds
+    watch = stopwatch(state)
     try:
         out = fit(state, train_loader, test_loader, eval_every_epoch=eval_every_epoch,
                   table=table, run_label=run_label if run_label is not None else 0,
-                  progress=progress)
+                  progress=progress, watch=watch)
     except FloatingPointError as exc:
-        return run_record(**common, acc=None, acc_tta=None, train_seconds=None,
-                          eval_seconds=None, steps=state.step, status=outcome.DIVERGED,
-                          setup_seconds=state.whiten_seconds, error=str(exc), per_epoch=[])
-    synchronize(dev)
-    t0 = time.perf_counter()
-    # one pass gives plain and TTA predictions (the plain forward is part of TTA), as in JAX
-    plain, tta = infer_both(state.net, test_loader, r.tta_level)
-    plain, predictions = (outcome.predicted_classes(v.float().cpu()) for v in (plain, tta))
-    synchronize(dev)
-    eval_seconds = time.perf_counter() - t0
+        # eager PyTorch compiles nothing ahead of the run: compile_seconds None (torch.compile.s
+        # work falls inside the first steps, and timed_compile_seconds says how much)
+        return run_record(**common, **watch.fields(setup_seconds=common.pop("setup_seconds"),
+                                                   compile_seconds=None, evaluated=False),
+                          acc=None, acc_tta=None, steps=state.step, status=outcome.DIVERGED,
+                          error=str(exc), per_epoch=[])
+    with watch.part("eval"):
+        # one pass gives plain and TTA predictions (the plain forward is part of TTA), as in JAX
+        plain, tta = infer_both(state.net, test_loader, r.tta_level)
+        plain, predictions = (outcome.predicted_classes(v.float().cpu()) for v in (plain, tta))
     labels = test_loader.labels.cpu().numpy()
     acc_tta = float((predictions == labels).mean())
     acc = float((plain == labels).mean())
@@ -345,13 +358,12 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     if error is None and not all(bool(torch.isfinite(v).all()) for v in
                                  state.net.state_dict().values() if v.is_floating_point()):
         error = "non-finite weights after training"
+    times = watch.fields(setup_seconds=common.pop("setup_seconds"), compile_seconds=None)
     if table is not None:
-        table.row(final=True, epoch="eval", tta_val_acc=acc_tta,
-                  time_seconds=out["train_seconds"] + eval_seconds)
-    rec = run_record(**common, acc=acc, acc_tta=acc_tta, train_seconds=out["train_seconds"],
-                     eval_seconds=eval_seconds, steps=state.step,
+        table.row(final=True, epoch="eval", tta_val_acc=acc_tta, time_seconds=times["time_seconds"])
+    rec = run_record(**common, **times, acc=acc, acc_tta=acc_tta, steps=state.step,
                      status=outcome.DIVERGED if error else outcome.OK,
-                     setup_seconds=state.whiten_seconds, per_epoch=out["per_epoch"], error=error)
+                     per_epoch=out["per_epoch"], error=error)
     if keep_predictions:  # in memory only ("_" keys), when asked: parity.compare stores them apart
         rec["_predictions"] = predictions
     return rec

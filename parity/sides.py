@@ -303,8 +303,9 @@ class Side:
 
     @classmethod
     def warmup(cls, recipe, **kwargs):
-        """The package's warmup, given only the arguments its signature takes (airbench_jax's
-        warmup takes no data: it compiles and runs a couple of steps on random data)."""
+        """The package's warmup, given only the arguments its signature takes: each compiles
+        (or warms) what a run calls at the shapes of `train_data`/`test_data`, so that no timed
+        run compiles (airbench_common.timing)."""
         fn = cls.package().warmup
         return fn(recipe, **accepted(fn, kwargs))
 
