@@ -352,7 +352,8 @@ def _read_jpeg_npz(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]
             missing = {"jpeg", "offsets", "labels"} - set(z.files)
             if missing:
                 raise DatasetError(f"{path}: missing key(s) {sorted(missing)} (has {z.files}); "
-                                   "expected jpeg (uint8 bytes), offsets (int64, n+1) and labels")
+                                   "expected jpeg (uint8 bytes), offsets (int64, n+1) and "
+                                   f"labels; {JPEG_FIX}")
             jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
     except DatasetError:
         raise
