@@ -45,7 +45,8 @@ def decode(b: bytes) -> np.ndarray:
 def images_of(n, seed):
     """Smooth random images (gradients plus noise), so that JPEG keeps them recognisable."""
     rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 200, 32)[None, :, None, None] + np.linspace(0, 50, 32)[None, None, :, None]
+    ramp = (np.linspace(0, 200, 32)[None, :, None, None]
+            + np.linspace(0, 50, 32)[None, None, :, None])
     noise = rng.integers(0, 56, (n, 32, 32, 3))
     return (ramp + noise).astype(np.uint8)
 
@@ -107,7 +108,8 @@ def test_a_jpeg_folder_loads_as_pillow_decodes_it_and_is_cached(jpeg_dir, tmp_pa
         with np.load(cache) as z:
             assert str(z["images_sha256"]) == hashlib.sha256(images.tobytes()).hexdigest()
             assert str(z["decoder"]) == D.jpeg_decoder()
-    assert sorted(p.name for p in d.rglob("*")) == ["jpeg", "test.npz", "train.npz"]  # nothing beside
+    # nothing written beside the data
+    assert sorted(p.name for p in d.rglob("*")) == ["jpeg", "test.npz", "train.npz"]
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
     def no_decode(*a):
@@ -208,7 +210,8 @@ def test_a_jpeg_folder_without_one_split_names_the_missing_file(jpeg_dir):
 
 def test_train_npz_wins_over_jpeg(jpeg_dir):
     d, _ = jpeg_dir
-    np.savez(d / "train.npz", images=np.zeros((3, 32, 32, 3), np.uint8), labels=np.zeros(3, np.uint8))
+    np.savez(d / "train.npz", images=np.zeros((3, 32, 32, 3), np.uint8),
+             labels=np.zeros(3, np.uint8))
     assert load_cifar10("train", d)[0].shape == (3, 32, 32, 3)
 
 
@@ -346,7 +349,8 @@ def test_known_content_has_one_label_and_identity_in_either_layout(jpeg_dir, tmp
                                     str(folder))
         tr, te = compare.load_subsets(probe)
         configs[folder] = compare.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], 3,
-                                              0.5, str(folder), identity=compare.data_identity(tr, te))
+                                              0.5, str(folder),
+                                              identity=compare.data_identity(tr, te))
     a, b = configs[d], configs[npz]
     assert a["data_label"] == b["data_label"] == D.JPEG_LABEL
     assert a["data_identity"] == b["data_identity"]
@@ -369,7 +373,7 @@ def test_the_known_files_decoded_to_other_pixels_are_other_data(jpeg_dir, monkey
     assert label == D.OTHER_DECODER_LABEL and label != D.JPEG_LABEL
     assert "another libjpeg" in label
     err = capsys.readouterr().err.splitlines()
-    assert len([e for e in err if e.startswith("warning: ")]) == 2      # once per file (train, test)
+    assert len([e for e in err if e.startswith("warning: ")]) == 2   # once per file (train, test)
     assert all("other pixels than Pillow 13.0.0" in e and "other data" in e for e in err)
     assert data_identity(str(d), 12, 6, arrays=False)["label"] == D.OTHER_DECODER_LABEL
 
