@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable
 
 from . import validate as V
-from .data import dataset_label, load_cifar10, resolve_data_dir
+from .data import content_sha256, dataset_label, load_cifar10, resolve_data_dir
 from .precision import BN_DTYPES, POLICIES, TF32_MODES
 from .recipes import RECIPES, get_recipe, parse_overrides
 from .records import append_record
@@ -151,6 +151,9 @@ def main(fw: Framework, argv=None) -> int:
     data = dict(label=dataset_label(args.data_dir) + ("" if args.n_train is None
                                                       else f" (first {n_train} train)"),
                 dir=str(resolve_data_dir(args.data_dir)), n_train=n_train, n_test=len(test[0]))
+    sha = content_sha256(args.data_dir)   # the folder's pixels, as in records.data_identity
+    if sha is not None:
+        data["images_sha256"] = sha
 
     # -- run; each record is on disk before the next run starts
     accs, status = [], 0

@@ -3,9 +3,22 @@
 Both frameworks get plain numpy arrays from here: images uint8 (N, 32, 32, 3) NHWC RGB and labels
 int64 (N,). Accepted layouts in the data directory, first match wins:
   1. train.npz / test.npz with keys `images`, `labels` (our cache format; also ../shared's copies)
-  2. cifar-10-batches-py/ (the official python-version folder, extracted)
-  3. cifar-10-python.tar.gz (the official archive; MD5 checked)
-  4. nothing: the official archive is downloaded (MD5 checked), then converted to 1.
+  2. jpeg/train.npz / jpeg/test.npz: the images as JPEG files (the 18 MB form of ../shared's JPEG
+     copy), keys `jpeg` (uint8, every file's bytes end to end), `offsets` (int64, n+1: image i is
+     jpeg[offsets[i]:offsets[i+1]]) and `labels` (uint8). Decoded with Pillow (an optional
+     dependency: `pip install pillow` or the `jpeg` extra) on first use; the decoded arrays are
+     cached in $XDG_CACHE_HOME (or ~/.cache)/airbench/cifar10-jpeg-decoded/<file sha256>.npz
+     with their sha256, which is checked on every read (a damaged cache is rebuilt), never next to
+     the data (that folder may be read-only).
+  3. cifar-10-batches-py/ (the official python-version folder, extracted)
+  4. cifar-10-python.tar.gz (the official archive; MD5 checked)
+  5. nothing: the official archive is downloaded (MD5 checked), then converted to 1.
+
+Labels (`dataset_label`) go by content where the content is known: the sha256 of the decoded
+images of the known JPEG copy (KNOWN_JPEG_CIFAR10) make "JPEG CIFAR-10", whether they came from
+layout 1 or 2; the known JPEG files decoded to other pixels (another libjpeg) are other data,
+labelled OTHER_DECODER_LABEL with a warning; other JPEG files get UNKNOWN_JPEG_LABEL; anything else
+falls back to the folder's SOURCE.md ("jpeg" in its head: "JPEG CIFAR-10") or "CIFAR-10".
 """
 from __future__ import annotations
 
@@ -17,6 +30,7 @@ import io
 import os
 import pickle
 import shutil
+import sys
 import tarfile
 import urllib.request
 import zipfile
@@ -30,6 +44,21 @@ ARCHIVE_NAME = "cifar-10-python.tar.gz"
 BATCHES_DIR = "cifar-10-batches-py"
 SPLIT_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+JPEG_DIR = "jpeg"
+# The known JPEG copy of CIFAR-10 (../shared/data/cifar10-jpeg/SOURCE.md), per split: the sha256 of
+# the file jpeg/<split>.npz, and of its images as Pillow 13.0.0 decodes them (images.tobytes(),
+# uint8 NHWC, C order), which are exactly the pixels of that folder's <split>.npz.
+KNOWN_JPEG_CIFAR10 = {
+    "train": ("d6c939fb2ffa123a986b05777750c06939b837c3d93ba0cbe8ac68424920fb3d",
+              "5aaf8a2cf2e577ff4dbb15e4f368840fab5aca1812bcc69682005f8dc661d466"),
+    "test": ("c10281898a646c1f665f43a541bede6fe8b3a7f251c8ae599c4dae2826df5c43",
+             "b7018a062865e9348a704e72416eb53c816b43cc8ac42ab43276a2b967508ab6"),
+}
+JPEG_LABEL = "JPEG CIFAR-10"
+OTHER_DECODER_LABEL = "JPEG CIFAR-10 (decoded by another libjpeg: pixels differ)"
+UNKNOWN_JPEG_LABEL = "JPEG images (not the known JPEG CIFAR-10 files)"
+PILLOW_HINT = "pip install pillow (or the extra: pip install 'airbench-jax[jpeg]')"
 
 
 class DatasetError(UsageError, RuntimeError):
@@ -50,16 +79,100 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def dataset_label(data_dir: str | os.PathLike | None = None) -> str:
-    """How results on this data must be labelled. ../shared's JPEG copy says so in SOURCE.md."""
+    """How results on this data must be labelled: by content where it is known (see the module
+    docstring; reads, and for jpeg/ decodes or takes from the cache, the data once per process),
+    else by the folder's SOURCE.md (../shared's JPEG copy says so there), else "CIFAR-10"."""
     d = resolve_data_dir(data_dir)
+    infos = [_content(d, split) for split in SPLIT_FILES]
+    if all(infos):
+        verdicts = {_verdict(split, info) for split, info in zip(SPLIT_FILES, infos)}
+        if verdicts == {"known"}:
+            return JPEG_LABEL
+        if verdicts <= {"known", "other decoder"}:
+            return OTHER_DECODER_LABEL
+        if any(info["jpeg_sha256"] for info in infos):
+            return UNKNOWN_JPEG_LABEL
     source = d / "SOURCE.md"
     if source.exists():
         head = source.read_text(errors="replace")[:2000].lower()
         if "jpeg" in head:
-            return "JPEG CIFAR-10"
+            return JPEG_LABEL
         if "subset" in head:
             return "CIFAR-10 lossless subset"
     return "CIFAR-10"
+
+
+def content_sha256(data_dir: str | os.PathLike | None = None) -> dict | None:
+    """{"train": sha256, "test": sha256} of the images (images.tobytes(), uint8 NHWC) that
+    load_cifar10 read from this folder in this process, if it read both splits and the files are
+    unchanged since; else None. Costs nothing: it never reads the data."""
+    d = resolve_data_dir(data_dir)
+    infos = {split: _content(d, split, load=False) for split in SPLIT_FILES}
+    if not all(infos.values()):
+        return None
+    return {split: info["images_sha256"] for split, info in infos.items()}
+
+
+# What load_cifar10 read, per (folder, split): the source file's stat signature and its content
+# hashes, so that labels and run records can say which pixels a run used without reading them again.
+_CONTENT: dict[tuple[str, str], tuple[tuple, dict]] = {}
+_WARNED: set[str] = set()
+
+
+def _source_file(d: Path, split: str) -> Path | None:
+    for path in (d / f"{split}.npz", d / JPEG_DIR / f"{split}.npz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _signature(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _remember(d: Path, split: str, source: Path, images: np.ndarray,
+              jpeg_sha256: str | None, images_sha256: str | None = None) -> None:
+    try:
+        sig = _signature(source)
+    except OSError:
+        return
+    sha = images_sha256 or hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()
+    _CONTENT[(str(d.resolve()), split)] = (sig, dict(images_sha256=sha, jpeg_sha256=jpeg_sha256))
+
+
+def _content(d: Path, split: str, load: bool = True) -> dict | None:
+    """The content hashes of a split of folder d (layouts 1 and 2 only): remembered, or (load)
+    read now; None where there is no such file or it cannot be read."""
+    source = _source_file(d, split)
+    if source is None:
+        return None
+    try:
+        sig = _signature(source)
+    except OSError:
+        return None
+    got = _CONTENT.get((str(d.resolve()), split))
+    if got is not None and got[0] == sig:
+        return got[1]
+    if not load:
+        return None
+    try:
+        load_cifar10(split, d, download=False)
+    except DatasetError:
+        return None
+    got = _CONTENT.get((str(d.resolve()), split))
+    return got[1] if got is not None else None
+
+
+def _verdict(split: str, info: dict) -> str:
+    """'known' (the known JPEG copy's pixels), 'other decoder' (its JPEG files, other pixels) or
+    'unknown'."""
+    file_sha, images_sha = KNOWN_JPEG_CIFAR10[split]
+    if info["images_sha256"] == images_sha:
+        return "known"
+    if info["jpeg_sha256"] == file_sha:
+        return "other decoder"
+    return "unknown"
 
 
 def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -193,6 +306,181 @@ def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     atomic_write_bytes(path, write)
 
 
+# ------------------------------------------------------------------ layout 2: jpeg/<split>.npz
+JPEG_FIX = ("replace it with an intact copy (../shared/data/cifar10-jpeg/jpeg/ has the known one) "
+            "or point --data-dir/AIRBENCH_DATA at another folder")
+
+
+def jpeg_cache_dir() -> Path:
+    """Where decoded JPEG files are cached: the user's cache folder, never the data folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "airbench" / "cifar10-jpeg-decoded"
+
+
+def _pillow(where: Path):
+    """PIL.Image, or one DatasetError line saying how to install Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DatasetError(f"{where} holds JPEG files and decoding them needs Pillow, which is "
+                           f"not installed: {PILLOW_HINT}") from None
+    return Image
+
+
+def jpeg_decoder() -> str | None:
+    """The decoder this process would use ('Pillow X, libjpeg Y'), or None without Pillow."""
+    try:
+        import PIL
+        from PIL import features
+    except ImportError:
+        return None
+    return f"Pillow {PIL.__version__}, libjpeg {features.version('jpg')}"
+
+
+def _read_jpeg_npz(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(file sha256, jpeg bytes, offsets, labels) of a jpeg/<split>.npz, every field checked."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw[:4] != b"PK\x03\x04":
+        raise DatasetError(f"{path} is not an .npz archive (truncated, corrupt or another "
+                           f"format); {JPEG_FIX}")
+    file_sha = hashlib.sha256(raw).hexdigest()
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            missing = {"jpeg", "offsets", "labels"} - set(z.files)
+            if missing:
+                raise DatasetError(f"{path}: missing key(s) {sorted(missing)} (has {z.files}); "
+                                   "expected jpeg (uint8 bytes), offsets (int64, n+1) and "
+                                   f"labels; {JPEG_FIX}")
+            jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
+    except DatasetError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                           f"{JPEG_FIX}") from None
+    if jpeg.dtype != np.uint8 or jpeg.ndim != 1:
+        raise DatasetError(f"{path}: jpeg has dtype {jpeg.dtype} and shape {jpeg.shape}, expected "
+                           f"1-D uint8 bytes; {JPEG_FIX}")
+    if not np.issubdtype(offsets.dtype, np.integer) or offsets.ndim != 1 or len(offsets) < 1:
+        raise DatasetError(f"{path}: offsets have dtype {offsets.dtype} and shape {offsets.shape}, "
+                           f"expected 1-D integers (n+1 for n images); {JPEG_FIX}")
+    n = len(offsets) - 1
+    if labels.ndim != 1 or len(labels) != n:
+        raise DatasetError(f"{path}: {labels.size} labels (shape {labels.shape}) but offsets "
+                           f"give {n} images (offsets must have n+1 entries); {JPEG_FIX}")
+    if not np.issubdtype(labels.dtype, np.integer) or (n and (labels.min() < 0
+                                                              or labels.max() > 9)):
+        lo, hi = (labels.min(), labels.max()) if n else ("", "")
+        raise DatasetError(f"{path}: labels ({labels.dtype}, range {lo}..{hi}) must be integers "
+                           f"0-9; {JPEG_FIX}")
+    offsets = offsets.astype(np.int64)
+    if offsets[0] != 0:
+        raise DatasetError(f"{path}: offsets start at {offsets[0]}, expected 0; {JPEG_FIX}")
+    back = np.flatnonzero(np.diff(offsets) <= 0)
+    if len(back):
+        i = int(back[0])
+        raise DatasetError(f"{path}: offsets are not increasing (image {i}: {offsets[i]} to "
+                           f"{offsets[i + 1]}); {JPEG_FIX}")
+    if offsets[-1] != len(jpeg):
+        where = "past the end of" if offsets[-1] > len(jpeg) else "short of the end of"
+        raise DatasetError(f"{path}: offsets end at byte {offsets[-1]}, {where} the {len(jpeg)} "
+                           f"bytes of jpeg (truncated?); {JPEG_FIX}")
+    return file_sha, jpeg, offsets, labels
+
+
+def _decode_jpegs(path: Path, jpeg: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Every image decoded with Pillow (Image.open(...).convert('RGB')), uint8 (n, 32, 32, 3)."""
+    Image = _pillow(path)
+    from PIL import UnidentifiedImageError
+
+    n = len(offsets) - 1
+    out = np.empty((n, 32, 32, 3), np.uint8)
+    data = jpeg.tobytes()
+    for i in range(n):
+        why = None
+        try:
+            with Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]])) as im:
+                if im.format != "JPEG":
+                    why = f"is a {im.format} image, not a JPEG"
+                elif im.size != (32, 32) or im.mode != "RGB":
+                    why = (f"decodes to {im.size[0]}x{im.size[1]} {im.mode}, expected 32x32 RGB")
+                else:
+                    out[i] = np.asarray(im.convert("RGB"))
+        except UnidentifiedImageError:
+            why = "is not a decodable JPEG (not an image file)"
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            why = f"is not a decodable JPEG ({type(exc).__name__}: {exc})"
+        if why is not None:
+            raise DatasetError(f"{path}: image {i} {why}; {JPEG_FIX}")
+    return out
+
+
+def _read_jpeg_cache(cache: Path, labels: np.ndarray, decoder: str | None):
+    """(images, images sha256) from a cache file that passes every check, else (None, why):
+    why is None for no file or a file of another decoder, else what is wrong with it."""
+    if not cache.exists():
+        return None, None
+    try:
+        with open(cache, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return None, "not an .npz archive"
+        with np.load(cache, allow_pickle=False) as z:
+            if not {"images", "labels", "images_sha256", "decoder"} <= set(z.files):
+                return None, f"missing keys (has {z.files})"
+            made_by = str(z["decoder"])
+            if decoder is not None and made_by != decoder:
+                return None, None                    # stale: decode again with this decoder
+            images, cached_labels, sha = z["images"], z["labels"], str(z["images_sha256"])
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    if images.dtype != np.uint8 or images.shape != (len(labels), 32, 32, 3):
+        return None, f"images {images.dtype} {images.shape}"
+    if not np.array_equal(cached_labels, labels):
+        return None, "labels differ from the JPEG file's"
+    if hashlib.sha256(images.data).hexdigest() != sha:
+        return None, "images do not match their recorded sha256"
+    return images, sha
+
+
+def _write_jpeg_cache(cache: Path, images: np.ndarray, labels: np.ndarray, sha: str,
+                      decoder: str, source: Path) -> None:
+    def write(f):
+        buf = io.BytesIO()
+        np.savez(buf, images=images, labels=labels, images_sha256=np.array(sha),
+                 decoder=np.array(decoder), source=np.array(str(source)))
+        f.write(buf.getbuffer())
+    try:  # an unwritable cache folder only costs the decode next time
+        atomic_write_bytes(cache, write)
+    except (OSError, FileWriteError):
+        pass
+
+
+def _load_jpeg(d: Path, split: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    file_sha, jpeg, offsets, labels = _read_jpeg_npz(path)
+    cache = jpeg_cache_dir() / f"{file_sha}.npz"
+    decoder = jpeg_decoder()
+    images, got = _read_jpeg_cache(cache, labels, decoder)
+    if images is None:
+        if got is not None:
+            print(f"note: {cache}: damaged decoded cache ({got}); decoding {path} again",
+                  file=sys.stderr)
+        images = _decode_jpegs(path, jpeg, offsets)
+        got = hashlib.sha256(images.data).hexdigest()
+        _write_jpeg_cache(cache, images, labels, got, decoder, path)
+    known_file, known_images = KNOWN_JPEG_CIFAR10[split]
+    if file_sha == known_file and got != known_images and file_sha not in _WARNED:
+        _WARNED.add(file_sha)
+        print(f"warning: {path} is the known JPEG CIFAR-10 file, but {decoder or 'this decoder'} "
+              f"decodes it to other pixels than Pillow 13.0.0 (images sha256 {got[:12]}..., "
+              f"expected {known_images[:12]}...): this is other data, labelled "
+              f"'{OTHER_DECODER_LABEL}'; install pillow==13.0.0 for the reference pixels",
+              file=sys.stderr)
+    _remember(d, split, path, images, file_sha, got)
+    return check_arrays(images, labels, str(path))
+
+
 def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None,
                  download: bool = True, md5: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N,32,32,3), labels int64 (N,)) for split 'train' or 'test'."""
@@ -204,7 +492,15 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None
                            f"train.npz/test.npz, {BATCHES_DIR}/ or {ARCHIVE_NAME}")
     npz = d / f"{split}.npz"
     if npz.exists():
-        return _read_npz(npz)
+        images, labels = _read_npz(npz)
+        _remember(d, split, npz, images, None)
+        return images, labels
+    if (d / JPEG_DIR).is_dir():
+        jpeg = d / JPEG_DIR / f"{split}.npz"
+        if not jpeg.exists():
+            raise DatasetError(f"{jpeg} is missing (the folder {d / JPEG_DIR} holds the JPEG "
+                               f"form of CIFAR-10: jpeg/train.npz and jpeg/test.npz); {JPEG_FIX}")
+        return _load_jpeg(d, split, jpeg)
     md5 = md5 or os.environ.get("AIRBENCH_CIFAR10_MD5", CIFAR10_MD5)
     if (d / BATCHES_DIR).is_dir():
         images, labels = _read_batches_dir(d / BATCHES_DIR, split)

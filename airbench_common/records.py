@@ -78,13 +78,20 @@ def run_record(**fields: Any) -> dict:
 
 def data_identity(data_dir, n_train: int, n_test: int, *, arrays: bool) -> dict:
     """The `data` field: which images a run used. `arrays`: the caller passed the images itself
-    (train_data/test_data), so neither the folder nor its label says what they were."""
+    (train_data/test_data), so neither the folder nor its label says what they were. Where this
+    process loaded the folder's data (load_cifar10), `images_sha256` adds the sha256 of the whole
+    train and test images ({"train": ..., "test": ...}, of images.tobytes(), as in SOURCE.md):
+    two runs on different pixels differ there, whatever their labels."""
     if arrays:
         return dict(label="user-supplied arrays", dir=None, n_train=int(n_train),
                     n_test=int(n_test))
-    from .data import dataset_label, resolve_data_dir
-    return dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
-                n_train=int(n_train), n_test=int(n_test))
+    from .data import content_sha256, dataset_label, resolve_data_dir
+    out = dict(label=dataset_label(data_dir), dir=str(resolve_data_dir(data_dir)),
+               n_train=int(n_train), n_test=int(n_test))
+    sha = content_sha256(data_dir)
+    if sha is not None:
+        out["images_sha256"] = sha
+    return out
 
 
 APPEND_LOCK_TIMEOUT = 30.0  # seconds a writer waits for another writer's append

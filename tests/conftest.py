@@ -32,8 +32,8 @@ def real_data_dir() -> Path:
     if not d:
         pytest.skip("no dataset configured: set AIRBENCH_DATA to a folder with train.npz/test.npz "
                     "(.ci/run uses ../shared/data/cifar10-jpeg)")
-    if not Path(d, "train.npz").exists() and not Path(d, "cifar-10-batches-py").exists():
-        pytest.skip(f"AIRBENCH_DATA={d} holds no train.npz / cifar-10-batches-py")
+    if not any(Path(d, p).exists() for p in ("train.npz", "jpeg/train.npz", "cifar-10-batches-py")):
+        pytest.skip(f"AIRBENCH_DATA={d} holds no train.npz / jpeg/train.npz / cifar-10-batches-py")
     return Path(d)
 
 

@@ -1,6 +1,8 @@
 """airbench_common.cli with a stand-in framework (no JAX, no PyTorch): the shared options, the
 order of validation, the run loop's records and output, and upstream's table format."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -79,8 +81,10 @@ def test_runs_append_records_and_print_a_line_each(tiny, tmp_path, capsys):
                      for i, s in enumerate((5, 6, 7))]
     recs = read_records(out)
     assert [r["seed"] for r in recs] == [5, 6, 7]
+    sha = {split: hashlib.sha256(np.load(tiny / f"{split}.npz")["images"].tobytes()).hexdigest()
+           for split in ("train", "test")}
     assert recs[0]["data"] == {"label": "CIFAR-10 (first 48 train)", "dir": str(tiny),
-                               "n_train": 48, "n_test": 32}
+                               "n_train": 48, "n_test": 32, "images_sha256": sha}
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("run 0 seed 5: acc 0.5000 acc_tta 1.5000 train 1.50s eval 0.25s "
                         "compile 2.00s")
