@@ -60,7 +60,7 @@ WRITER = "parity.compare"
 DEFAULT_RECIPE = "airbench94_muon"
 # what must match for runs to belong to the same comparison (runs and frameworks may change)
 IDENTITY_KEYS = ("recipe", "preset", "recipe_params", "n_train", "n_test", "data_label",
-                 "data_identity", "margin")
+                 "data_identity", "margin", "upstream")
 
 
 class CompareError(UsageError):
@@ -111,7 +111,8 @@ def check_runs(runs) -> int:
 
 def make_config(recipe: str, preset: str, user_overrides: dict | None, frameworks, runs: int,
                 margin: float, data_dir=None, data_label: str | None = None,
-                identity: dict | None = None) -> dict:
+                identity: dict | None = None, margin_source: str = "the preset",
+                upstream: dict | None = None) -> dict:
     """The comparison's configuration; validates recipe, preset and overrides."""
     p = _presets.get_preset(preset)
     overrides = p.recipe_overrides(recipe, user_overrides)
@@ -135,7 +136,7 @@ def make_config(recipe: str, preset: str, user_overrides: dict | None, framework
         wall_minutes=p.wall_minutes, eval_every_epoch=p.eval_every_epoch,
         alpha=_plan.ALPHA, first_look=_plan.FIRST_LOOK,
         data_dir=str(ddir), data_label=data_label or dataset_label(ddir),
-        data_identity=identity))
+        data_identity=identity, margin_source=margin_source, upstream=upstream))
     cfg["config_hash"] = config_hash(cfg)
     return cfg
 
@@ -268,7 +269,7 @@ def _run_locked(config, out_dir, runners, train_data, test_data, *, progress, lo
                   outcome=None)
 
     def outcome_now():
-        return _plan.sequential_outcome(records, fws, plan, final_n=state.get("final_n"))
+        return _plan.study_outcome(records, fws, plan, final_n=state.get("final_n"))
 
     def save_state(**kw):
         state.update(kw)
@@ -469,7 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{k} {v.max_runs}" for k, v in _presets.PRESETS.items()) + ")")
     p.add_argument("--preset", choices=_presets.preset_names(),
                    help="scaling of the recipe (default: full with a GPU, else cpu)")
-    p.add_argument("--frameworks", default=None, help="comma-separated, default jax,torch")
+    p.add_argument("--frameworks", default=None,
+                   help="comma-separated, default jax,torch; 'upstream' adds upstream's own code "
+                        "as a third arm (the airbench package, or --upstream-script; needs CUDA)")
+    p.add_argument("--upstream-script", metavar="PATH",
+                   help="the upstream arm runs this script of your checkout of upstream's "
+                        "repository (airbench94_muon.py, airbench96_faster.py) instead of the "
+                        "airbench package")
     p.add_argument("--out", help="output folder (default results/compare-<recipe>-<preset>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the comparison in --out (settings not given are read from its "
@@ -565,10 +572,21 @@ def _main(argv, runners) -> int:
     margin = float(args.margin) if args.margin is not None else \
         (existing or {}).get("margin", p.margin)
     data_dir = args.data_dir or (existing or {}).get("data_dir")
+    margin_source = ("--margin" if args.margin is not None else
+                     (existing or {}).get("margin_source", "the preset"))
     probe = make_config(recipe, preset, user, frameworks, runs, margin, data_dir)
+    arm = None
+    if "upstream" in frameworks:   # checked before any data is read or run started
+        from .upstream import check_arm  # noqa: PLC0415
+        script = args.upstream_script or ((existing or {}).get("upstream") or {}).get("path")
+        arm = check_arm(recipe, probe["overrides"], script,
+                        prepare=os.environ.get("AIRBENCH_UPSTREAM_PREPARE"))
+    elif args.upstream_script:
+        raise CompareError("--upstream-script needs 'upstream' in --frameworks")
     train_data, test_data = load_subsets(probe)
     config = make_config(recipe, preset, user, frameworks, runs, margin, data_dir,
-                         identity=data_identity(train_data, test_data))
+                         identity=data_identity(train_data, test_data),
+                         margin_source=margin_source, upstream=arm and arm.source)
     out_dir = check_out_dir(args.out or f"results/compare-{recipe}-{preset}")
     cfg_path = out_dir / CONFIG_NAME
     if cfg_path.exists():
@@ -583,24 +601,33 @@ def _main(argv, runners) -> int:
         print(f"note: preset {preset} checks the plumbing; its accuracies are not "
               "expected to mean anything")
     if args.engine == "dask" or args.shard is not None:
+        if arm is not None:
+            raise CompareError("the upstream arm runs with the local engine only (its worker "
+                               "process reuses one compiled model across runs); drop --engine "
+                               "dask / --shard")
         return _main_engine(args, config, out_dir, runners, _report)
     if args.scheduler is not None:
         raise CompareError("--scheduler needs --engine dask")
     if runners is None:
         try:
-            runners = get_runners(frameworks)
+            runners = get_runners([fw for fw in frameworks if fw != "upstream"])
         except RunnerUnavailable as exc:
             raise CompareError(one_line(exc)) from None
+    if arm is not None and "upstream" not in runners:
+        from .upstream import UpstreamRunner  # noqa: PLC0415
+        runners = dict(runners, upstream=UpstreamRunner(arm))
 
     try:
         result = run_compare(config, out_dir, runners, train_data, test_data,
                              progress=not args.no_progress, verbose=args.verbose,
                              jax_vmap=jax_vmap)
     except KeyboardInterrupt:
+        _close(runners)
         print(f"\ninterrupted; finished runs are in {out_dir / RUNS_NAME} (re-run to resume)",
               file=sys.stderr)
         _safe_report(_report, out_dir, None, not args.no_plots)
         return 130
+    _close(runners)
     _safe_report(_report, out_dir, None, not args.no_plots)
     if result["error"]:
         n = len(read_records(out_dir / RUNS_NAME))
@@ -636,6 +663,14 @@ def _main_engine(args, config, out_dir, runners, report_mod) -> int:
               "the same command to resume)", file=sys.stderr)
         return 1
     return 0
+
+
+def _close(runners) -> None:
+    """End the runners' worker processes (the upstream arm's), if they have any."""
+    for runner in runners.values():
+        close = getattr(runner, "close", None)
+        if callable(close):
+            close()
 
 
 def _safe_report(report_mod, out_dir, margin, plots):

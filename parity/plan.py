@@ -280,6 +280,42 @@ def sequential_outcome(records, frameworks, plan: Plan, final_n: int | None = No
     return last
 
 
+def comparisons(frameworks) -> list[tuple[str, str]]:
+    """The pairs a study decides: the first framework (the port) against each other arm, e.g.
+    jax-vs-torch and jax-vs-upstream."""
+    fws = list(frameworks)
+    return [(fws[0], fw) for fw in fws[1:]]
+
+
+def pair_name(pair) -> str:
+    return f"{pair[0]}-vs-{pair[1]}"
+
+
+def study_outcome(records, frameworks, plan: Plan, final_n: int | None = None) -> dict:
+    """sequential_outcome for two frameworks; for more, each pair of `comparisons` is its own
+    sequential test at alpha / (number of pairs), the split fixed in advance (Bonferroni), and the
+    study goes on while any pair does. The result is the pairs' outcomes under `pairs`, with a
+    combined `decision` ("continue" while any pair continues, else "a: d1; b: d2", or the one
+    decision all pairs share), `n` the fewest complete runs per side of any pair."""
+    pairs = comparisons(frameworks)
+    if len(pairs) <= 1:
+        return sequential_outcome(records, frameworks, plan, final_n)
+    sub = Plan(plan.margin, plan.max_runs, alpha=plan.alpha / len(pairs),
+               first_look=plan.first_look)
+    outs = {pair_name(p): sequential_outcome(records, p, sub, final_n) for p in pairs}
+    decisions = {k: o["decision"] for k, o in outs.items()}
+    if "continue" in decisions.values():
+        decision = "continue"
+    elif len(set(decisions.values())) == 1:
+        decision = next(iter(decisions.values()))
+    else:
+        decision = "; ".join(f"{k}: {d}" for k, d in decisions.items())
+    return dict(decision=decision, n=min(o["n"] for o in outs.values()),
+                final=all(o.get("final") for o in outs.values()), pairs=outs,
+                alpha_per_pair=sub.alpha,
+                reason="; ".join(f"{k}: {o['decision']} ({o['reason']})" for k, o in outs.items()))
+
+
 # ----------------------------------------------------------------------- simulation
 def simulate(sd_a: float, sd_b: float, diff: float, plan: Plan, *, max_pairs: int | None = None,
              reps: int = 2000, seed: int = 0) -> dict:

@@ -23,7 +23,7 @@ from . import examples as E
 from . import plan as P
 from . import stats as S
 
-FW_ORDER = ("jax", "torch")
+FW_ORDER = ("jax", "torch", "upstream")
 COLORS = {"jax": "tab:blue", "torch": "tab:orange"}
 PKGS = ("jax", "jaxlib", "flax", "optax", "torch", "scipy", "matplotlib", "tqdm")
 
@@ -107,7 +107,8 @@ GPU_MEAN_RUNS_AT_D0 = 63
 
 def gpu_projection() -> str:
     minutes = 2 * GPU_MEAN_RUNS_AT_D0 * GPU_SECONDS_PER_RUN / 60
-    return (f"full recipe on a GPU (preset full: all 50000/10000 images, margin +/-0.1, at most "
+    return (f"projection, not measured: the full recipe on a GPU (preset full on all 50000/10000 "
+            f"images, margin +/-0.1, at most "
             f"200 runs per side): at airbench94's spread of about {GPU_SD_POINTS} points per run "
             f"the plan decides 'equivalent' at d = 0 after about {GPU_MEAN_RUNS_AT_D0} runs per "
             f"side on average (python -m parity.plan --simulate --sd {GPU_SD_POINTS} --margin 0.1 "
@@ -116,8 +117,9 @@ def gpu_projection() -> str:
 
 
 def _sequential(records, frameworks, config, margin, state) -> dict | None:
-    """The plan's decision replayed over the records (see parity.plan.sequential_outcome)."""
-    if len(frameworks) != 2:
+    """The plan's decision replayed over the records (parity.plan.study_outcome: one pair, or
+    each pair of plan.comparisons at its share of alpha)."""
+    if len(frameworks) < 2:
         return None
     n_complete = 0
     have = {(r.get("framework"), r.get("seed")) for r in records}
@@ -128,12 +130,12 @@ def _sequential(records, frameworks, config, margin, state) -> dict | None:
     final_n = state.get("final_n")
     if not config.get("runs"):        # no configuration: the records are the whole study
         final_n = n_complete
-    out = P.sequential_outcome(records, frameworks, plan, final_n=final_n)
+    out = P.study_outcome(records, frameworks, plan, final_n=final_n)
     if out["decision"] == "continue":
         out = dict(out, decision="undecided",
                    reason=f"study incomplete: {out['n']} of at most {max_runs} runs per side "
                           f"so far ({out['reason']}); resume to continue")
-    elif out["decision"] == "inconclusive":
+    elif out["decision"] == "inconclusive" and "pairs" not in out:
         sd = [S.describe([P.endpoint(r) for r in records if r.get("framework") == fw
                           and r.get("status") == "ok"])["std"] for fw in frameworks]
         need = S.runs_needed(sd[0], sd[1], out.get("diff", math.nan), margin)
@@ -223,6 +225,11 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
     for fw in frameworks:
         per_fw[fw] = dict(acc=S.describe(_acc_points(ok[fw], "acc")),
                           acc_tta=S.describe(_acc_points(ok[fw], "acc_tta")),
+                          time_seconds=S.describe_times([float_or_nan(r.get("time_seconds"))
+                                                         for r in seq[fw]]),
+                          timed_compile_seconds=S.describe_times(
+                              [float_or_nan(r.get("timed_compile_seconds")) for r in by_fw[fw]
+                               if r.get("timed_compile_seconds") is not None]),
                           train_seconds=S.describe_times([float_or_nan(r.get("train_seconds"))
                                                           for r in seq[fw]]),
                           eval_seconds=S.describe_times([float_or_nan(r.get("eval_seconds"))
@@ -247,8 +254,8 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         for key in ("acc", "acc_tta"):
             comparison[key] = S.compare_samples(_acc_points(ok[a], key), _acc_points(ok[b], key),
                                                 margin)
-        for key in ("train_seconds", "eval_seconds"):
-            src = seq if key == "train_seconds" else ok
+        for key in ("time_seconds", "train_seconds", "eval_seconds"):
+            src = seq if key != "eval_seconds" else ok
             comparison[key] = S.compare_times([float_or_nan(r.get(key)) for r in src[a]],
                                               [float_or_nan(r.get(key)) for r in src[b]])
         head = "acc_tta" if (tta_level or 0) > 0 and comparison["acc_tta"]["n_a"] else "acc"
@@ -265,6 +272,21 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
                           for r in per_example["per_class"]]
         for row, q in zip(secondary, S.holm([row["p"] for row in secondary])):
             row["p_holm"] = q
+    pairs = []   # every pair the plan decides (three arms: jax-vs-torch and jax-vs-upstream)
+    for a, b in P.comparisons(frameworks):
+        acc = S.compare_samples(_acc_points(ok[a], "acc_tta"), _acc_points(ok[b], "acc_tta"),
+                                margin)
+        tim = S.compare_times([float_or_nan(r.get("time_seconds")) for r in seq[a]],
+                              [float_or_nan(r.get("time_seconds")) for r in seq[b]])
+        dec = (sequential or {}).get("pairs", {}).get(P.pair_name((a, b)), sequential) or {}
+        pairs.append(dict(a=a, b=b, decision=dec.get("decision"), reason=dec.get("reason"),
+                          acc_tta=acc, time_seconds=tim))
+    for fw in frameworks:
+        tc = per_fw[fw]["timed_compile_seconds"]
+        if tc["n"] and (tc.get("max") or 0) > 0:
+            warnings.append(f"{fw}: compilation inside timed runs (up to {tc['max']:.2f} s): "
+                            "their time_seconds include it; the warm-up missed a function or a "
+                            "shape")
     minutes = sum(float(r.get("wall_seconds") or 0) for r in records) / 60 \
         + float(state.get("warmup_seconds") or 0) / 60
     cpus = [float(r["cpu_seconds"]) for r in records if r.get("cpu_seconds") is not None]
@@ -307,7 +329,9 @@ def summarize(records: list[dict], config: dict | None = None, margin: float | N
         load_avg_1m=dict(min=min(loads), max=max(loads)) if loads else None,
         tta_level=tta_level, margin_points=margin, frameworks=frameworks,
         planned_runs=config.get("runs"), counts=counts, per_framework=per_fw,
-        comparison=comparison, sequential=sequential, secondary=secondary,
+        comparison=comparison, pairs=pairs, sequential=sequential, secondary=secondary,
+        margin_source=config.get("margin_source", "the preset"),
+        upstream=config.get("upstream"),
         per_example=per_example, minutes=minutes, cpu_minutes=cpu_minutes,
         wall_minutes_cap=config.get("wall_minutes"),
         n_test=data.get("n_test", config.get("n_test")), gpu_projection=gpu_projection(),
@@ -349,8 +373,9 @@ def _rows_times(summary):
     rows = []
     for fw in summary["frameworks"]:
         pf = summary["per_framework"][fw]
-        for key in ("train_seconds", "eval_seconds", "compile_seconds"):
-            d = pf[key]
+        for key in ("time_seconds", "train_seconds", "eval_seconds", "compile_seconds",
+                    "timed_compile_seconds"):
+            d = pf.get(key) or {"n": 0}
             if not d["n"]:
                 continue
             rows.append([fw, key.replace("_seconds", ""), str(d["n"]), _fmt(d["median"], ".2f"),
@@ -362,8 +387,10 @@ def _rows_times(summary):
 def _rows_ratio(summary):
     c = summary["comparison"]
     rows = []
-    for key in ("train_seconds", "eval_seconds"):
-        s = c[key]
+    for key in ("time_seconds", "train_seconds", "eval_seconds"):
+        s = c.get(key)
+        if s is None:
+            continue
         rows.append([key.replace("_seconds", ""), _fmt(s["ratio"], ".3f"),
                      f"[{_fmt(s['ratio_ci_low'], '.3f')}, {_fmt(s['ratio_ci_high'], '.3f')}]"])
     return ["time", f"median ratio {c['ratio']}", "95% CI (bootstrap)"], rows
@@ -381,11 +408,30 @@ def _md_table(header, rows) -> str:
     return "\n".join(out)
 
 
+def _rows_pairs(summary):
+    rows = []
+    for p in summary.get("pairs") or []:
+        acc, tim = p["acc_tta"], p["time_seconds"]
+        rows.append([f"{p['a']} vs {p['b']}", str(p.get("decision")),
+                     _fmt(acc["diff"], "+.3f"),
+                     f"[{_fmt(acc['diff_ci_low'], '+.3f')}, {_fmt(acc['diff_ci_high'], '+.3f')}]",
+                     _fmt(tim["ratio"], ".3f"),
+                     f"[{_fmt(tim['ratio_ci_low'], '.3f')}, {_fmt(tim['ratio_ci_high'], '.3f')}]"])
+    return ["arms", "sequential decision", "diff acc TTA (points)", "95% CI (bootstrap)",
+            "median time_seconds ratio", "95% CI (bootstrap)"], rows
+
+
 def _tables(summary):
     t = [("Accuracy (percentage points, ok runs)", *_rows_accuracy(summary))]
+    if len(summary.get("pairs") or []) > 1:
+        t.append(("Every pair the plan decides (alpha split between them in advance)",
+                  *_rows_pairs(summary)))
     if summary["comparison"]:
-        t.append(("Between frameworks", *_rows_tests(summary)))
-    t.append(("Time per run (compile excluded)", *_rows_times(summary)))
+        t.append((f"Between {summary['comparison']['a']} and {summary['comparison']['b']}",
+                  *_rows_tests(summary)))
+    t.append(("Time per run (airbench_common.timing: upstream's time_seconds = whitening + "
+              "epochs + final TTA evaluation; set-up and compilation apart)",
+              *_rows_times(summary)))
     if summary["comparison"]:
         t.append(("Time ratio", *_rows_ratio(summary)))
     return t
@@ -448,7 +494,10 @@ def first_lines(summary) -> list[str]:
     cap = summary.get("wall_minutes_cap")
     return [f"**Verdict: {q['decision'].upper()}** -- {q['reason']}",
             f"- margin: +/-{summary['margin_points']} points on the mean TTA accuracy over "
-            f"{summary.get('n_test')} test images (fixed in advance by the preset)",
+            f"{summary.get('n_test')} test images (fixed in advance by "
+            f"{summary.get('margin_source') or 'the preset'})",
+            f"- data: {summary['data']['label']}, {summary['data'].get('n_train')} training / "
+            f"{summary['data'].get('n_test')} test images as run",
             f"- runs: {q['n']} per side at the deciding look ("
             + ", ".join(f"{fw} {c[fw]['ok']} ok + {c[fw]['diverged']} diverged" for fw in fws)
             + f"; plan: at most {q['max_runs']} per side)",

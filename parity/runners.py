@@ -13,7 +13,7 @@ from typing import Callable
 
 from .sides import SIDES
 
-FRAMEWORKS = ("jax", "torch")
+FRAMEWORKS = ("jax", "torch", "upstream")   # upstream: parity.upstream, built by compare
 
 
 class RunnerUnavailable(RuntimeError):
