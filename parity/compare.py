@@ -580,7 +580,8 @@ def _main(argv, runners) -> int:
         from .upstream import check_arm  # noqa: PLC0415
         script = args.upstream_script or ((existing or {}).get("upstream") or {}).get("path")
         arm = check_arm(recipe, probe["overrides"], script,
-                        prepare=os.environ.get("AIRBENCH_UPSTREAM_PREPARE"))
+                        prepare=os.environ.get("AIRBENCH_UPSTREAM_PREPARE"),
+                        n_train=probe["n_train"])
     elif args.upstream_script:
         raise CompareError("--upstream-script needs 'upstream' in --frameworks")
     train_data, test_data = load_subsets(probe)

@@ -101,18 +101,25 @@ class Arm:
                     sha256=hashlib.sha256(data).hexdigest())
 
 
-def changed_fields(recipe: str, overrides: dict) -> dict:
+def changed_fields(recipe: str, overrides: dict, n_train: int | None = None) -> dict:
     """The overrides that change what `recipe` runs: not those equal to its own values, nor the
-    proxy net's for a recipe without one."""
+    proxy net's for a recipe without one, nor whiten_images capped at a subset's `n_train`
+    (upstream whitens from `images[:5000]`, which is that many on the subset too)."""
     base, resolved = get_recipe(recipe), get_recipe(recipe, **overrides)
-    return {k: getattr(resolved, k) for k in overrides
-            if getattr(resolved, k) != getattr(base, k)
-            and not (k.startswith("proxy_") and not base.filter_keep)}
+
+    def same(k):
+        if k == "whiten_images" and n_train is not None:
+            return resolved.whiten_images == min(base.whiten_images, n_train)
+        return getattr(resolved, k) == getattr(base, k) or (
+            k.startswith("proxy_") and not base.filter_keep)
+    return {k: getattr(resolved, k) for k in overrides if not same(k)}
 
 
-def check_arm(recipe: str, overrides: dict, script=None, prepare: str | None = None) -> Arm:
-    """The arm for `recipe` under the comparison's effective `overrides`, or UpstreamError."""
-    overrides = changed_fields(recipe, overrides)
+def check_arm(recipe: str, overrides: dict, script=None, prepare: str | None = None,
+              n_train: int | None = None) -> Arm:
+    """The arm for `recipe` under the comparison's effective `overrides` (on the first `n_train`
+    training images; None: all), or UpstreamError."""
+    overrides = changed_fields(recipe, overrides, n_train)
     if script is not None:
         path = Path(script).expanduser()
         if not path.is_file():
