@@ -159,7 +159,9 @@ def test_dask_scheduler_unreachable_one_line_nothing_left(w):
     line = _one_line(p.stderr)
     assert "tcp://127.0.0.1:1" in line and "no Dask scheduler reachable" in line
     assert not out.exists()                              # no folder, config.json or lock
-    assert took < 30, took                               # ~4 s here; the connect timeout is 8 s
+    # ~4-15 s measured (imports dominate; 47 s once at load 9 on 2 cores); the connect timeout is
+    # 8 s, and before this fix it was distributed's 30 s plus a 63-line traceback
+    assert took < 45, took
 
 
 def test_dask_connect_failure_after_the_probe_leaves_nothing(tmp_path, monkeypatch):
