@@ -18,6 +18,8 @@ from .errors import UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
 SEED_LIMIT = 2 ** 32  # both frameworks' seeds: JAX PRNGKey takes 32-bit seeds by default
+MAX_RUNS = 10_000     # runs (seeds) one command may ask for: days of GPU time; a larger count is a
+                      # typo, and its seed list would not fit in memory (0:10**10 is 80 GB)
 
 
 class OptionError(UsageError):
@@ -65,8 +67,9 @@ def number(name: str, value, *, low: float | None = None, high: float | None = N
 
 
 def check_runs(runs) -> int:
-    """At least one run (0 or fewer would do nothing and exit 0, which looks like success)."""
-    return integer("--runs", runs, low=1)
+    """At least one run (0 or fewer would do nothing and exit 0, which looks like success), at most
+    MAX_RUNS (the seed list is built from it)."""
+    return integer("--runs", runs, low=1, high=MAX_RUNS)
 
 
 def check_seeds(seed, runs: int = 1) -> int:
@@ -80,12 +83,13 @@ def check_seeds(seed, runs: int = 1) -> int:
 
 def parse_seeds(text, name: str = "--seeds") -> list[int]:
     """A seed list: 'A:B' (seeds A..B-1, as a Python range), 'S' (one seed) or 'S1,S2,...';
-    every seed in [0, 2**32), each once."""
+    every seed in [0, 2**32), each once, at most MAX_RUNS of them. A range is checked by
+    arithmetic before its list is built (0:10000000000 is one line, not a MemoryError)."""
     text = str(text).strip()
     try:
         if ":" in text:
             a, b = (int(v) for v in text.split(":"))
-            seeds = list(range(a, b))
+            seeds = range(a, b)
         else:
             seeds = [int(v) for v in text.split(",")]
     except ValueError:
@@ -93,9 +97,16 @@ def parse_seeds(text, name: str = "--seeds") -> list[int]:
                           "0:8, or S1,S2,...") from None
     if not seeds:
         raise OptionError(f"{name} {text!r} names no seed; give A:B with A < B, e.g. 0:8")
-    bad = next((s for s in seeds if not 0 <= s < SEED_LIMIT), None)
+    if isinstance(seeds, range):
+        bad = seeds.start if seeds.start < 0 else SEED_LIMIT if seeds.stop > SEED_LIMIT else None
+    else:
+        bad = next((s for s in seeds if not 0 <= s < SEED_LIMIT), None)
     if bad is not None:
         raise OptionError(f"{name} {text!r}: seed {bad} is outside [0, {SEED_LIMIT})")
+    if len(seeds) > MAX_RUNS:
+        raise OptionError(f"{name} {text!r} names {len(seeds)} seeds; at most {MAX_RUNS} per "
+                          f"command (give a smaller range, e.g. 0:{min(8, MAX_RUNS)})")
+    seeds = list(seeds)
     if len(set(seeds)) != len(seeds):
         raise OptionError(f"{name} {text!r} names a seed twice; name each seed once")
     return seeds

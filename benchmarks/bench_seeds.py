@@ -12,16 +12,19 @@ drift of a shared machine hits both; the load average is printed beside the numb
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from airbench_common import validate as V
+from airbench_common.cli import Parser
 from airbench_common.data import load_cifar10
+from airbench_common.errors import cli_main
+from airbench_common.files import write_json_atomic
 from airbench_common.recipes import get_recipe
 from airbench_jax import augment as aug
 from airbench_jax import seeds as S
@@ -35,8 +38,13 @@ def _timed(fn):
     return time.perf_counter() - t
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    """The command line: bad input is one line on stderr and exit status 2, before any work."""
+    return cli_main(lambda args: 0 if measure(args) is not None else 1)(argv)
+
+
+def measure(argv=None) -> dict:
+    p = Parser(prog="python benchmarks/bench_seeds.py", description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default="airbench94_muon")
     p.add_argument("--widths", default="32,64,64")
     p.add_argument("--seeds", type=int, default=4)
@@ -44,10 +52,19 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--verbose", action="store_true", help="show a traceback on errors")
     a = p.parse_args(argv)
-    widths = tuple(int(w) for w in a.widths.split(","))
-    r = get_recipe(a.recipe, widths=widths, batch_size=a.batch, epochs=1,
+    # -- every option and the output path before any compilation
+    a.seeds = V.integer("--seeds", a.seeds, low=1, high=256)
+    a.n_train = V.integer("--n-train", a.n_train, low=1, high=50000)
+    a.reps = V.integer("--reps", a.reps, low=1, high=100)
+    a.batch = V.integer("--batch", a.batch, low=1, high=a.n_train)
+    r = get_recipe(a.recipe, widths=a.widths, batch_size=a.batch, epochs=1,
                    whiten_images=min(5000, a.n_train))
+    widths = r.widths
+    r.total_steps(a.n_train)
+    if a.json is not None:
+        V.check_out_file(a.json, "--json")
     x, y = load_cifar10("train", None)
     xs, ys = jnp.asarray(x[:a.n_train]), jnp.asarray(y[:a.n_train].astype(np.int32))
     whiten = aug.normalize(xs[:r.whiten_images])
@@ -99,10 +116,9 @@ def main(argv=None):
     print(f"  wall time sequential / vmapped: {seq / vm:.2f}x (each rep: seq "
           f"{', '.join(f'{v:.2f}' for v in seq_t)} s; vmapped {', '.join(f'{v:.2f}' for v in vm_t)} s)")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json_atomic(a.json, res)
     return res
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Run the hostile-user cases of docs/FAULTS.md against this tree and write one JSON line per case.
 
     python benchmarks/fault_table.py --out faults.jsonl                 # every case (~20 min, CPU)
-    python benchmarks/fault_table.py --out faults.jsonl --only compare  # one group: cli, compare, api
+    python benchmarks/fault_table.py --out faults.jsonl --only compare  # one group: cli, compare, api, parity
 
 Each line is [case, surface, result], result "EXIT[ TB]: first stderr line" (TB: a traceback was
 printed; then the line shown is the traceback's last). A case with a property to check beyond the
@@ -244,6 +244,69 @@ def compare_cases(w, emit):
         emit(" ".join(a).replace(str(w), "W"), g, summarise(run(["-m", g, *a])))
 
 
+# (case, surface, arguments, folder that must not exist afterwards or None) for the parity
+# commands other than compare and for the benchmark scripts the README names. {w}: the scratch
+# folder. Every case is bad input: exit 2 and one stderr line, before any work, nothing created.
+PARITY_CASES = [
+    ("--recipe nonexistent", "parity.numerics", ["--recipe", "nonexistent"], None),
+    ("--batch 0", "parity.numerics", ["--batch", "0"], None),
+    ("--width-scale -1", "parity.numerics", ["--width-scale", "-1"], None),
+    ("--impls bogus", "parity.numerics", ["--impls", "bogus"], None),
+    ("--json under a file", "parity.numerics", ["--json", "{w}/afile/n.json"], None),
+    ("--json a directory", "parity.numerics", ["--json", "{w}/adir"], None),
+    ("--recipe nope (new --out)", "parity.lockstep", ["--recipe", "nope", "--out", "{w}/ls1"], "ls1"),
+    ("--steps 0", "parity.lockstep", ["--steps", "0", "--out", "{w}/ls2"], "ls2"),
+    ("--set bogus=1", "parity.lockstep", ["--set", "bogus=1", "--out", "{w}/ls3"], "ls3"),
+    ("--jump-factor nan", "parity.lockstep", ["--jump-factor", "nan", "--out", "{w}/ls4"], "ls4"),
+    ("--out names a file", "parity.lockstep", ["--out", "{w}/afile"], None),
+    ("--out under a file", "parity.lockstep", ["--out", "{w}/afile/sub"], None),
+    ("--summarize, no lockstep.json", "parity.lockstep", ["--summarize", "--out", "{w}/empty"], None),
+    ("--permutations 0", "parity.examples", ["{w}/empty:jax", "{w}/empty:torch", "--permutations", "0"], None),
+    ("--json under a file", "parity.examples", ["{w}/empty:jax", "{w}/empty:torch", "--json", "{w}/afile/e.json"], None),
+    ("DIR does not exist", "parity.examples", ["{w}/nope:jax", "{w}/nope:torch"], None),
+    ("--recipe nope", "parity.bench", ["--recipe", "nope"], None),
+    ("--batch 0", "parity.bench", ["--batch", "0"], None),
+    ("--reps 0", "parity.bench", ["--reps", "0"], None),
+    ("--set bogus=1", "parity.bench", ["--set", "bogus=1"], None),
+    ("--json under a file", "parity.bench", ["--json", "{w}/afile/b.json"], None),
+    ("--policy bogus", "parity.policies", ["--policy", "bogus"], None),
+    ("--recipe nope", "parity.policies", ["--recipe", "nope"], None),
+    ("--steps 0", "parity.policies", ["--steps", "0"], None),
+    ("--json under a file", "parity.policies", ["--json", "{w}/afile/p.json"], None),
+    ("--max-runs 0", "parity.plan", ["--simulate", "--sd", "0.4", "--max-runs", "0"], None),
+    ("--engine dask --scheduler tcp://127.0.0.1:1 (unreachable)", "parity.compare",
+     ["--preset", "smoke", "--no-progress", "--no-plots", "--data-dir", "{w}/tiny", "--runs", "2",
+      "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1", "--out", "{w}/dask1"], "dask1"),
+    ("--seeds 0:10000000000", "airbench_jax", ["--seeds", "0:10000000000", "--data-dir", "{w}/tiny"], None),
+    ("--seeds 0:10000000000", "airbench_torch", ["--seeds", "0:10000000000", "--data-dir", "{w}/tiny"], None),
+    ("--only bogus", "benchmarks/fault_table.py", ["--only", "bogus", "--out", "{w}/ft.jsonl"], None),
+    ("--out under a file", "benchmarks/fault_table.py", ["--only", "parity", "--out", "{w}/afile/ft.jsonl"], None),
+    ("--upstream not unpacked", "benchmarks/upstream_train94.py", ["--upstream", "{w}/empty", "--out", "{w}/u.jsonl"], None),
+    ("--epochs 0", "benchmarks/upstream_train94.py", ["--upstream", "{w}/empty", "--epochs", "0"], None),
+    ("--seeds a,b", "benchmarks/upstream_train94.py", ["--upstream", "{w}/empty", "--seeds", "a,b"], None),
+    ("--out under a file", "benchmarks/upstream_train94.py", ["--upstream", "{w}/empty", "--out", "{w}/afile/u.jsonl"], None),
+    ("--seeds 0", "benchmarks/bench_seeds.py", ["--seeds", "0"], None),
+    ("--json under a file", "benchmarks/bench_seeds.py", ["--json", "{w}/afile/s.json"], None),
+    ("--seeds 4:0", "benchmarks/preset_spread.py", ["--seeds", "4:0", "--out", "{w}/ps.jsonl"], None),
+    ("--out under a file", "benchmarks/preset_spread.py", ["--out", "{w}/afile/ps.jsonl"], None),
+    ("--recipe nope", "benchmarks/trace_step.py", ["--recipe", "nope"], None),
+    ("--json under a file", "benchmarks/trace_step.py", ["--json", "{w}/afile/t.json"], None),
+]
+
+
+def parity_cases(w, emit):
+    for name, surface, extra, made in PARITY_CASES:
+        extra = [a.replace("{w}", str(w)) for a in extra]
+        target = [str(ROOT / surface)] if surface.endswith(".py") else ["-m", surface]
+        t0 = time.time()
+        p = run([*target, *extra], timeout=300)
+        res = summarise(p) + f" | check: {time.time() - t0:.0f} s"
+        if made is not None:
+            left = sorted(x.name for x in (w / made).iterdir()) if (w / made).exists() else None
+            res += f", {made} left: {left}" if left is not None else f", no {made} left"
+        emit(name, surface, res)
+
+
 API = r"""
 import sys, numpy as np
 sys.path.insert(0, ROOT)
@@ -305,13 +368,24 @@ show("torch run_recipe on 0 training images", lambda: ttrain.run_recipe("airbenc
         emit("api script", "api", summarise(p))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    """Bad options (an unknown group, an --out that cannot be written) are one line and exit 2."""
+    sys.path.insert(0, str(ROOT))
+    from airbench_common.cli import Parser  # noqa: PLC0415
+    from airbench_common.errors import cli_main  # noqa: PLC0415
+    from airbench_common.validate import check_out_file  # noqa: PLC0415
+    return cli_main(lambda args: _main(args, Parser, check_out_file))(argv)
+
+
+def _main(argv, Parser, check_out_file) -> int:
+    ap = Parser(prog="python benchmarks/fault_table.py", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSONL file to write, one [case, surface, result] a line")
-    ap.add_argument("--only", choices=["cli", "compare", "api"], action="append",
+    ap.add_argument("--only", choices=["cli", "compare", "api", "parity"], action="append",
                     help="run only this group (repeatable; default all)")
+    ap.add_argument("--verbose", action="store_true", help="show a traceback on errors")
     a = ap.parse_args(argv)
-    groups = a.only or ["api", "compare", "cli"]
+    check_out_file(a.out, "--out")
+    groups = a.only or ["api", "compare", "cli", "parity"]
     w = Path(tempfile.mkdtemp(prefix="fault_table_"))
     scratch(w)
     with open(a.out, "w") as f:
@@ -321,12 +395,14 @@ def main(argv=None):
             print(f"{surface:16s} {case:45s} {result.replace(str(w), 'W')}", flush=True)
         try:
             for g in groups:
-                {"cli": cli_cases, "compare": compare_cases, "api": api_cases}[g](w, emit)
+                {"cli": cli_cases, "compare": compare_cases, "api": api_cases,
+                 "parity": parity_cases}[g](w, emit)
         finally:
             subprocess.run(["umount", str(w / "ro")], capture_output=True)
             (w / "ro").chmod(0o755)
             shutil.rmtree(w, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,21 +11,23 @@ prints the mean, standard deviation and seconds per run of every configuration i
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
 from pathlib import Path
 
-from airbench_common.recipes import parse_overrides
+from airbench_common import validate as V
+from airbench_common.cli import Parser
+from airbench_common.errors import cli_main
+from airbench_common.recipes import get_recipe, parse_overrides
 from airbench_common.data import load_cifar10
 from airbench_common.env import cpu_model
 
 
 def _seeds(text: str) -> list[int]:
-    lo, _, hi = text.partition(":")
-    return list(range(int(lo), int(hi))) if hi else [int(lo)]
+    """first:last+1 or one seed (airbench_common.validate.parse_seeds: checked, capped)."""
+    return V.parse_seeds(text)
 
 
 def summarize(path: Path) -> None:
@@ -41,8 +43,9 @@ def summarize(path: Path) -> None:
               f"{statistics.median(secs):.0f} s per run (median)")
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+@cli_main
+def main(argv=None) -> int:
+    p = Parser(prog="python benchmarks/preset_spread.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--framework", choices=("torch", "jax"), default="torch")
     p.add_argument("--recipe", default="airbench94_muon")
     p.add_argument("--seeds", default="0:4", help="first:last+1")
@@ -51,10 +54,25 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summary", action="store_true", help="only summarize --out")
+    p.add_argument("--verbose", action="store_true", help="show a traceback on errors")
     args = p.parse_args(argv)
     if args.summary:
-        return summarize(args.out)
+        V.check_input_file(args.out, "--out")
+        try:
+            summarize(args.out)
+        except (ValueError, KeyError, TypeError, statistics.StatisticsError) as exc:
+            raise V.PathError(f"--summary: {args.out} is not a preset_spread result "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:80]})"
+                              ) from None
+        return 0
+    # -- every option and the output path before any training
     overrides = parse_overrides(args.set)
+    get_recipe(args.recipe, **overrides)
+    seeds = _seeds(args.seeds)
+    args.n_train = V.integer("--n-train", args.n_train, low=1, high=50000)
+    args.n_test = V.integer("--n-test", args.n_test, low=1, high=10000)
+    get_recipe(args.recipe, **overrides).total_steps(args.n_train)
+    V.check_out_file(args.out, "--out")
     if args.framework == "torch":
         from airbench_torch import run_recipe
     else:
@@ -62,7 +80,7 @@ def main(argv=None) -> None:
     train = tuple(a[:args.n_train] for a in load_cifar10("train"))
     test = tuple(a[:args.n_test] for a in load_cifar10("test"))
     config = f"{args.framework} n_train={args.n_train} " + " ".join(args.set)
-    for seed in _seeds(args.seeds):
+    for seed in seeds:
         rec = run_recipe(args.recipe, seed, overrides=overrides, train_data=train,
                          test_data=test, eval_every_epoch=False)
         row = dict(config=config, seed=seed, acc_tta=rec["acc_tta"], acc=rec["acc"],
@@ -72,6 +90,7 @@ def main(argv=None) -> None:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
     summarize(args.out)
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ time per aten op. Times are per step. float32, the CPU policy of each side.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import gzip
@@ -27,6 +26,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
+
+from airbench_common import validate as V  # noqa: E402
+from airbench_common.cli import Parser  # noqa: E402
+from airbench_common.errors import cli_main  # noqa: E402
 
 INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\w+)\[([\d,]*)\][^ ]* (\w+)\((.*?)\)(.*)$")
 CALLS = re.compile(r"calls=%([\w.\-]+)")
@@ -208,8 +211,9 @@ def markdown(res: dict, top: int) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python benchmarks/trace_step.py",
+    p = Parser(prog="python benchmarks/trace_step.py",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--recipe", default="airbench94_muon")
     p.add_argument("--batch", type=int, default=500)
@@ -218,11 +222,19 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json")
     p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    p.add_argument("--verbose", action="store_true", help="show a traceback on errors")
     a = p.parse_args(argv)
     from airbench_common import get_recipe
-    from airbench_jax.conv import resolve_impl
+    from airbench_jax.conv import IMPLS, resolve_impl
     from airbench_jax.cpu import describe
+    # -- every option and the output path before any tracing
+    a.batch = V.integer("--batch", a.batch, low=1, high=10000)
+    a.steps = V.integer("--steps", a.steps, low=1, high=100)
+    a.top = V.integer("--top", a.top, low=1)
+    V.check_choice("--conv-impl", a.conv_impl, IMPLS)
     r = get_recipe(a.recipe, batch_size=a.batch, epochs=1000)
+    if a.json is not None:
+        V.check_out_file(a.json, "--json")
     res = dict(recipe=a.recipe, batch=a.batch, steps=a.steps, conv_impl=resolve_impl(a.conv_impl),
                cpu=describe(), load_average=os.getloadavg(),
                XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))

@@ -29,6 +29,9 @@ import torch
 from torch import nn
 
 from airbench_common import load_cifar10
+from airbench_common import validate as V
+from airbench_common.cli import Parser
+from airbench_common.errors import cli_main
 from airbench_common.data import dataset_label
 from airbench_common.env import machine_info, package_versions
 from airbench_common.records import append_record, make_record
@@ -78,8 +81,10 @@ def write_upstream_data(folder: Path, splits: dict) -> None:
             labels.astype(np.int64)), "classes": classes}, folder / f"{split}.pt")
 
 
+@cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python benchmarks/upstream_train94.py",
+               description=__doc__.split("\n\n")[0])
     p.add_argument("--upstream", required=True,
                    help="folder holding upstream's `airbench/` package (the sdist, unpacked)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default $AIRBENCH_DATA)")
@@ -91,11 +96,18 @@ def main(argv=None) -> int:
                    help="our side's memory format (default: airbench_torch's policy; upstream is "
                         "always channels_last)")
     p.add_argument("--out", default="results/upstream_train94.jsonl")
+    p.add_argument("--verbose", action="store_true", help="show a traceback on errors")
     args = p.parse_args(argv)
-    if not (Path(args.upstream) / "airbench" / "utils.py").exists():
-        p.error(f"{args.upstream}/airbench/utils.py not found: unpack upstream's sdist there "
-                "(see the module docstring)")
-    out = Path(args.out).resolve()
+    # -- every option and path before upstream is imported or any data loaded
+    args.epochs = V.number("--epochs", args.epochs, low=0, low_open=True, high=1000)
+    args.n_train = V.integer("--n-train", args.n_train, low=1, high=50000)
+    args.n_test = V.integer("--n-test", args.n_test, low=1, high=10000)
+    seeds = V.parse_seeds(args.seeds)
+    out = V.check_out_file(args.out, "--out").resolve()
+    if not (Path(args.upstream) / "airbench" / "utils.py").is_file():
+        raise V.PathError(f"--upstream {args.upstream}: {args.upstream}/airbench/utils.py not "
+                          "found; unpack upstream's airbench 0.1.8 sdist there (see the module "
+                          "docstring)")
     data_dir = args.data_dir or os.environ.get("AIRBENCH_DATA")
 
     patch_for_cpu()
@@ -119,7 +131,7 @@ def main(argv=None) -> int:
                   overrides=dict(epochs=args.epochs))
     threads = torch.get_num_threads()
 
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in seeds:
         # upstream: its own loader, net, optimizer and loop; seeded through torch's global RNG
         torch.manual_seed(seed)
         loader = up.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"],

@@ -2,6 +2,9 @@
 command at all) runs `python -m parity.compare`, the front door."""
 import sys
 
+from airbench_common.errors import cli_main
+from airbench_common.validate import OptionError
+
 COMMANDS = {
     "compare": "many seeds per framework, sequential equivalence test, report (the front door)",
     "numerics": "shared weights and inputs: logits, loss, gradients, optimizer steps, lr schedules",
@@ -13,6 +16,7 @@ COMMANDS = {
 }
 
 
+@cli_main
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in ("-h", "--help", "help"):
@@ -20,6 +24,9 @@ def main(argv=None) -> int:
         for name, what in COMMANDS.items():
             print(f"  {name:<9} {what}")
         return 0
+    if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+        raise OptionError(f"{args[0]!r} is not a parity command; give one of "
+                          f"{', '.join(COMMANDS)} (python -m parity --help)")
     name = args.pop(0) if args and args[0] in COMMANDS else "compare"
     import importlib
     return importlib.import_module(f"parity.{name}").main(args)

@@ -24,7 +24,6 @@ oneDNN's version and the kernels it chose where that lowering is 'onednn'.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -35,6 +34,8 @@ import numpy as np
 
 from airbench_common import get_recipe, parse_overrides
 from airbench_common.env import machine_info, package_versions
+from airbench_common.errors import cli_main
+from airbench_common.validate import OptionError
 from airbench_jax.conv import IMPLS
 
 from .sides import JaxSide, TorchSide
@@ -65,6 +66,7 @@ def matmul_peak_gflops(n: int = 2048, iters: int = 5) -> float:
 
 
 TORCH_CHANNELS_LAST = ("auto", "on", "off", "both")
+MAX_BATCH = 10000  # images per step; five times the default, far past what a benchmark needs
 
 
 def torch_formats(choice: str) -> dict:
@@ -160,10 +162,12 @@ def onednn_info(impl: str, recipe, batch: int) -> dict:
     return info
 
 
+@cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m parity.bench", description=__doc__.split("\n")[0])
+    from . import args as A  # noqa: PLC0415
+    p = A.parser("python -m parity.bench", __doc__.split("\n")[0])
     p.add_argument("--recipe", default="airbench94_muon")
-    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=2000, help=f"images per step (1 to {MAX_BATCH})")
     p.add_argument("--steps", type=int, default=3, help="steps per timed rep")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--conv-impl", default="auto", choices=IMPLS,
@@ -176,12 +180,19 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", help="write the result here")
     a = p.parse_args(argv)
-    try:
-        res = bench(a.recipe, a.batch, a.steps, a.reps, a.conv_impl, parse_overrides(a.set),
-                    torch_channels_last=a.torch_channels_last, scan=a.scan)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # -- every option and the output path before any timing
+    overrides = parse_overrides(a.set)
+    for key, option in (("batch_size", "--batch"), ("epochs", "--steps")):
+        if key in overrides:
+            raise OptionError(f"--set {key}=... is fixed by the benchmark; use {option}")
+    a.batch = A.count("--batch", a.batch, high=MAX_BATCH)
+    a.steps = A.count("--steps", a.steps, high=1000)
+    a.reps = A.count("--reps", a.reps, high=100)
+    A.check_recipe(a.recipe, option="--recipe")
+    get_recipe(a.recipe, **overrides, batch_size=a.batch, epochs=1000)
+    A.out_file(a.json)
+    res = bench(a.recipe, a.batch, a.steps, a.reps, a.conv_impl, overrides,
+                torch_channels_last=a.torch_channels_last, scan=a.scan)
     ips = res["images_per_second"]
     from airbench_jax.cpu import describe
     print(f"{a.recipe} batch {a.batch} float32 on {describe()}")

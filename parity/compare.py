@@ -541,6 +541,9 @@ def _main(argv, runners) -> int:
             raise CompareError(str(exc)) from None
         return 0
 
+    if args.engine == "dask" or args.shard is not None:  # engine options, before any work
+        from . import engine  # noqa: PLC0415 - the default path imports no engine
+        engine.check_options(args.engine, args.scheduler, args.shard, jax_vmap)
     existing = None
     if args.resume:
         out = args.out
@@ -641,13 +644,7 @@ def _main(argv, runners) -> int:
 def _main_engine(args, config, out_dir, runners, report_mod) -> int:
     """--engine dask / --shard i/N (parity.engine): runs as independent tasks, then the report
     from everything in out_dir."""
-    from . import engine  # noqa: PLC0415 - the default path imports no engine
-    if args.engine == "dask" and args.shard is not None:
-        raise CompareError("--engine dask and --shard both given; give one (a shard runs its "
-                           "part in this process)")
-    if args.jax_vmap != "1":
-        raise CompareError("--jax-vmap works with the local engine only (an engine task is one "
-                           "(framework, seed) run)")
+    from . import engine  # noqa: PLC0415 - options checked by engine.check_options in _main
     try:
         if args.shard is not None:
             result = engine.run_shard(config, out_dir, engine.parse_shard(args.shard),

@@ -40,8 +40,10 @@ k mod (number of GPUs) before the task imports a framework. Workers get
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -57,6 +59,7 @@ from . import plan as _plan
 ENGINES = ("local", "dask")
 ENGINE_LOCK = "engine"          # out_dir/engine.lock: one coordinator per folder
 WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+CONNECT_TIMEOUT = 8.0           # seconds to reach a --scheduler address before giving up
 
 
 class EngineError(UsageError):
@@ -251,19 +254,75 @@ def parse_scheduler(text) -> tuple[str, object]:
     return "address", text
 
 
+def _unreachable(where: str, why: str) -> EngineError:
+    return EngineError(f"--scheduler {where}: no Dask scheduler reachable there ({why}); start "
+                       "one (dask scheduler) and give its address, or use local:N")
+
+
+def probe_scheduler(where: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """A TCP connection to the scheduler address `where` (tcp://host:port) within `timeout`
+    seconds, else EngineError naming the address: an unreachable scheduler is one line before
+    any data is loaded or file written. (tls:// and other schemes are left to Client.)"""
+    scheme, _, rest = where.rpartition("://")
+    if scheme not in ("", "tcp"):
+        return
+    host, _, port = rest.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except socket.timeout:
+        raise _unreachable(where, f"no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise _unreachable(where, exc.strerror or str(exc)) from None
+
+
+def check_options(engine: str, scheduler, shard, jax_vmap: int) -> None:
+    """Everything about --engine/--scheduler/--shard that can be checked before any work: the
+    combinations, the values, Dask being installed and the scheduler address answering."""
+    if engine != "dask" and shard is None:
+        if scheduler is not None:
+            raise EngineError("--scheduler needs --engine dask")
+        return
+    if engine == "dask" and shard is not None:
+        raise EngineError("--engine dask and --shard both given; give one (a shard runs its "
+                          "part in this process)")
+    if jax_vmap != 1:
+        raise EngineError("--jax-vmap works with the local engine only (an engine task is one "
+                          "(framework, seed) run)")
+    if shard is not None:
+        parse_shard(shard)
+        return
+    kind, where = parse_scheduler(scheduler)
+    _import_distributed()
+    if kind == "address":
+        probe_scheduler(where)
+
+
+def connect(distributed, where: str, timeout: float = CONNECT_TIMEOUT):
+    """A Client of the scheduler at `where`, or EngineError naming it after `timeout` seconds."""
+    try:
+        return distributed.Client(where, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise _unreachable(where, " ".join(str(exc).split()) or type(exc).__name__) from None
+
+
 def run_dask(config: dict, out_dir, scheduler: str, *, log: Callable = print,
              retries: int = 1) -> dict:
     """The comparison's runs as Dask tasks, in waves up to each look of the sequential plan,
-    until it decides or reaches N; returns {'finished', 'skipped', 'error', 'outcome'}."""
+    until it decides or reaches N; returns {'finished', 'skipped', 'error', 'outcome'}.
+
+    The scheduler is reached (or the local cluster started) before anything is written: a
+    scheduler that does not answer within CONNECT_TIMEOUT seconds is an EngineError naming its
+    address, and leaves no config.json, lock or new folder behind."""
     distributed = _import_distributed()
     out_dir = Path(out_dir)
     kind, where = parse_scheduler(scheduler)
-    _prepare(config, out_dir)
     cluster = start_local_cluster(where) if kind == "local" else None
     result = dict(finished=0, skipped=0, error=None, outcome=None)
     try:
-        with locked(out_dir / ENGINE_LOCK), \
-                distributed.Client(cluster if cluster is not None else where) as client:
+        client = distributed.Client(cluster) if cluster is not None else connect(distributed,
+                                                                                where)
+        with client, _prepared_and_locked(config, out_dir):
             log(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at "
                 f"{client.scheduler.address}")
             plan = _plan.Plan(config["margin"], config["runs"])
@@ -293,6 +352,14 @@ def run_dask(config: dict, out_dir, scheduler: str, *, log: Callable = print,
         if cluster is not None:
             cluster.close()
     return result
+
+
+@contextlib.contextmanager
+def _prepared_and_locked(config: dict, out_dir: Path):
+    """config.json and labels in out_dir (_prepare), then the folder's engine lock held."""
+    _prepare(config, out_dir)
+    with locked(out_dir / ENGINE_LOCK):
+        yield
 
 
 def _outcome(out_dir, config, plan):

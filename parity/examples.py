@@ -25,9 +25,12 @@ import math
 import numpy as np
 from scipy import stats as _st
 
+from airbench_common.errors import cli_main
+
 from . import stats as S
 
 N_PERMUTATIONS = 999
+MAX_PERMUTATIONS = 1_000_000
 PERM_SEED = 0
 
 
@@ -146,35 +149,48 @@ def load_sweep(spec: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     if not labels_path.is_file():
         raise UsageError(f"{labels_path} missing: {folder} is not a parity.compare folder with "
                          "per-example predictions")
-    labels = np.load(labels_path, allow_pickle=False)
-    preds, accs = [], []
-    for r in sorted((r for r in read_records(root / "runs.jsonl")
-                     if r.get("framework") == fw and r.get("status") == "ok"
-                     and r.get("predictions")), key=lambda r: int(r.get("seed", 0))):
-        p = np.load(root / r["predictions"], allow_pickle=False)
-        if p.shape == labels.shape:
-            preds.append(p)
-            accs.append(100.0 * float(r["acc_tta"]))
+    try:
+        labels = np.load(labels_path, allow_pickle=False)
+        preds, accs = [], []
+        for r in sorted((r for r in read_records(root / "runs.jsonl")
+                         if r.get("framework") == fw and r.get("status") == "ok"
+                         and r.get("predictions")), key=lambda r: int(r.get("seed", 0))):
+            p = np.load(root / r["predictions"], allow_pickle=False)
+            if p.shape == labels.shape:
+                preds.append(p)
+                accs.append(100.0 * float(r["acc_tta"]))
+    except UsageError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{spec}: cannot read its runs and predictions ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:100]}); is {folder} a finished "
+                         "parity.compare folder?") from None
     if len(preds) < 2:
         raise UsageError(f"{spec}: {len(preds)} ok {fw} runs with predictions; need at least 2")
     return f"{root.name}:{fw}", np.stack(preds), np.asarray(accs), labels
 
 
+@cli_main
 def main(argv=None) -> int:
-    import argparse  # noqa: PLC0415
-
     from airbench_common.errors import UsageError  # noqa: PLC0415
     from airbench_common.files import write_json_atomic  # noqa: PLC0415
+    from airbench_common.validate import check_out_file, integer  # noqa: PLC0415
 
+    from .args import parser  # noqa: PLC0415
     from .report import per_example_md  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="python -m parity.examples",
-                                 description="Per-example parity of two sweeps (compare folders)")
+    ap = parser("python -m parity.examples", "Per-example parity of two sweeps (compare folders)")
     ap.add_argument("a", help="DIR:FRAMEWORK, e.g. results/compare-airbench94_muon-cpu:jax")
     ap.add_argument("b", help="DIR:FRAMEWORK")
-    ap.add_argument("--permutations", type=int, default=N_PERMUTATIONS)
+    ap.add_argument("--permutations", type=int, default=N_PERMUTATIONS,
+                    help=f"permutations of the agreement test (default {N_PERMUTATIONS}; 1 to "
+                         f"{MAX_PERMUTATIONS})")
     ap.add_argument("--json", help="also write the analysis to this JSON file")
     args = ap.parse_args(argv)
+    args.permutations = integer("--permutations", args.permutations, low=1,
+                                high=MAX_PERMUTATIONS)
+    if args.json is not None:
+        check_out_file(args.json, "--json")
     la, pa, acc_a, labels_a = load_sweep(args.a)
     lb, pb, acc_b, labels_b = load_sweep(args.b)
     if not np.array_equal(labels_a, labels_b):
@@ -197,6 +213,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from airbench_common.errors import cli_main
-
-    sys.exit(cli_main(main)())
+    sys.exit(main())

@@ -25,7 +25,6 @@ loss curves) and prints a summary table.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -33,6 +32,9 @@ import sys
 import time
 
 import numpy as np
+
+from airbench_common import validate as V
+from airbench_common.errors import cli_main
 
 from . import convert
 from .batches import BatchStream, normalize, synthetic_images, to_nchw
@@ -276,9 +278,10 @@ def plot(rec: dict, path: str) -> None:
     plt.close(fig)
 
 
+@cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m parity.lockstep",
-                                 description=__doc__.split("\n\n")[0])
+    from . import args as A  # noqa: PLC0415
+    ap = A.parser("python -m parity.lockstep", __doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="airbench94_muon")
     ap.add_argument("--steps", type=int, default=None, help="steps to run (default: the whole run)")
     ap.add_argument("--n-train", type=int, default=None, help="training images (default all)")
@@ -300,9 +303,25 @@ def main(argv=None) -> int:
                     help="only re-read OUT/lockstep.json (also a partial one), print the summary "
                          "and redraw the plot")
     args = ap.parse_args(argv)
+    # -- every option and path before any work; the --out folder is created by the first save
+    args.early = A.count("--early", args.early)
+    args.jump_factor = V.number("--jump-factor", args.jump_factor, low=1, low_open=True)
+    out = A.out_dir(args.out)
+    for name in ("lockstep.json", "lockstep.png"):
+        if (out / name).is_dir():
+            raise V.PathError(f"--out {out}: {out / name} is a directory; give another --out")
     if args.summarize:
-        with open(os.path.join(args.out, "lockstep.json")) as fh:
-            rec = json.load(fh)
+        if not (out / "lockstep.json").is_file():
+            raise V.PathError(f"--summarize: {out / 'lockstep.json'} does not exist; give the "
+                              "--out folder of an earlier python -m parity.lockstep run")
+        try:
+            with open(os.path.join(args.out, "lockstep.json")) as fh:
+                rec = json.load(fh)
+            rec["dist"]  # noqa: B018 - a lockstep record has per-step distances
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise V.PathError(f"--summarize: {out / 'lockstep.json'} is not a lockstep result "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:80]})"
+                              ) from None
         rec.setdefault("early", args.early)
         rec.setdefault("jump_factor", args.jump_factor)
         if "self_torch" in rec["dist"]:
@@ -310,10 +329,17 @@ def main(argv=None) -> int:
         plot(rec, os.path.join(args.out, "lockstep.png"))
         print(summary_table(rec))
         return 1 if rec.get("summary", {}).get("early_jump") else 0
+    args.width_scale = A.width_scale(args.width_scale)
+    r = A.check_recipe(args.recipe, args.width_scale, args.set)
+    args.steps = A.count("--steps", args.steps)
+    args.n_train = A.count("--n-train", args.n_train, high=50000)
+    args.n_test = A.count("--n-test", args.n_test, high=10000)
+    r.total_steps(args.n_train or 50000)  # batch_size vs the number of images
+    args.seed = A.seed(args.seed)
+    args.threads = A.threads(args.threads)
     from airbench_common import parse_overrides
     from airbench_common.files import write_json_atomic
     setup_precision(args.threads)
-    os.makedirs(args.out, exist_ok=True)
 
     def save(obj):
         write_json_atomic(os.path.join(args.out, "lockstep.json"), obj, indent=1,

@@ -40,10 +40,13 @@ import types
 
 import numpy as np
 
-from airbench_common import get_recipe, param_groups, recipe_names
+from airbench_common import get_recipe, param_groups
+from airbench_common.errors import cli_main
+from airbench_common.validate import OptionError
 from airbench_common.recipes import Recipe
 from airbench_common.records import write_json_atomic
 
+from . import args as A
 from . import convert, inputs
 from .batches import BatchStream, to_nchw
 from .lr_checks import check_lrs
@@ -54,6 +57,28 @@ from .sides import (deltas, group_names, jax_ema_arrays, jax_forward, jax_net, j
                     torch_state)
 
 IMPLS = ("native", "matmul")
+
+
+MAX_BATCH = 1024  # the checks hold 4 batches of images and float64 copies of every activation
+
+
+def check_impls(text) -> tuple[str, ...] | None:
+    """--impls: None (the default lowerings) or JAX conv lowerings that exist and run here."""
+    impls = tuple(i.strip() for i in str(text).split(",") if i.strip())
+    if not impls:
+        return None
+    known = IMPLS + ("onednn", "hybrid")
+    for impl in impls:
+        if impl not in known:
+            raise OptionError(f"--impls: {impl!r} is not a JAX conv lowering; give "
+                              f"comma-separated names among {', '.join(known)}")
+    if "onednn" in impls:
+        from airbench_jax import onednn  # noqa: PLC0415
+        st = onednn.status()
+        if not st.available:
+            raise OptionError(f"--impls onednn: oneDNN is not available here ({st.reason}); "
+                              f"give {', '.join(IMPLS)}")
+    return impls
 
 
 def default_impls() -> tuple[str, ...]:
@@ -454,16 +479,20 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
     return rep
 
 
+@cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m parity.numerics", description=__doc__.split("\n\n")[0])
+    ap = A.parser("python -m parity.numerics", __doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="all",
                     help="a recipe name, comma-separated names, or 'all' (default)")
-    ap.add_argument("--width-scale", type=float, default=1.0, help="multiply the widths (default 1)")
-    ap.add_argument("--batch", type=int, default=32, help="batch size of the checks (default 32)")
+    ap.add_argument("--width-scale", type=float, default=1.0,
+                    help="multiply the widths (default 1; at most 4)")
+    ap.add_argument("--batch", type=int, default=32,
+                    help=f"batch size of the checks (default 32; 2 to {MAX_BATCH})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto",
                     help="images: CIFAR-10 if configured (auto), or synthetic")
-    ap.add_argument("--whiten-images", type=int, default=5000)
+    ap.add_argument("--whiten-images", type=int, default=5000,
+                    help="images the whitening is computed from (1 to 50000)")
     ap.add_argument("--impls", default="",
                     help="JAX conv impls for forward checks, comma-separated (default: native, "
                          "matmul, and onednn where available)")
@@ -473,8 +502,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
+    # -- every option and the output path, before any check runs
+    names = A.recipe_list(args.recipe)
+    args.width_scale = A.width_scale(args.width_scale)
+    for name in names:
+        A.check_recipe(name, args.width_scale)
+    args.batch = A.count("--batch", args.batch, low=2, high=MAX_BATCH)
+    args.seed = A.seed(args.seed)
+    args.whiten_images = A.count("--whiten-images", args.whiten_images, high=50000)
+    args.threads = A.threads(args.threads)
+    impls = check_impls(args.impls)
+    A.out_file(args.json)
     setup_precision(args.threads)
-    names = recipe_names() if args.recipe == "all" else args.recipe.split(",")
     rep = Report(meta=dict(argv=sys.argv[1:] if argv is None else list(argv),
                            width_scale=args.width_scale, batch=args.batch, seed=args.seed))
     from airbench_common.env import cpu_flags_of_interest, machine_info, package_versions
@@ -489,7 +528,7 @@ def main(argv=None) -> int:
     for name in names:
         run_recipe_checks(rep, name, width_scale=args.width_scale, batch=args.batch,
                           seed=args.seed, data=args.data, whiten_n=args.whiten_images,
-                          impls=tuple(i for i in args.impls.split(",") if i) or None,
+                          impls=impls,
                           steps=not args.no_steps, lrs=not args.no_lrs, bf16=not args.no_bf16)
         if args.json:  # after every recipe, so that a long run leaves usable partial results
             write_json_atomic(args.json, rep.to_json())

@@ -38,7 +38,6 @@ would sit far below).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import sys
@@ -46,6 +45,8 @@ import sys
 import numpy as np
 
 from airbench_common import param_groups
+from airbench_common.errors import cli_main
+from airbench_common.validate import OptionError
 from airbench_common import precision as P
 from airbench_common.recipes import NS_COEFFS
 
@@ -278,18 +279,32 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m parity.policies",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--policy", default="all", help="a policy name or 'all' (default)")
+    from . import args as A  # noqa: PLC0415
+    ap = A.parser("python -m parity.policies", __doc__.split("\n\n")[0])
+    ap.add_argument("--policy", default="all",
+                    help="a policy name (" + ", ".join(P.POLICIES) + ") or 'all' (default)")
     ap.add_argument("--recipe", default="airbench94_muon")
     ap.add_argument("--width-scale", type=float, default=0.125)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32, help="images per step (2 to 1024)")
+    ap.add_argument("--steps", type=int, default=2, help="optimizer steps (1 to 100)")
     ap.add_argument("--conv-impl", default="native", choices=("native", "matmul"))
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    names = list(P.POLICIES) if a.policy == "all" else [a.policy]
+    # -- every option and the output path before any step
+    if a.policy == "all":
+        names = list(P.POLICIES)
+    elif a.policy in P.POLICIES:
+        names = [a.policy]
+    else:
+        raise OptionError(f"--policy {a.policy!r} is not a precision policy; give one of "
+                          f"{', '.join(P.POLICIES)} or all")
+    a.width_scale = A.width_scale(a.width_scale)
+    A.check_recipe(a.recipe, a.width_scale)
+    a.batch = A.count("--batch", a.batch, low=2, high=1024)
+    a.steps = A.count("--steps", a.steps, high=100)
+    A.out_file(a.json)
     out = []
     for name in names:
         res = run_policy(name, recipe=a.recipe, width_scale=a.width_scale, batch=a.batch,
