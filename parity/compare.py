@@ -112,7 +112,7 @@ def check_runs(runs) -> int:
 def make_config(recipe: str, preset: str, user_overrides: dict | None, frameworks, runs: int,
                 margin: float, data_dir=None, data_label: str | None = None,
                 identity: dict | None = None, margin_source: str = "the preset",
-                upstream: dict | None = None) -> dict:
+                upstream: dict | None = None, wall_minutes: float | None = None) -> dict:
     """The comparison's configuration; validates recipe, preset and overrides."""
     p = _presets.get_preset(preset)
     overrides = p.recipe_overrides(recipe, user_overrides)
@@ -133,7 +133,7 @@ def make_config(recipe: str, preset: str, user_overrides: dict | None, framework
         overrides=eff, user_overrides=dict(user_overrides or {}),
         recipe_params=resolved.to_dict(), n_train=p.n_train, n_test=p.n_test,
         frameworks=frameworks, runs=check_runs(runs), margin=check_margin(margin),
-        wall_minutes=p.wall_minutes, eval_every_epoch=p.eval_every_epoch,
+        wall_minutes=wall_minutes or p.wall_minutes, eval_every_epoch=p.eval_every_epoch,
         alpha=_plan.ALPHA, first_look=_plan.FIRST_LOOK,
         data_dir=str(ddir), data_label=data_label or dataset_label(ddir),
         data_identity=identity, margin_source=margin_source, upstream=upstream))
@@ -485,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="equivalence margin in accuracy points (default: the preset's, "
                         + ", ".join(f"{k} {v.margin}" for k, v in _presets.PRESETS.items()) + ")")
     p.add_argument("--data-dir", help="CIFAR-10 folder (default $AIRBENCH_DATA or ~/.cache)")
+    p.add_argument("--wall-minutes", metavar="M",
+                   help="wall-time cap of the study in minutes (default: the preset's); the look "
+                        "at the cap is the last, and the report says the budget ended it")
     p.add_argument("--report", metavar="DIR",
                    help="only rebuild DIR's report from DIR/runs.jsonl (+ config.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -575,6 +578,15 @@ def _main(argv, runners) -> int:
     margin = float(args.margin) if args.margin is not None else \
         (existing or {}).get("margin", p.margin)
     data_dir = args.data_dir or (existing or {}).get("data_dir")
+    wall = None
+    if args.wall_minutes is not None:
+        try:
+            wall = float(args.wall_minutes)
+        except ValueError:
+            wall = math.nan
+        if not (math.isfinite(wall) and wall > 0):
+            raise CompareError(f"--wall-minutes {args.wall_minutes!r} must be a positive number "
+                               "of minutes, e.g. 8")
     margin_source = ("--margin" if args.margin is not None else
                      (existing or {}).get("margin_source", "the preset"))
     probe = make_config(recipe, preset, user, frameworks, runs, margin, data_dir)
@@ -590,12 +602,13 @@ def _main(argv, runners) -> int:
     train_data, test_data = load_subsets(probe)
     config = make_config(recipe, preset, user, frameworks, runs, margin, data_dir,
                          identity=data_identity(train_data, test_data),
-                         margin_source=margin_source, upstream=arm and arm.source)
+                         margin_source=margin_source, upstream=arm and arm.source,
+                         wall_minutes=wall)
     out_dir = check_out_dir(args.out or f"results/compare-{recipe}-{preset}")
     cfg_path = out_dir / CONFIG_NAME
     if cfg_path.exists():
         check_config(read_config(cfg_path), config, out_dir)
-    cap = f", cap {p.wall_minutes:g} minutes" if p.wall_minutes else ""
+    cap = f", cap {config['wall_minutes']:g} minutes" if config["wall_minutes"] else ""
     print(f"{recipe} | {p.label()} | {config['data_label']} ({config['data_dir']}) | "
           f"{','.join(frameworks)} | sequential plan: margin +/-{margin} points, at most {runs} "
           f"runs per side{cap} | out {out_dir}")

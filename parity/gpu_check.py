@@ -375,6 +375,87 @@ def runs(out: Path, deadline: float, train, test, data_ident: dict, overrides: d
                 pair_seconds=pair_seconds, per_side=summary)
 
 
+STAGES = ("environment", "numerics", "throughput", "runs", "studies")
+
+
+def parse_study(text: str) -> tuple[str, list[str], int]:
+    """--study RECIPE:ARMS:RUNS (e.g. airbench94_muon:jax,torch,upstream:10) -> its parts."""
+    from airbench_common.errors import UsageError
+    from airbench_common.recipes import recipe_names
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UsageError(f"--study {text!r}: give RECIPE:ARMS:RUNS, e.g. "
+                         "airbench94_muon:jax,torch,upstream:10")
+    recipe, arms, runs = parts
+    if recipe not in recipe_names():
+        raise UsageError(f"--study {text!r}: unknown recipe {recipe!r}; one of "
+                         f"{', '.join(recipe_names())}")
+    arms = [a for a in arms.split(",") if a]
+    bad = [a for a in arms if a not in ("jax", "torch", "upstream")]
+    if bad or not arms or len(set(arms)) != len(arms):
+        raise UsageError(f"--study {text!r}: arms are jax, torch, upstream, each once")
+    if not runs.isdigit() or not 1 <= int(runs) <= 200:
+        raise UsageError(f"--study {text!r}: RUNS {runs!r} must be a whole number in 1..200 "
+                         "(runs per arm)")
+    return recipe, arms, int(runs)
+
+
+def studies(out: Path, deadline: float, specs, *, data_dir, upstream_dir, commit, dry_run,
+            log=print) -> dict:
+    """Each (recipe, arms, runs) as a parity.compare study on all the data (preset full; smoke in
+    a dry run) into OUT/compare-<recipe>/, its wall-time cap the budget left shared among the
+    studies still to come; the data's identity checked first (the decoded JPEG CIFAR-10's sha256,
+    airbench_common.data)."""
+    from airbench_common.data import dataset_label, load_cifar10
+    from . import compare
+    from .upstream import SCRIPT_RECIPES
+    label = dataset_label(data_dir)
+    n = dict(train=len(load_cifar10("train", data_dir)[0]), test=len(load_cifar10("test",
+                                                                                 data_dir)[0]))
+    res = dict(status="ok", data=dict(dir=str(data_dir), label=label, **n), commit=commit,
+               studies={})
+    if label != "JPEG CIFAR-10" and not dry_run:
+        res["warning"] = f"the data is {label!r}, not the known JPEG CIFAR-10 pixels"
+    for i, (recipe, arms, runs) in enumerate(specs):
+        left = (deadline - time.time()) / 60
+        share = 0.9 * left / (len(specs) - i)     # a tenth kept for the reports
+        if share < 1.0:
+            res["studies"][recipe] = dict(status="left out: the budget was spent")
+            continue
+        folder = out / f"compare-{recipe}"
+        argv = ["--recipe", recipe, "--preset", "smoke" if dry_run else "full",
+                "--runs", str(min(runs, 3) if dry_run else runs), "--frameworks",
+                ",".join(arms), "--out", str(folder), "--data-dir", str(data_dir),
+                "--wall-minutes", f"{share:.2f}", "--no-progress"]
+        if "upstream" in arms and recipe in SCRIPT_RECIPES:
+            if upstream_dir is None:
+                res["studies"][recipe] = dict(status="error: --upstream-dir not given")
+                continue
+            argv += ["--upstream-script", str(Path(upstream_dir) / f"{recipe}.py")]
+        log(f"[gpu_check] study {recipe} ({','.join(arms)}, at most {runs} runs per arm, "
+            f"{share:.1f} min)")
+        code = compare.main(argv)
+        try:
+            rep = json.loads((folder / "report.json").read_text())
+        except (OSError, ValueError):
+            rep = {}
+        res["studies"][recipe] = dict(
+            status="ok" if code == 0 else f"exit status {code}", verdict=rep.get("verdict"),
+            pairs=[{k: p.get(k) for k in ("a", "b", "decision", "reason")}
+                   for p in rep.get("pairs") or []],
+            per_framework={fw: dict(runs=rep["counts"][fw]["ok"],
+                                    acc_tta=v["acc_tta"].get("mean"),
+                                    acc_tta_sd=v["acc_tta"].get("std"),
+                                    median_time_seconds=(v.get("time_seconds") or {}).get(
+                                        "median"))
+                           for fw, v in (rep.get("per_framework") or {}).items()})
+        if commit:
+            (folder / "COMMIT").write_text(commit + "\n")
+    if any(v["status"] != "ok" for v in res["studies"].values()):
+        res["status"] = "failed"
+    return res
+
+
 def _next_seed(path: Path) -> int:
     """One past the highest seed recorded in `path` (0 when there is none)."""
     seeds = []
@@ -405,7 +486,7 @@ def _on_budget(signum, frame):
 
 def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = False,
           stages=("environment", "numerics", "throughput", "runs"), max_pairs: int = 1000,
-          log=print) -> dict:
+          log=print, study_specs=(), data_dir=None, upstream_dir=None, commit=None) -> dict:
     start = time.time()
     deadline = start + budget_minutes * 60
     env_set = setup_environment()
@@ -423,6 +504,7 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
         pass
     from airbench_common.env import code_version
     summary["code"] = code_version()
+    summary["commit"] = commit   # given from where the tree was sent: its git data may be stale
     if subset is not None:
         ident, train, test = load_subset(subset)
     elif dry_run:
@@ -442,6 +524,13 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
         os.environ["AIRBENCH_DATA"] = data_tmp.name
     elif dry_run:
         os.environ["AIRBENCH_DATA"] = str(out / "no-dataset")  # numerics: synthetic images
+    study_data = data_dir
+    if "studies" in stages and data_dir is None and dry_run:   # smoke's 2000/1000 images
+        data_tmp2 = tempfile.TemporaryDirectory(prefix="gpu_check_studies_")
+        study_data = data_tmp2.name
+        for split, n in (("train", 2000), ("test", 1000)):
+            x, y = synthetic_data(n, 1)[1]
+            np.savez(Path(study_data) / f"{split}.npz", images=x, labels=y)
     overrides = {}
     if dry_run:  # tiny: every stage in seconds on a CPU
         overrides = dict(widths=(4, 8, 8), batch_size=64, epochs=1.0)
@@ -470,6 +559,10 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
                                      1 if dry_run else 10, 1 / 16 if dry_run else 1.0)
                 elif name == "runs":
                     res = runs(out, deadline, train, test, ident, overrides, max_pairs, log)
+                elif name == "studies":
+                    res = studies(out, deadline, study_specs, data_dir=data_dir or study_data,
+                                  upstream_dir=upstream_dir, commit=commit, dry_run=dry_run,
+                                  log=log)
                 else:
                     raise ValueError(f"unknown stage {name!r}")
             except BudgetExceeded:
@@ -514,14 +607,28 @@ def main(argv=None) -> int:
                         help="CPU-sized, every stage and the same files: numerics at width "
                              "1/16 (forward, gradient and TTA rows), timing at batch 32, tiny "
                              "run pairs on 128 synthetic images")
-        ap.add_argument("--stages", default="environment,numerics,throughput,runs",
-                        help="comma-separated stages to run (default: all, in this order)")
-        ap.add_argument("--max-pairs", type=int, default=1000, help="most run pairs")
+        ap.add_argument("--stages", default=None,
+                        help="comma-separated stages to run (default: environment, numerics, "
+                             "throughput, runs; with --study: environment, studies)")
+        ap.add_argument("--max-pairs", type=int, default=None,
+                        help="most run pairs of the runs stage (default 1000; 2 with --dry-run)")
+        ap.add_argument("--study", action="append", default=[], metavar="RECIPE:ARMS:RUNS",
+                        help="the studies stage: a parity.compare study on all the data "
+                             "(--data-dir, e.g. the carried jpeg/ folder's parent), e.g. "
+                             "airbench94_muon:jax,torch,upstream:10; repeatable, run in order, "
+                             "sharing the budget")
+        ap.add_argument("--upstream-dir", default=None,
+                        help="studies: the folder holding upstream's scripts "
+                             "(airbench94_muon.py, airbench96_faster.py)")
+        ap.add_argument("--commit", default=None,
+                        help="the commit of the tree that runs (recorded; the copy's git data "
+                             "may be stale)")
         ap.add_argument("--make-subset", default=None, metavar="PATH",
                         help="write the data subset to PATH and exit")
         ap.add_argument("--train", type=int, default=15000, help="--make-subset: training images")
         ap.add_argument("--test", type=int, default=2000, help="--make-subset: test images")
-        ap.add_argument("--data-dir", default=None, help="--make-subset: CIFAR-10 folder")
+        ap.add_argument("--data-dir", default=None,
+                        help="--make-subset and the studies: CIFAR-10 folder")
         a = ap.parse_args(argv)
         from airbench_common.errors import UsageError
         if a.make_subset:
@@ -532,18 +639,31 @@ def main(argv=None) -> int:
             raise UsageError("--out DIR is required (e.g. docs/results/gpu/h100/)")
         if not a.budget_minutes > 0:
             raise UsageError(f"--budget-minutes {a.budget_minutes} must be > 0")
+        if a.max_pairs is None:   # a dry run stops after a few pairs by itself
+            a.max_pairs = 2 if a.dry_run else 1000
         if a.max_pairs < 1:
             raise UsageError(f"--max-pairs {a.max_pairs} must be at least 1 (run pairs)")
+        specs = [parse_study(t) for t in a.study]
+        if a.stages is None:
+            a.stages = ("environment,studies" if specs
+                        else "environment,numerics,throughput,runs")
         from airbench_common.validate import check_out_dir
         check_out_dir(a.out)  # a file, a read-only place: one line now, not a traceback later
         stages = tuple(s for s in a.stages.split(",") if s)
-        bad = [s for s in stages if s not in ("environment", "numerics", "throughput", "runs")]
+        bad = [s for s in stages if s not in STAGES]
         if bad:
-            raise UsageError(f"--stages {bad} unknown; accepted: environment, numerics, "
-                             "throughput, runs")
+            raise UsageError(f"--stages {bad} unknown; accepted: {', '.join(STAGES)}")
+        if "studies" in stages and not specs:
+            raise UsageError("the studies stage needs at least one --study RECIPE:ARMS:RUNS")
+        if specs and not a.dry_run and a.data_dir is None:
+            raise UsageError("--study needs --data-dir (all the data: e.g. the folder holding "
+                             "the carried jpeg/)")
+        if a.upstream_dir is not None and not Path(a.upstream_dir).is_dir():
+            raise UsageError(f"--upstream-dir {a.upstream_dir}: not a folder")
         s = check(Path(a.out), budget_minutes=a.budget_minutes, subset=a.subset,
                   dry_run=a.dry_run, stages=stages, max_pairs=a.max_pairs,
-                  log=lambda m: print(m, file=sys.stderr, flush=True))
+                  log=lambda m: print(m, file=sys.stderr, flush=True), study_specs=specs,
+                  data_dir=a.data_dir, upstream_dir=a.upstream_dir, commit=a.commit)
         print(json.dumps({k: s[k] for k in ("status", "seconds", "stages")}, indent=1,
                          default=str))
         return 0 if s["status"] == "ok" else 1
