@@ -156,3 +156,38 @@ def test_budget_ends_cleanly_with_what_was_measured(tmp_path):
     assert (out / "environment.json").exists()
     stopped = [k for k, s in summary["stages"].items() if s["status"].startswith("stopped")]
     assert len(stopped) == 1
+
+
+@pytest.mark.parametrize("study, word", [
+    ("airbench94_muon:jax,torch", "RECIPE:ARMS:RUNS"), ("nope:jax:3", "unknown recipe"),
+    ("airbench94:jax,cuda:3", "arms are jax, torch, upstream"),
+    ("airbench94:jax:0", "must be a whole number in 1..200")])
+def test_bad_studies_are_one_line(study, word, capsys, tmp_path):
+    assert G.main(["--out", str(tmp_path / "o"), "--study", study, "--data-dir",
+                   str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and word in err[0]
+
+
+def test_a_study_needs_all_the_data(capsys, tmp_path):
+    assert G.main(["--out", str(tmp_path / "o"), "--study", "airbench94:jax:3"]) == 2
+    assert "--study needs --data-dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_studies_dry_run_stops_by_itself(tmp_path):
+    """The prepared GPU command's CPU dry run: one study, preset smoke on synthetic images, at
+    most 3 runs per arm, the commit recorded; it ends by itself well inside its budget."""
+    out = tmp_path / "gpu"
+    code = G.main(["--dry-run", "--out", str(out), "--study", "airbench94_muon:jax,torch:10",
+                   "--commit", "0123456789ab", "--budget-minutes", "20"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code in (0, 1) and summary["commit"] == "0123456789ab"
+    study = summary["stages"]["studies"]
+    assert study["commit"] == "0123456789ab" and study["data"]["train"] == 2000
+    s = study["studies"]["airbench94_muon"]
+    assert s["status"] == "ok" and s["verdict"] not in (None, "undecided")
+    runs = [json.loads(x) for x in (out / "compare-airbench94_muon" / "runs.jsonl").open()]
+    assert len(runs) <= 6 and {r["framework"] for r in runs} == {"jax", "torch"}
+    assert (out / "compare-airbench94_muon" / "COMMIT").read_text().strip() == "0123456789ab"
+    assert summary["seconds"] < 20 * 60 * 0.9
