@@ -32,7 +32,7 @@ import numpy as np
 
 from airbench_common import outcome
 from airbench_common.errors import UsageError
-from airbench_common.validate import SEED_LIMIT
+from airbench_common import validate as V
 
 from . import augment as aug
 from . import precision as prec
@@ -49,16 +49,8 @@ class SeedsError(UsageError):
 
 
 def check_seed_list(seeds) -> list[int]:
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise SeedsError("no seeds given; give at least one, e.g. --seeds 0:8")
-    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
-    if bad:
-        raise SeedsError(f"seed {bad[0]} is outside [0, {SEED_LIMIT})")
-    if len(set(seeds)) != len(seeds):
-        dup = next(s for s in seeds if seeds.count(s) > 1)
-        raise SeedsError(f"seed {dup} is given twice; each seed once")
-    return seeds
+    """airbench_common.validate.check_seed_list (ints, not bools, in [0, 2**32), each once)."""
+    return V.check_seed_list(seeds)
 
 
 def seed_keys(seed: int):
@@ -178,8 +170,10 @@ def iter_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, t
     caller can write them before the next group starts)."""
     from .model import resolve_impl
     seeds = check_seed_list(seeds)
-    if group_size is not None and int(group_size) < 1:
-        raise SeedsError(f"group size {group_size!r} must be at least 1 (seeds trained at once)")
+    if group_size is not None:
+        group_size = V.integer("group_size", group_size)
+        if group_size < 1:
+            raise SeedsError(f"group_size {group_size} must be at least 1 (seeds trained at once)")
     overrides = dict(overrides or {})
     # recipe, data, device and precision policy exactly as a sequential run resolves them
     r, (tr_x, tr_y), (te_x, te_y), total, dev, pol = prepare_run(
