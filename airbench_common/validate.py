@@ -37,8 +37,9 @@ class DeviceError(UsageError):
 def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
     """`value` as an int in [low, high] (either bound optional); bools and non-integral numbers
     are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
+    if _is_bool(value) or not isinstance(value, (int, float, np.integer, np.floating)) or (
+            isinstance(value, (float, np.floating))
+            and not (math.isfinite(value) and float(value).is_integer())):
         raise OptionError(f"{name} {value!r} is not an integer")
     value = int(value)
     if low is not None and value < low:

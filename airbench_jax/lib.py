@@ -52,8 +52,8 @@ class CifarLoader:
         for name, flag in (("drop_last", drop_last), ("shuffle", shuffle), ("altflip", altflip)):
             V.check_flag(name, flag)
         seed = None if seed is None else V.check_seed(seed)
+        gpu = None if gpu is None else V.integer("gpu", gpu, low=0)
         if device is None and gpu is not None:
-            gpu = V.integer("gpu", gpu, low=0)
             if gpu >= len(jax.devices()):
                 raise V.unknown_device(f"gpu {gpu}", [f"gpu {i}" for i in
                                                       range(len(jax.devices()))])

@@ -81,9 +81,10 @@ class CifarLoader:
         seed = None if seed is None else V.check_seed(seed)
         self.epoch = 0
         self.path = path
+        if gpu is not None and not isinstance(gpu, (str, torch.device)):
+            gpu = f"cuda:{V.integer('gpu', gpu, low=0)}"    # upstream's CUDA index
         if device is None and gpu is not None:
-            device = (f"cuda:{V.integer('gpu', gpu, low=0)}"
-                      if not isinstance(gpu, (str, torch.device)) else gpu)
+            device = gpu
         self.device = resolve_device(device)
         self.dtype = compute_dtype(self.device)
         if data is None:
