@@ -234,7 +234,11 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
 
     train_seconds = setup_seconds
     per_epoch = [[] for _ in seeds]
-    diverged = [None] * K                     # the reason, once a seed's loss is non-finite
+    # per seed, once its loss is non-finite: the reason and its step count then. A diverged seed
+    # goes on computing inside the group (vmap has no per-seed early exit; its NaNs stay its
+    # own), but its record is what its sequential run records: that epoch's row, then stop.
+    diverged = [None] * K
+    diverged_at = [None] * K
     used = r.filter_keep or r.batch_size
     if verbose:
         log(f"seeds {seeds[0]}..{seeds[-1]}: {K} trained at once (vmapped)")
@@ -254,6 +258,7 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
             row = dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e, val_acc=None, seconds=dt)
             if not np.all(np.isfinite(losses[j][act])):
                 diverged[j] = f"non-finite training loss in epoch {epoch}"
+                diverged_at[j] = int(state.step[j])
             elif eval_every_epoch:
                 row["val_acc"] = accuracy(unstack_state(state, j), test_x, jnp.asarray(te_y), 0)
             per_epoch[j].append(row)
@@ -278,7 +283,9 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
             status = outcome.DIVERGED
         rec = run_record(r, overrides, seed, dev, init["precision"], init["conv_impl"],
                          acc=acc, acc_tta=acc_tta, train_seconds=train_seconds,
-                         eval_seconds=eval_seconds, steps=int(st.step), status=status,
+                         eval_seconds=eval_seconds,
+                         steps=int(st.step) if diverged_at[j] is None else diverged_at[j],
+                         status=status,
                          compile_seconds=compile_seconds,
                          eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch[j],
                          data_dir=data_dir, n_train=n_train, n_test=len(te_y),
