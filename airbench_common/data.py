@@ -183,14 +183,19 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate shape, dtype and label range; return (uint8 NHWC images, int64 labels)."""
-    fix = "re-create it (delete the file to re-download) or point --data-dir/AIRBENCH_DATA at a good copy"
+def check_arrays(images: np.ndarray, labels: np.ndarray, where: str,
+                 fix: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate shape (N >= 1 images), dtype and label range; return (uint8 NHWC images, int64
+    labels). `fix`: what the message tells the user to do (default: about a dataset file)."""
+    fix = fix or ("re-create it (delete the file to re-download) or point "
+                  "--data-dir/AIRBENCH_DATA at a good copy")
     if images.dtype != np.uint8:
         raise DatasetError(f"{where}: images have dtype {images.dtype}, expected uint8 0-255; {fix}")
     if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise DatasetError(f"{where}: images have shape {images.shape}, expected (N, 32, 32, 3) "
                            f"NHWC; {fix}")
+    if len(images) < 1:
+        raise DatasetError(f"{where}: 0 images, expected at least 1; {fix}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DatasetError(f"{where}: {len(labels)} labels (shape {labels.shape}) for "
                            f"{len(images)} images; {fix}")

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from .errors import UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -37,8 +39,9 @@ class DeviceError(UsageError):
 def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
     """`value` as an int in [low, high] (either bound optional); bools and non-integral numbers
     are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
+    if _is_bool(value) or not isinstance(value, (int, float, np.integer, np.floating)) or (
+            isinstance(value, (float, np.floating))
+            and not (math.isfinite(value) and float(value).is_integer())):
         raise OptionError(f"{name} {value!r} is not an integer")
     value = int(value)
     if low is not None and value < low:
@@ -148,22 +151,23 @@ def _probe_writable(folder: Path, what: str) -> None:
                         "writable place") from None
 
 
-def check_out_file(path, option: str = "--out") -> Path:
+def check_out_file(path, option: str = "--out", example: str = "runs.jsonl") -> Path:
     """A file that records can be appended to: not a directory, under a directory (not a file),
-    in a writable place. Checked before training starts; nothing is created."""
+    in a writable place. Checked before training starts; nothing is created. `example`: the
+    file name the messages suggest."""
     p = Path(path).expanduser()
     if str(path).strip() == "":
-        raise PathError(f"{option} is empty; give a file path such as runs.jsonl")
+        raise PathError(f"{option} is empty; give a file path such as {example}")
     if p.is_dir():
         raise PathError(f"{option} {p} is a directory; give a file path such as "
-                        f"{p / 'runs.jsonl'}")
+                        f"{p / example}")
     anc = _nearest_existing(p.parent)
     if not anc.is_dir():
         raise PathError(f"{option} {p}: {anc} is a file, not a directory; give a path under a "
                         "directory")
     if p.exists() and not p.is_file():
         raise PathError(f"{option} {p} is not a regular file (a device or a pipe?); give a file "
-                        "path such as runs.jsonl")
+                        f"path such as {example}")
     if p.exists():
         try:
             with open(p, "ab"):
@@ -222,3 +226,205 @@ def check_device(requested: str | None, available: Iterable[str],
     if name not in available:
         raise unknown_device(requested, available)
     return name
+
+
+# ----------------------------------------------------------------------------- library arguments
+# The library API (airbench_jax / airbench_torch: CifarLoader, make_net9x, train9x, infer,
+# evaluate, run_recipe, checkpoints) checks its arguments here, the same checks the command line
+# makes of the same values; messages name the parameter as the caller spelled it.
+AUG_KEYS = ("flip", "translate", "cutout")
+AUG_RANGES = {"translate": (0, 16), "cutout": (0, 32)}  # the recipe table's ranges of the fields
+WIDTH_KEYS = ("block1", "block2", "block3")
+# upstream train9x's argument names -> recipe fields
+UPSTREAM_TRAIN_NAMES = {"epochs": "epochs", "label_smoothing": "label_smoothing",
+                        "learning_rate": "lr", "bias_scaler": "bias_scaler",
+                        "momentum": "momentum", "weight_decay": "weight_decay",
+                        "whiten_bias_epochs": "whiten_bias_epochs", "tta_level": "tta_level"}
+
+
+def show(value, limit: int = 60) -> str:
+    """`value` for a one-line message: its repr on one line, cut at `limit` characters."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):      # an array: its kind, not data
+        return f"<{type(value).__name__} shape {tuple(value.shape)} dtype {value.dtype}>"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _is_int(value) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not _is_bool(value)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed: an integer (not a bool, not a float) in [0, 2**32)."""
+    if not _is_int(value):
+        raise OptionError(f"{name} {show(value)} is not an integer; give a whole number in "
+                          f"[0, {SEED_LIMIT})")
+    value = int(value)
+    if not 0 <= value < SEED_LIMIT:
+        raise OptionError(f"{name} {value} is outside [0, {SEED_LIMIT}); seeds are 32-bit")
+    return value
+
+
+def check_seed_list(seeds, name: str = "seeds") -> list[int]:
+    """A non-empty list of distinct seeds (each as check_seed)."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise OptionError(f"{name} {show(seeds)} is not a list of seeds; give e.g. [0, 1, 2]")
+    seeds = [check_seed(s, f"{name}: seed") for s in seeds]
+    if not seeds:
+        raise OptionError(f"{name} []: no seeds given; give at least one, e.g. [0, 1, 2]")
+    dup = next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)
+    if dup is not None:
+        raise OptionError(f"{name}: seed {dup} is given twice; give each seed once")
+    return seeds
+
+
+def check_batch_size(value, name: str = "batch_size") -> int:
+    """At least one image per batch."""
+    return integer(name, value, low=1)
+
+
+def check_tta_level(value) -> int:
+    """Test-time augmentation level: the int 0, 1 or 2 (bools refused)."""
+    if not _is_int(value) or int(value) not in (0, 1, 2):
+        raise OptionError(f"tta_level {show(value)} is not one of 0, 1, 2 (0: none, 1: mirror, "
+                          "2: mirror and shifts)")
+    return int(value)
+
+
+def check_flag(name: str, value) -> bool | None:
+    """None (the default) or a bool."""
+    if value is None or _is_bool(value):
+        return None if value is None else bool(value)
+    raise OptionError(f"{name} {show(value)} is not True, False or None")
+
+
+def check_callable(name: str, value):
+    """None or something callable (e.g. make_net, a no-argument function returning the net)."""
+    if value is not None and not callable(value):
+        raise OptionError(f"{name} {show(value)} is not callable; give a function that takes no "
+                          "arguments and returns the net, or None")
+    return value
+
+
+def check_instance(name: str, value, cls, what: str, *, optional: bool = False):
+    """`value` is an instance of `cls` (None too with optional); `what` names cls for the user."""
+    if (value is None and optional) or isinstance(value, cls):
+        return value
+    raise OptionError(f"{name} {show(value)} ({type(value).__name__}) is not {what}")
+
+
+def check_widths(widths, name: str = "widths") -> tuple[int, int, int]:
+    """Upstream's dict(block1=, block2=, block3=) or three positive integers -> a tuple."""
+    how = "give dict(block1=, block2=, block3=) or three positive integers"
+    if isinstance(widths, dict):
+        if set(widths) != set(WIDTH_KEYS):
+            raise OptionError(f"{name} {show(widths)} must have exactly the keys block1, block2, "
+                              f"block3; {how}")
+        values = [widths[k] for k in WIDTH_KEYS]
+    elif isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__"):
+        raise OptionError(f"{name} {show(widths)} is not a dict or a sequence; {how}")
+    else:
+        values = list(widths)
+    if len(values) != 3 or not all(_is_int(v) and v >= 1 for v in values):
+        raise OptionError(f"{name} {show(widths)} is not three positive integers; {how}")
+    return tuple(int(v) for v in values)
+
+
+def check_aug(aug, name: str = "aug") -> dict:
+    """A loader's augmentation dict: keys flip (bool), translate (int pixels 0-16), cutout
+    (int square size 0-32), each optional; None is {}."""
+    if aug is None:
+        return {}
+    if not isinstance(aug, dict):
+        raise OptionError(f"{name} {show(aug)} is not a dict; give e.g. dict(flip=True, "
+                          "translate=2) or None")
+    out = {}
+    for key, value in aug.items():
+        if key not in AUG_KEYS:
+            raise OptionError(f"{name} key {key!r} is not an augmentation; valid keys: "
+                              f"{', '.join(AUG_KEYS)}")
+        if key == "flip":
+            if not _is_bool(value):
+                raise OptionError(f"{name} flip={show(value)} is not True or False")
+            out[key] = bool(value)
+            continue
+        low, high = AUG_RANGES[key]
+        if not _is_int(value) or not low <= value <= high:
+            raise OptionError(f"{name} {key}={show(value)} is not an integer in [{low}, {high}] "
+                              "(pixels)")
+        out[key] = int(value)
+    return out
+
+
+def check_path_like(name: str, value):
+    """A path as a str or os.PathLike (not empty) -> Path."""
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
+        raise PathError(f"{name} {show(value)} ({type(value).__name__}) is not a path; give a "
+                        "str or pathlib.Path")
+    if str(value).strip() == "":
+        raise PathError(f"{name} is empty; give a path")
+    return Path(value).expanduser()
+
+
+def check_data_dir(path, name: str = "path") -> Path | None:
+    """A CIFAR-10 folder: None ($AIRBENCH_DATA or the default cache), an existing folder, or a
+    folder that can be created there for the download (its nearest existing parent a folder)."""
+    if path is None:
+        return None
+    p = check_path_like(name, path)
+    if p.exists() and not p.is_dir():
+        raise PathError(f"{name} {p} is a file, not a folder; give the folder that holds "
+                        "train.npz/test.npz, cifar-10-batches-py/ or cifar-10-python.tar.gz")
+    anc = _nearest_existing(p)
+    if not anc.is_dir():
+        raise PathError(f"{name} {p}: {anc} is a file, not a folder; give a folder path")
+    return p
+
+
+def _host_array(value):
+    """numpy view of an array-like: numpy, JAX, or a torch tensor (on any device)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):      # a torch tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def check_data_pair(data, name: str) -> tuple:
+    """(images, labels) passed as arrays (numpy, JAX or torch): the checks a dataset file gets
+    (airbench_common.data.check_arrays: uint8 (N, 32, 32, 3) with N >= 1, integer labels 0-9,
+    one per image) -> (uint8 numpy images, int64 numpy labels)."""
+    from .data import check_arrays
+    if isinstance(data, (str, bytes, dict)) or not hasattr(data, "__len__") or len(data) != 2:
+        raise OptionError(f"{name} {show(data)} is not a pair (images, labels); give "
+                          "(uint8 array (N, 32, 32, 3), integer labels (N,))")
+    try:
+        images, labels = (_host_array(a) for a in data)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"{name} is not a pair of arrays ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())})") from None
+    return check_arrays(images, labels, name, fix="give uint8 images (N, 32, 32, 3) with N >= 1 "
+                        "and one integer label 0-9 per image")
+
+
+def upstream_train_overrides(recipe, **given) -> dict:
+    """Upstream train9x's hyper-parameter arguments (None: the recipe's value) -> recipe
+    overrides, each checked against the recipe; an error names the argument as upstream spells
+    it (learning_rate, not the recipe field lr)."""
+    from .recipes import RecipeError, get_recipe
+    out = {}
+    for arg, value in given.items():
+        if value is None:
+            continue
+        field = UPSTREAM_TRAIN_NAMES[arg]
+        try:
+            get_recipe(recipe, **{field: value})
+        except RecipeError as exc:
+            if field == arg:
+                raise
+            raise RecipeError(f"{arg}={show(value)} (the recipe's {field}): {exc}") from None
+        out[field] = value
+    return out

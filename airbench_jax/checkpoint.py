@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx, serialization, traverse_util
 
+from airbench_common import validate as V
 from airbench_common.errors import UsageError
 from airbench_common.files import atomic_write_bytes
 from airbench_common.recipes import Recipe, get_recipe
@@ -43,7 +44,8 @@ def save_checkpoint(net: CifarNet, path) -> None:
     """.npz: upstream-named arrays (PyTorch layout); otherwise msgpack of (params, rest).
     Written atomically (temporary file + rename), mode 0644: an interrupted save leaves the old
     file."""
-    path = Path(path)
+    V.check_instance("net", net, CifarNet, "a CifarNet")
+    path = V.check_out_file(V.check_path_like("path", path), "checkpoint path", "net.npz")
     if path.suffix == ".npz":
         buf = io.BytesIO()
         np.savez(buf, **to_torch_arrays(net))
@@ -57,9 +59,10 @@ def save_checkpoint(net: CifarNet, path) -> None:
 def load_checkpoint(path, net: CifarNet | str | Recipe = "airbench94") -> CifarNet:
     """Load `path` into `net` (a CifarNet, updated in place and returned; or a recipe / recipe
     name, whose fresh net is built first). All or nothing; CheckpointError on any mismatch."""
+    path = V.check_path_like("path", path)
+    V.check_instance("net", net, (CifarNet, Recipe, str), "a CifarNet, a Recipe or a recipe name")
     if not isinstance(net, CifarNet):
         net = _make_net(net if isinstance(net, Recipe) else get_recipe(net), None)
-    path = Path(path)
     try:
         blob = path.read_bytes()
     except IsADirectoryError:

@@ -10,6 +10,7 @@ unseeded runs are).
 """
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import time
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from airbench_common import validate as V
 from airbench_common.data import load_cifar10
 from airbench_common.recipes import Recipe, get_recipe
 from airbench_common.table import Table
@@ -42,24 +44,30 @@ class CifarLoader:
 
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
                  shuffle=None, altflip=False, gpu=None, *, device=None, seed=None, data=None):
+        # every argument checked before the data is read (airbench_common.validate)
+        V.check_data_dir(path, "path")
+        V.check_flag("train", train)
+        batch_size = V.check_batch_size(batch_size)
+        checked_aug = V.check_aug(aug)
+        for name, flag in (("drop_last", drop_last), ("shuffle", shuffle), ("altflip", altflip)):
+            V.check_flag(name, flag)
+        seed = None if seed is None else V.check_seed(seed)
+        gpu = None if gpu is None else V.integer("gpu", gpu, low=0)
+        if device is None and gpu is not None:
+            if gpu >= len(jax.devices()):
+                raise V.unknown_device(f"gpu {gpu}", [f"gpu {i}" for i in
+                                                      range(len(jax.devices()))])
+            device = jax.devices()[gpu]
+        self.device = resolve_device(device)
         if data is None:
-            data = load_cifar10("train" if train else "test", path)
-        images, labels = (np.asarray(a) for a in data)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be uint8 NHWC (N, 32, 32, 3), got {images.shape} "
-                             f"{images.dtype}")
+            images, labels = load_cifar10("train" if train else "test", path)
+        else:
+            images, labels = V.check_data_pair(data, "data")
         self.epoch = 0
         self.path = path
-        if device is None and gpu is not None:
-            device = jax.devices()[int(gpu)]
-        self.device = resolve_device(device)
         self.images = jax.device_put(images, self.device)      # uint8 NHWC, on device
         self.labels = jax.device_put(labels.astype(np.int32), self.device)
-        self.aug = dict(aug or {})
-        for k in self.aug:
-            if k not in ("flip", "translate", "cutout"):
-                raise ValueError(f"unrecognized augmentation {k!r}; valid keys: flip, translate, "
-                                 "cutout")
+        self.aug = checked_aug
         self.batch_size = batch_size
         self.drop_last = train if drop_last is None else drop_last
         self.shuffle = train if shuffle is None else shuffle
@@ -109,11 +117,21 @@ class CifarLoader:
 def _make_net9x(name, widths, batchnorm_momentum, key, conv_impl, dtype) -> CifarNet:
     over = {}
     if widths is not None:
-        over["widths"] = (tuple(widths[f"block{i}"] for i in (1, 2, 3))
-                          if isinstance(widths, dict) else tuple(widths))
+        over["widths"] = V.check_widths(widths)
     if batchnorm_momentum is not None:
-        over["bn_momentum"] = float(batchnorm_momentum)
+        over["bn_momentum"] = batchnorm_momentum    # the recipe checks it (a number in [0, 1))
     return make_net(get_recipe(name, **over), key, conv_impl=conv_impl, dtype=dtype)
+
+
+def _checks_model_and_loader(fn):
+    """infer/evaluate: `model` is a CifarNet and `loader` a CifarLoader (one-line errors)."""
+    @functools.wraps(fn)
+    def checked(model, loader, *args, **kwargs):
+        V.check_instance("model", model, CifarNet, "a CifarNet (airbench_jax's make_net9x or "
+                         "train9x return one)")
+        V.check_instance("loader", loader, CifarLoader, "an airbench_jax.CifarLoader")
+        return fn(model, loader, *args, **kwargs)
+    return checked
 
 
 def make_net93(widths=None, batchnorm_momentum=None, *, key=None, conv_impl="auto",
@@ -143,12 +161,14 @@ def make_net96(widths=None, batchnorm_momentum=None, *, key=None, conv_impl="aut
 
 
 # ----------------------------------------------------------------------------- inference
+@_checks_model_and_loader
 def infer(model: CifarNet, loader: CifarLoader, tta_level: int = 0):
     """Logits for all of the loader's images (in stored order), with test-time augmentation."""
     g, p, r = _split(model)
     return infer_arrays(g, p, r, aug.normalize(loader.images), tta_level)
 
 
+@_checks_model_and_loader
 def evaluate(model: CifarNet, loader: CifarLoader, tta_level: int = 0) -> float:
     logits = infer(model, loader, tta_level)
     return float((logits.argmax(1) == loader.labels).mean())
@@ -166,6 +186,12 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
     run number printed in the table (upstream's meaning); -1 or 'warmup' takes one step only.
     seed: the net's init and the proxy's (None: drawn at random). With verbose, the per-epoch
     table is evaluated on `test_loader` or the test split of the loader's folder."""
+    V.check_instance("train_loader", loader, CifarLoader, "an airbench_jax.CifarLoader or None",
+                     optional=True)
+    V.check_instance("test_loader", test_loader, CifarLoader,
+                     "an airbench_jax.CifarLoader or None", optional=True)
+    V.check_callable("make_net", make_net)
+    seed = None if seed is None else V.check_seed(seed)
     if loader is not None:
         overrides.setdefault("batch_size", loader.batch_size)
     r = get_recipe(recipe, **overrides)
@@ -177,7 +203,8 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
     k_net, k_state = jax.random.split(jax.random.PRNGKey(seed))
     dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
     with jax.default_device(loader.device or jax.devices()[0]):
-        net = (make_net() if make_net is not None
+        net = (V.check_instance("make_net()", make_net(), CifarNet, "a CifarNet")
+               if make_net is not None
                else _model.make_net(r, k_net, conv_impl=conv_impl, dtype=dtype,
                                     param_dtype=dtype))
         state = init_train_state(r, len(loader.images), k_state,
@@ -237,10 +264,10 @@ def _upstream_train(name):
     def fn(train_loader=None, epochs=None, label_smoothing=None, learning_rate=None,
            bias_scaler=None, momentum=None, weight_decay=None, whiten_bias_epochs=None,
            tta_level=None, make_net=None, run=0, verbose=True, **extra):
-        given = dict(epochs=epochs, label_smoothing=label_smoothing, lr=learning_rate,
-                     bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
-                     whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
-        overrides = {k: v for k, v in given.items() if v is not None}
+        overrides = V.upstream_train_overrides(
+            name, epochs=epochs, label_smoothing=label_smoothing, learning_rate=learning_rate,
+            bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
+            whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
         return train(name, train_loader, make_net=make_net, run=run, verbose=verbose,
                      **overrides, **extra)
     fn.__name__ = "train" + name.replace("airbench", "")

@@ -261,8 +261,9 @@ def make_net(recipe: Recipe | str = "airbench94", key=None, *, conv_impl: str = 
     recipe = get_recipe(recipe)
     if key is None:
         key = jax.random.PRNGKey(0)
-    if isinstance(key, int):
-        key = jax.random.PRNGKey(key)
+    if not isinstance(key, (jax.Array, np.ndarray)):    # an int seed, checked as seeds are
+        from airbench_common.validate import check_seed
+        key = jax.random.PRNGKey(check_seed(key, "key"))
     kw = dict(conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype, tf32=tf32)
     if proxy:
         return CifarNet(recipe.proxy_widths, recipe.proxy_depth, recipe, key, **kw)

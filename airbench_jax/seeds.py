@@ -32,7 +32,7 @@ import numpy as np
 
 from airbench_common import outcome
 from airbench_common.errors import UsageError
-from airbench_common.validate import SEED_LIMIT
+from airbench_common import validate as V
 
 from . import augment as aug
 from . import precision as prec
@@ -49,16 +49,8 @@ class SeedsError(UsageError):
 
 
 def check_seed_list(seeds) -> list[int]:
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise SeedsError("no seeds given; give at least one, e.g. --seeds 0:8")
-    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
-    if bad:
-        raise SeedsError(f"seed {bad[0]} is outside [0, {SEED_LIMIT})")
-    if len(set(seeds)) != len(seeds):
-        dup = next(s for s in seeds if seeds.count(s) > 1)
-        raise SeedsError(f"seed {dup} is given twice; each seed once")
-    return seeds
+    """airbench_common.validate.check_seed_list (ints, not bools, in [0, 2**32), each once)."""
+    return V.check_seed_list(seeds)
 
 
 def seed_keys(seed: int):
@@ -178,8 +170,10 @@ def iter_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, t
     caller can write them before the next group starts)."""
     from .model import resolve_impl
     seeds = check_seed_list(seeds)
-    if group_size is not None and int(group_size) < 1:
-        raise SeedsError(f"group size {group_size!r} must be at least 1 (seeds trained at once)")
+    if group_size is not None:
+        group_size = V.integer("group_size", group_size)
+        if group_size < 1:
+            raise SeedsError(f"group_size {group_size} must be at least 1 (seeds trained at once)")
     overrides = dict(overrides or {})
     # recipe, data, device and precision policy exactly as a sequential run resolves them
     r, (tr_x, tr_y), (te_x, te_y), total, dev, pol = prepare_run(
@@ -240,7 +234,11 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
 
     train_seconds = setup_seconds
     per_epoch = [[] for _ in seeds]
-    diverged = [None] * K                     # the reason, once a seed's loss is non-finite
+    # per seed, once its loss is non-finite: the reason and its step count then. A diverged seed
+    # goes on computing inside the group (vmap has no per-seed early exit; its NaNs stay its
+    # own), but its record is what its sequential run records: that epoch's row, then stop.
+    diverged = [None] * K
+    diverged_at = [None] * K
     used = r.filter_keep or r.batch_size
     if verbose:
         log(f"seeds {seeds[0]}..{seeds[-1]}: {K} trained at once (vmapped)")
@@ -260,6 +258,7 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
             row = dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e, val_acc=None, seconds=dt)
             if not np.all(np.isfinite(losses[j][act])):
                 diverged[j] = f"non-finite training loss in epoch {epoch}"
+                diverged_at[j] = int(state.step[j])
             elif eval_every_epoch:
                 row["val_acc"] = accuracy(unstack_state(state, j), test_x, jnp.asarray(te_y), 0)
             per_epoch[j].append(row)
@@ -284,7 +283,9 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
             status = outcome.DIVERGED
         rec = run_record(r, overrides, seed, dev, init["precision"], init["conv_impl"],
                          acc=acc, acc_tta=acc_tta, train_seconds=train_seconds,
-                         eval_seconds=eval_seconds, steps=int(st.step), status=status,
+                         eval_seconds=eval_seconds,
+                         steps=int(st.step) if diverged_at[j] is None else diverged_at[j],
+                         status=status,
                          compile_seconds=compile_seconds,
                          eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch[j],
                          data_dir=data_dir, n_train=n_train, n_test=len(te_y),

@@ -21,6 +21,7 @@ import optax
 from flax import nnx, struct
 
 from airbench_common import outcome, records
+from airbench_common import validate as V
 from airbench_common.data import DatasetError, load_cifar10
 from airbench_common.env import device_fields, package_versions
 from airbench_common.table import Table
@@ -451,8 +452,8 @@ def run_recipe(recipe, seed: int, *, overrides=None, data_dir=None, train_data=N
     (airbench_jax.seeds)."""
     if seeds is not None:
         if seed is not None:
-            from airbench_common.errors import UsageError
-            raise UsageError(f"give seed or seeds, not both (seed {seed!r}, seeds {seeds!r})")
+            raise V.OptionError(f"give seed or seeds, not both (seed {V.show(seed)}, seeds "
+                                f"{V.show(seeds)})")
         from .seeds import run_seeds
         return run_seeds(recipe, seeds, overrides=overrides, data_dir=data_dir,
                          train_data=train_data, test_data=test_data, device=device,
@@ -477,12 +478,12 @@ def prepare_run(recipe, overrides, data_dir, train_data, test_data, device, *, p
     recipe, the host arrays (loaded when not given), the checked step count, the device and the
     resolved precision policy -> (recipe, (train x, y), (test x, y), total steps, device, policy)."""
     r = get_recipe(recipe, **overrides)
-    if train_data is None:
-        train_data = load_cifar10("train", data_dir)
-    if test_data is None:
-        test_data = load_cifar10("test", data_dir)
-    tr_x, tr_y = np.asarray(train_data[0]), np.asarray(train_data[1])
-    te_x, te_y = np.asarray(test_data[0]), np.asarray(test_data[1])
+    V.check_data_dir(data_dir, "data_dir")
+    # arrays given get the checks a dataset file gets (airbench_common.data.check_arrays)
+    tr_x, tr_y = (load_cifar10("train", data_dir) if train_data is None
+                  else V.check_data_pair(train_data, "train_data"))
+    te_x, te_y = (load_cifar10("test", data_dir) if test_data is None
+                  else V.check_data_pair(test_data, "test_data"))
     if len(te_x) < 1:
         raise DatasetError("the test set has 0 images; give at least one test image")
     total = r.total_steps(len(tr_x))  # a RecipeError for fewer training images than a batch
@@ -576,6 +577,7 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
     """run_recipe, also returning the final TrainState. `run_label`: the run column of the
     per-epoch table (the table's head is printed for the first run only, as upstream)."""
     from .model import resolve_impl
+    seed = V.check_seed(seed)
     overrides = dict(overrides or {})
     r, (tr_x, tr_y), (te_x, te_y), total, dev, pol = prepare_run(
         recipe, overrides, data_dir, train_data, test_data, device, precision=precision,

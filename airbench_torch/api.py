@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from torch import nn
+
 from airbench_common import get_recipe
+from airbench_common import validate as V
 
 from .device import resolve_device
 from .loader import CifarLoader
 from .train import Table, evaluate, fit, make_train_state
 
-# upstream argument names -> recipe fields
-UPSTREAM_NAMES = {"epochs": "epochs", "label_smoothing": "label_smoothing",
-                  "learning_rate": "lr", "bias_scaler": "bias_scaler", "momentum": "momentum",
-                  "weight_decay": "weight_decay", "whiten_bias_epochs": "whiten_bias_epochs",
-                  "tta_level": "tta_level"}
+# upstream argument names -> recipe fields (one table for both implementations)
+UPSTREAM_NAMES = V.UPSTREAM_TRAIN_NAMES
 
 
 def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None, device=None,
@@ -26,6 +26,12 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     returning the net (upstream's); None builds the recipe's. run: the run number printed in the
     table (upstream's meaning); -1 or 'warmup': a single step only. seed: torch's global seed for
     the init (None: drawn from torch's global generator, as upstream's unseeded runs)."""
+    V.check_instance("train_loader", loader, CifarLoader,
+                     "an airbench_torch.CifarLoader or None", optional=True)
+    V.check_instance("test_loader", test_loader, CifarLoader,
+                     "an airbench_torch.CifarLoader or None", optional=True)
+    V.check_callable("make_net", make_net)
+    seed = None if seed is None else V.check_seed(seed)
     if loader is not None:
         overrides.setdefault("batch_size", loader.batch_size)
     r = get_recipe(recipe, **overrides)
@@ -37,7 +43,8 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     warm = run in (-1, "warmup")
     n_train = len(loader.images)
     whiten_inputs = loader.normalize(loader.images[:r.whiten_images])
-    net = make_net() if make_net is not None else None
+    net = (V.check_instance("make_net()", make_net(), nn.Module, "a torch nn.Module (a CifarNet)")
+           if make_net is not None else None)
     cl = getattr(loader, "channels_last", None)     # the net follows the loader's layout
     if seed is None:
         seed = int(torch.randint(0, 2 ** 62, (1,)).item())
@@ -67,10 +74,10 @@ def _upstream_train(name):
     def fn(train_loader=None, epochs=None, label_smoothing=None, learning_rate=None,
            bias_scaler=None, momentum=None, weight_decay=None, whiten_bias_epochs=None,
            tta_level=None, make_net=None, run=0, verbose=True, **extra):
-        given = dict(epochs=epochs, label_smoothing=label_smoothing, learning_rate=learning_rate,
-                     bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
-                     whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
-        overrides = {UPSTREAM_NAMES[k]: v for k, v in given.items() if v is not None}
+        overrides = V.upstream_train_overrides(
+            name, epochs=epochs, label_smoothing=label_smoothing, learning_rate=learning_rate,
+            bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
+            whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
         overrides.update(extra)
         return train(name, train_loader, make_net=make_net, run=run, verbose=verbose, **overrides)
     fn.__name__ = fn.__qualname__ = "train" + name.replace("airbench", "")

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from airbench_common import CIFAR_MEAN, CIFAR_STD, load_cifar10
+from airbench_common import validate as V
 
 from .device import compute_dtype, resolve_device, to_memory_format, uses_channels_last
 
-AUG_KEYS = ("flip", "translate", "cutout")
+AUG_KEYS = V.AUG_KEYS
 
 
 def _draw_seed() -> int:
@@ -69,19 +70,28 @@ class CifarLoader:
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
                  shuffle=None, altflip=False, gpu=None, device=None, seed=None, data=None,
                  channels_last=None):
+        # every argument checked before the data is read (airbench_common.validate)
+        V.check_data_dir(path, "path")
+        V.check_flag("train", train)
+        batch_size = V.check_batch_size(batch_size)
+        checked_aug = V.check_aug(aug)
+        for name, flag in (("drop_last", drop_last), ("shuffle", shuffle), ("altflip", altflip),
+                           ("channels_last", channels_last)):
+            V.check_flag(name, flag)
+        seed = None if seed is None else V.check_seed(seed)
         self.epoch = 0
         self.path = path
+        if gpu is not None and not isinstance(gpu, (str, torch.device)):
+            gpu = f"cuda:{V.integer('gpu', gpu, low=0)}"    # upstream's CUDA index
         if device is None and gpu is not None:
-            device = torch.device("cuda", int(gpu)) if isinstance(gpu, int) else gpu
+            device = gpu
         self.device = resolve_device(device)
         self.dtype = compute_dtype(self.device)
         if data is None:
-            data = load_cifar10("train" if train else "test", path)
-        images, labels = data
-        images = torch.as_tensor(np.asarray(images))
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be uint8 NHWC (N, 32, 32, 3), got {tuple(images.shape)} "
-                             f"{images.dtype}")
+            images, labels = load_cifar10("train" if train else "test", path)
+        else:  # arrays (numpy or torch, on any device) get the checks a dataset file gets
+            images, labels = V.check_data_pair(data, "data")
+        images = torch.as_tensor(images)
         imgs = images.to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255
         self.channels_last = uses_channels_last(self.device, channels_last)
         self.images = to_memory_format(imgs, self.channels_last)
@@ -90,11 +100,8 @@ class CifarLoader:
         self.std = torch.tensor(CIFAR_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.proc_images = {}
 
-        self.aug = dict(aug or {})
-        for k in self.aug:
-            if k not in AUG_KEYS:
-                raise ValueError(f"unknown augmentation {k!r}; valid keys: {', '.join(AUG_KEYS)}")
-        self.batch_size = int(batch_size)
+        self.aug = checked_aug
+        self.batch_size = batch_size
         self.drop_last = train if drop_last is None else drop_last
         self.shuffle = train if shuffle is None else shuffle
         self.altflip = altflip

@@ -127,12 +127,8 @@ class CifarNet(nn.Sequential):
 
 
 def _widths_tuple(widths) -> tuple[int, int, int]:
-    if isinstance(widths, dict):
-        return int(widths["block1"]), int(widths["block2"]), int(widths["block3"])
-    w = tuple(int(v) for v in widths)
-    if len(w) != 3:
-        raise ValueError(f"widths must have three entries, got {widths!r}")
-    return w
+    from airbench_common.validate import check_widths
+    return check_widths(widths)
 
 
 def net_for_recipe(recipe: Recipe, widths=None, depth=None) -> CifarNet:
@@ -160,7 +156,9 @@ def _scale_for(recipe: Recipe, widths) -> float:
 
 def make_net(recipe: str | Recipe = "airbench94", device=None, channels_last=None) -> CifarNet:
     """The recipe's net on `device` (auto: CUDA if available) with the precision policy."""
+    from airbench_common.validate import check_flag
     recipe = get_recipe(recipe)
+    check_flag("channels_last", channels_last)
     return apply_precision(net_for_recipe(recipe), resolve_device(device), channels_last)
 
 
@@ -201,7 +199,7 @@ def make_net9x(name: str, widths=None, batchnorm_momentum=None, device=None) -> 
     if widths is not None:
         over["widths"] = _widths_tuple(widths)
     if batchnorm_momentum is not None:
-        over["bn_momentum"] = float(batchnorm_momentum)
+        over["bn_momentum"] = batchnorm_momentum    # the recipe checks it (a number in [0, 1))
     recipe = get_recipe(recipe, **over)
     return apply_precision(net_for_recipe(recipe), resolve_device(device))
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from airbench_common import outcome
+from airbench_common import validate as V
 from airbench_common import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays, lr_schedules,
                              param_groups)
 from airbench_common.data import DatasetError
@@ -199,8 +200,8 @@ def infer(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Te
 def infer_both(model: nn.Module, loader: CifarLoader, tta_level: int = 0):
     """(plain logits, TTA logits) for all of loader.images, in one pass: the plain forward is
     part of every TTA level, so the plain accuracy costs nothing extra."""
-    if tta_level not in (0, 1, 2):
-        raise ValueError(f"tta_level must be 0, 1 or 2, got {tta_level}")
+    _check_model_and_loader(model, loader)
+    tta_level = V.check_tta_level(tta_level)
 
     def mirror(x):
         return 0.5 * model(x) + 0.5 * model(x.flip(-1))
@@ -221,6 +222,12 @@ def infer_both(model: nn.Module, loader: CifarLoader, tta_level: int = 0):
     with torch.no_grad():
         outs = [both(x) for x in images.split(outcome.eval_batch(images.device.type != "cpu"))]
     return tuple(torch.cat([o[k].clone() for o in outs]) for k in (0, 1))
+
+
+def _check_model_and_loader(model, loader) -> None:
+    V.check_instance("model", model, nn.Module, "a torch nn.Module (airbench_torch's make_net9x "
+                     "or train9x return one)")
+    V.check_instance("loader", loader, CifarLoader, "an airbench_torch.CifarLoader")
 
 
 def evaluate(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
@@ -296,6 +303,11 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     keep_predictions = predictions
     overrides = dict(overrides or {})
     r = _as_recipe(recipe, overrides)
+    seed = V.check_seed(seed)
+    V.check_data_dir(data_dir, "data_dir")
+    # arrays given get the checks a dataset file gets (airbench_common.data.check_arrays)
+    train_data = None if train_data is None else V.check_data_pair(train_data, "train_data")
+    test_data = None if test_data is None else V.check_data_pair(test_data, "test_data")
     dev = resolve_device(device)
     pol = resolve_precision(precision, dev, dtype=dtype, ns_dtype=ns_dtype, tf32=tf32)
     apply_tf32(pol)
