@@ -33,9 +33,11 @@ import numpy as np
 from airbench_common import outcome
 from airbench_common.errors import UsageError
 from airbench_common import validate as V
+from airbench_common.timing import Stopwatch
 
 from . import augment as aug
 from . import precision as prec
+from .compile_clock import compile_clock
 from .train import (_finite_state, _train_epoch, accuracy, compile_eval, init_train_state,
                     predict_both, prepare_run, run_record)
 
@@ -232,7 +234,9 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
                                             dtype=test_x.dtype) for lv in levels)
     compile_seconds += eval_compile_seconds
 
-    train_seconds = setup_seconds
+    # airbench_common.timing, for a group: its epochs are one timed part, shared by its seeds (the
+    # whitening is inside init_group, in setup_seconds); each seed's evaluation is its own
+    watch = Stopwatch(compile_clock=compile_clock)
     per_epoch = [[] for _ in seeds]
     # per seed, once its loss is non-finite: the reason and its step count then. A diverged seed
     # goes on computing inside the group (vmap has no per-seed early exit; its NaNs stay its
@@ -243,11 +247,11 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
     if verbose:
         log(f"seeds {seeds[0]}..{seeds[-1]}: {K} trained at once (vmapped)")
     for epoch in range(math.ceil(r.epochs)):
-        t1 = time.perf_counter()
-        state, (losses, correct, active) = compiled(state, padded, train_y, epoch, keys, pre)
-        losses, correct, active = jax.device_get((losses, correct, active))
-        dt = time.perf_counter() - t1
-        train_seconds += dt
+        before = watch.seconds["epochs"]
+        with watch.part("epochs"):
+            state, (losses, correct, active) = compiled(state, padded, train_y, epoch, keys, pre)
+            losses, correct, active = jax.device_get((losses, correct, active))
+        dt = watch.seconds["epochs"] - before
         for j in range(K):
             if diverged[j]:
                 continue
@@ -265,11 +269,13 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
         if int(state.step[0]) >= total:
             break
 
+    train_seconds = watch.seconds["epochs"]
     group = dict(group_size=K, seeds=list(seeds), group_train_seconds=train_seconds,
                  per_seed_train_seconds=train_seconds / K)
     for j, seed in enumerate(seeds):
         st = unstack_state(state, j)
         status, error, acc, acc_tta, preds, eval_seconds = "ok", diverged[j], None, None, None, None
+        c0 = compile_clock()
         if error is None:
             te = time.perf_counter()
             plain, preds = predict_both(st, test_x, r.tta_level)
@@ -289,7 +295,8 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
                          compile_seconds=compile_seconds,
                          eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch[j],
                          data_dir=data_dir, n_train=n_train, n_test=len(te_y),
-                         setup_seconds=setup_seconds, arrays=arrays, error=error)
+                         setup_seconds=setup_seconds, arrays=arrays, error=error,
+                         timed_compile_seconds=watch.timed_compile + compile_clock() - c0)
         rec["vmapped"] = dict(group)
         if predictions and preds is not None:
             rec["_predictions"] = preds
