@@ -63,7 +63,8 @@ POLICIES = {
     "upstream": Precision("upstream", "float16", "float16", "float32", "bfloat16", "conv"),
     "bfloat16": Precision("bfloat16", "bfloat16", "bfloat16", "float32", "bfloat16", "conv"),
 }
-NUMERICS = POLICIES["float32"]   # parity.numerics' and parity.lockstep's setting
+NUMERICS = POLICIES["float32"]   # the numerics checks' setting (parity.sides.setup_precision
+#                                  applies it to both frameworks)
 
 
 def default_policy_name(accelerator: bool) -> str:

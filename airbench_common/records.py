@@ -76,6 +76,17 @@ def run_record(**fields: Any) -> dict:
     return rec
 
 
+def epoch_row(epoch: int, *, loss_sum, correct, n: int, val_acc=None, seconds=None) -> dict:
+    """One `per_epoch` entry, meaning the same on every side: upstream's train_loss and
+    train_acc, those of the epoch's *last* training batch (its summed loss and its correct
+    predictions over the n examples it trained on, filtered ones excluded), the validation
+    accuracy after the epoch (None: not evaluated) and the epoch's timed seconds."""
+    n = max(int(n), 1)
+    return dict(epoch=int(epoch), train_loss=float(loss_sum) / n, train_acc=float(correct) / n,
+                val_acc=None if val_acc is None else float(val_acc),
+                seconds=None if seconds is None else float(seconds))
+
+
 def data_identity(data_dir, n_train: int, n_test: int, *, arrays: bool) -> dict:
     """The `data` field: which images a run used. `arrays`: the caller passed the images itself
     (train_data/test_data), so neither the folder nor its label says what they were. Where this

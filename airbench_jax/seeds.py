@@ -39,7 +39,7 @@ from . import augment as aug
 from . import precision as prec
 from .compile_clock import compile_clock
 from .train import (_finite_state, _train_epoch, accuracy, compile_eval, init_train_state,
-                    predict_both, prepare_run, run_record)
+                    last_batch_row, predict_both, prepare_run, run_record)
 
 # the fraction of the device's memory a group may plan to use (the rest: XLA's own buffers,
 # evaluation, the other process on a shared machine)
@@ -243,7 +243,6 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
     # own), but its record is what its sequential run records: that epoch's row, then stop.
     diverged = [None] * K
     diverged_at = [None] * K
-    used = r.filter_keep or r.batch_size
     if verbose:
         log(f"seeds {seeds[0]}..{seeds[-1]}: {K} trained at once (vmapped)")
     for epoch in range(math.ceil(r.epochs)):
@@ -256,10 +255,7 @@ def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, i
             if diverged[j]:
                 continue
             act = active[j]
-            n_act = int(act.sum())
-            loss_e = float(losses[j][act].sum() / max(n_act * used, 1))
-            acc_e = float(correct[j][act].sum() / max(n_act * used, 1))
-            row = dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e, val_acc=None, seconds=dt)
+            row = last_batch_row(r, epoch, losses[j], correct[j], act, seconds=dt)
             if not np.all(np.isfinite(losses[j][act])):
                 diverged[j] = f"non-finite training loss in epoch {epoch}"
                 diverged_at[j] = int(state.step[j])

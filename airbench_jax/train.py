@@ -173,6 +173,23 @@ def _proxy_select(state: TrainState, x, y):
     return state, x[idx], y[idx]
 
 
+def lookahead(state: TrainState, params, rest, step):
+    """Upstream's Lookahead after step `step`: every LOOKAHEAD_EVERY steps the average (`ema`)
+    moves toward the net by 1 - decay[step] and the net takes the average's values; at the last
+    step the net takes them too. In between both stay as they are. Written with `where`, not
+    `cond`, so that vmapped seeds share one program -> (ema, params, rest)."""
+    every = (step % LOOKAHEAD_EVERY) == 0
+    last = step >= state.total_steps
+    rate = jnp.where(every, 1.0 - state.la_decays[jnp.minimum(step, state.total_steps)], 0.0)
+    net = (params, _float_only(rest))          # integer leaves (counters) are not averaged
+    ema = jax.tree.map(lambda e, n: e + rate.astype(e.dtype) * (n - e), state.ema, net)
+    sync = every | last
+    new_params, new_float_rest = jax.tree.map(lambda e, n: jnp.where(sync, e, n), ema, net)
+    rest = jax.tree.map(lambda new, old: old if new is None else new, new_float_rest, rest,
+                        is_leaf=lambda v: v is None)
+    return ema, new_params, rest
+
+
 def _step(state: TrainState, x, y):
     """One training step; returns (state, summed loss, #correct, batch size used)."""
     r = state.recipe
@@ -190,16 +207,7 @@ def _step(state: TrainState, x, y):
     s = state.step + 1
     ema = state.ema
     if ema is not None:
-        every = (s % LOOKAHEAD_EVERY) == 0
-        final = s >= state.total_steps
-        w = jnp.where(every, 1.0 - state.la_decays[jnp.minimum(s, state.total_steps)], 0.0)
-        net_now = (params, _float_only(rest))
-        ema = jax.tree.map(lambda e, n: e + w.astype(e.dtype) * (n - e), ema, net_now)
-        take = every | final
-        p2, r2 = jax.tree.map(lambda e, n: jnp.where(take, e, n), ema, net_now)
-        params = p2
-        rest = jax.tree.map(lambda new, old: old if new is None else new, r2, rest,
-                            is_leaf=lambda v: v is None)
+        ema, params, rest = lookahead(state, params, rest, s)
     correct = (logits.argmax(-1) == y).sum()
     state = state.replace(step=s, params=params, rest=rest, opt_state=opt_state, ema=ema)
     return state, loss, correct
@@ -603,22 +611,18 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
                 state, (losses, correct, active) = compiled(state, start.padded, start.train_y,
                                                             epoch, start.k_epochs)
                 losses, correct, active = jax.device_get((losses, correct, active))
-            dt = watch.seconds["epochs"] - before
-            n_act = int(active.sum())
-            used = r.filter_keep or r.batch_size
-            loss_e = float(losses[active].sum() / max(n_act * used, 1))
-            acc_e = float(correct[active].sum() / max(n_act * used, 1))
+            row = last_batch_row(r, epoch, losses, correct, active,
+                                 seconds=watch.seconds["epochs"] - before)
+            per_epoch.append(row)
             if not np.all(np.isfinite(losses[active])):
                 status, error = outcome.DIVERGED, f"non-finite training loss in epoch {epoch}"
-                per_epoch.append(dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e,
-                                      val_acc=None, seconds=dt))
                 break
-            val = accuracy(state, test_x, test_y, 0) if eval_every_epoch else None
-            per_epoch.append(dict(epoch=epoch, train_loss=loss_e, train_acc=acc_e, val_acc=val,
-                                  seconds=dt))
+            if eval_every_epoch:
+                row["val_acc"] = accuracy(state, test_x, test_y, 0)
             if table is not None:
                 table.row(run=(run_label or 0) if epoch == 0 else None, epoch=epoch,
-                          train_loss=loss_e, train_acc=acc_e, val_acc=val,
+                          train_loss=row["train_loss"], train_acc=row["train_acc"],
+                          val_acc=row["val_acc"],
                           time_seconds=watch.seconds["whiten"] + watch.seconds["epochs"])
             if int(state.step) >= total:
                 break
@@ -652,6 +656,15 @@ def run_recipe_with_state(recipe, seed: int, *, overrides=None, data_dir=None, t
     if predictions is not None:  # in memory only ("_" keys): parity.compare stores them apart
         rec["_predictions"] = predictions
     return rec, state
+
+
+def last_batch_row(r: Recipe, epoch: int, losses, correct, active, *, seconds) -> dict:
+    """The epoch's per_epoch entry from its scan's per-step outputs (host arrays): the last
+    step that trained (airbench_common.records.epoch_row), on filter_keep examples where the
+    recipe filters."""
+    last = int(np.flatnonzero(active)[-1]) if active.any() else len(losses) - 1
+    return records.epoch_row(epoch, loss_sum=losses[last], correct=correct[last],
+                             n=r.filter_keep or r.batch_size, seconds=seconds)
 
 
 def _finite_state(state: TrainState) -> bool:

@@ -64,6 +64,9 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     if table is not None and run == 0:
         table.head()
     out = fit(state, loader, test_loader, eval_every_epoch=verbose, table=table, run_label=run)
+    if out["diverged"]:   # the library returns a trained net or raises, as upstream's
+        raise FloatingPointError(f"{out['diverged']} of {r.name}; try a lower learning rate or "
+                                 "check the inputs are normalized")
     if verbose:
         acc = evaluate(state.net, test_loader, r.tta_level)
         table.row(final=True, epoch="eval", tta_val_acc=acc, time_seconds=out["train_seconds"])

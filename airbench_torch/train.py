@@ -19,7 +19,7 @@ from airbench_common.data import DatasetError
 from airbench_common.env import device_fields, package_versions
 from airbench_common.table import Table
 from airbench_common.timing import Stopwatch
-from airbench_common.records import data_identity, run_record
+from airbench_common.records import data_identity, epoch_row, run_record
 
 from .device import (apply_precision, apply_tf32, compile_clock, dtype_name, resolve_device, resolve_precision,
                      synchronize, tf32_state, torch_dtype, uses_channels_last)
@@ -152,9 +152,13 @@ def _proxy_select(state: TrainState, inputs, labels):
     return mask
 
 
-def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor, *,
+               check: bool = True):
     """One optimizer step on an already augmented + normalized NCHW batch; returns the summed
-    label-smoothed loss. Raises FloatingPointError on a non-finite loss (before any update)."""
+    label-smoothed loss. `check` (default): as a float, and a FloatingPointError on a non-finite
+    loss (before any update), which waits for the device every step; check=False: as a tensor,
+    without waiting (a run's loop checks an epoch's losses at its end, as upstream never
+    synchronises inside an epoch)."""
     r, net, step = state.recipe, state.net, state.step
     if step >= state.total_steps:
         raise RuntimeError(f"training already finished ({state.total_steps} steps)")
@@ -169,13 +173,15 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
     net.train()
     outputs = (state.model or net)(inputs)
     loss = _loss_per_example(outputs, labels, r.label_smoothing).sum()
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        for opt in state.optimizers:
-            opt.zero_grad(set_to_none=True)
-        raise FloatingPointError(
-            f"non-finite loss {value} at step {step} of {r.name}; try a lower lr or check the "
-            "inputs are normalized")
+    value = loss.detach()
+    if check:
+        value = float(value)
+        if not math.isfinite(value):
+            for opt in state.optimizers:
+                opt.zero_grad(set_to_none=True)
+            raise FloatingPointError(
+                f"non-finite loss {value} at step {step} of {r.name}; try a lower lr or check "
+                "the inputs are normalized")
     loss.backward()
     for opt in state.optimizers:
         opt.step()
@@ -186,7 +192,7 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor) ->
             state.lookahead.update(net, float(state.lookahead_decays[step]))
         if step == state.total_steps:
             state.lookahead.update(net, 1.0)
-    state.last = dict(outputs=outputs.detach(), labels=labels, loss=value)
+    state.last = dict(outputs=outputs.detach(), labels=labels, loss=loss.detach())
     return value
 
 
@@ -246,40 +252,44 @@ def stopwatch(state: TrainState) -> Stopwatch:
 def fit(state: TrainState, train_loader: CifarLoader, test_loader: CifarLoader | None = None, *,
         eval_every_epoch=True, table: Table | None = None, run_label=None, progress=False,
         watch: Stopwatch | None = None) -> dict:
-    """Train to state.total_steps over the loader's epochs. Returns timing and per-epoch logs;
-    per-epoch evaluation is excluded from the timing (`watch`'s epochs part)."""
-    r = state.recipe
+    """Train to state.total_steps over the loader's epochs. Returns timing and per-epoch logs
+    (airbench_common.records.epoch_row), and `diverged` (the reason, or None): an epoch whose
+    losses are not all finite ends the run there, its row kept, as on the JAX side. Per-epoch
+    evaluation is excluded from the timing (`watch`'s epochs part)."""
     spe = len(train_loader)
     n_epochs = math.ceil(state.total_steps / spe)
     watch = watch or stopwatch(state)
-    per_epoch = []
+    per_epoch, diverged = [], None
     for epoch in range(n_epochs):
         before = watch.seconds["epochs"]
+        losses = []
         with watch.part("epochs"):
             batches = train_loader
             if progress:
                 from tqdm import tqdm
                 batches = tqdm(train_loader, total=spe, leave=False, desc=f"epoch {epoch}")
             for inputs, labels in batches:
-                train_step(state, inputs, labels)
+                losses.append(train_step(state, inputs, labels, check=False))
                 if state.step >= state.total_steps:
                     break
         seconds = watch.seconds["epochs"] - before
         train_seconds = watch.seconds["whiten"] + watch.seconds["epochs"]
         last = state.last
-        rec = dict(epoch=epoch, train_loss=last["loss"] / r.batch_size,
-                   train_acc=(last["outputs"].argmax(1) == last["labels"]).float().mean().item(),
-                   val_acc=None, seconds=seconds)
+        rec = epoch_row(epoch, loss_sum=last["loss"], seconds=seconds, n=len(last["labels"]),
+                        correct=(last["outputs"].argmax(1) == last["labels"]).sum().item())
+        per_epoch.append(rec)
+        if not bool(torch.isfinite(torch.stack(losses)).all()):
+            diverged = f"non-finite training loss in epoch {epoch}"
+            break
         if eval_every_epoch and test_loader is not None:
             rec["val_acc"] = evaluate(state.net, test_loader, 0)
-        per_epoch.append(rec)
         if table is not None:
             table.row(run=run_label if epoch == 0 else None, epoch=epoch,
                       train_loss=rec["train_loss"], train_acc=rec["train_acc"],
                       val_acc=rec["val_acc"], time_seconds=train_seconds)
         if state.step >= state.total_steps:
             break
-    return dict(per_epoch=per_epoch,
+    return dict(per_epoch=per_epoch, diverged=diverged,
                 train_seconds=watch.seconds["whiten"] + watch.seconds["epochs"])
 
 
@@ -348,17 +358,16 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     # the set-up minus the whitening (timed as upstream times it, in state.whiten_seconds)
     common["setup_seconds"] = time.perf_counter() - t_setup - state.whiten_seconds
     watch = stopwatch(state)
-    try:
-        out = fit(state, train_loader, test_loader, eval_every_epoch=eval_every_epoch,
-                  table=table, run_label=run_label if run_label is not None else 0,
-                  progress=progress, watch=watch)
-    except FloatingPointError as exc:
-        # eager PyTorch compiles nothing ahead of the run: compile_seconds None (torch.compile.s
+    out = fit(state, train_loader, test_loader, eval_every_epoch=eval_every_epoch,
+              table=table, run_label=run_label if run_label is not None else 0,
+              progress=progress, watch=watch)
+    if out["diverged"]:
+        # eager PyTorch compiles nothing ahead of the run: compile_seconds None (torch.compile's
         # work falls inside the first steps, and timed_compile_seconds says how much)
         return run_record(**common, **watch.fields(setup_seconds=common.pop("setup_seconds"),
                                                    compile_seconds=None, evaluated=False),
                           acc=None, acc_tta=None, steps=state.step, status=outcome.DIVERGED,
-                          error=str(exc), per_epoch=[])
+                          error=out["diverged"], per_epoch=out["per_epoch"])
     with watch.part("eval"):
         # one pass gives plain and TTA predictions (the plain forward is part of TTA), as in JAX
         plain, tta = infer_both(state.net, test_loader, r.tta_level)

@@ -11,11 +11,11 @@ kernel (in, out); BatchNorm bias/running_mean/running_var copied; num_batches_tr
 int32 counter; BatchNorm weight: frozen at 1 in both frameworks, absent from the Flax module (a
 torch weight that is not all ones cannot be represented and is refused).
 
-The array mapping is airbench_jax.convert's (``from_torch_arrays`` / ``to_torch_arrays``) when
-that module exists; this file adds the torch-tensor <-> numpy side, a strict key/shape check, and
-an independent mapping (``local_from_torch_arrays`` / ``local_to_torch_arrays``) written against
-the Flax module tree, used when airbench_jax.convert is missing and, in the tests, as a cross-check
-of it.
+The array mapping is airbench_jax.convert's (``from_torch_arrays`` / ``to_torch_arrays``); this
+file adds the torch-tensor <-> numpy side, a strict key/shape check (the expected key set comes
+from ``local_to_torch_arrays``), and an independent mapping (``local_from_torch_arrays`` /
+``local_to_torch_arrays``) written against the Flax module tree, which the tests use as a
+cross-check of airbench_jax.convert's.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Each framework's side of the parity checks, written once per framework.
 
 `TorchSide` and `JaxSide` implement one small interface (`Side`), each method a thin call into the
-implementation's public API (airbench_torch, airbench_jax), so lockstep, bench, gpu_check's
-throughput stage and the compare runners write every comparison once:
+implementation's public API (airbench_torch, airbench_jax), so lockstep, bench and the compare
+runners write every comparison once (gpu_check's throughput stage calls the packages directly):
 
 * `name`: "torch" or "jax";
 * `Side.from_arrays(recipe, n_train, arrays, ...)`: a train state holding upstream-named arrays
