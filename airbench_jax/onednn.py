@@ -21,6 +21,7 @@ threads (OMP_NUM_THREADS, default one per core) inside the XLA op.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import dataclasses
 import functools
@@ -132,6 +133,10 @@ def _load() -> tuple[Status, ctypes.CDLL | None]:
         lib.airbench_onednn_impls.restype = ctypes.c_char_p
         lib.airbench_onednn_impls.argtypes = [ctypes.c_int64] * 11
         version = lib.airbench_onednn_version().decode()
+        # before exit() destroys oneDNN's globals under custom calls still in flight (JAX
+        # dispatches asynchronously): see "Lifetime" in csrc/onednn_conv.cc. Registered after
+        # JAX's own atexit hooks, so it runs before them.
+        atexit.register(lib.airbench_onednn_shutdown)
     except (RuntimeError, OSError, AttributeError) as e:
         return Status(False, str(e).splitlines()[0] if str(e) else type(e).__name__), None
     return Status(True, library=str(path), onednn_version=version), lib
