@@ -9,6 +9,7 @@ wrong and what is accepted; `errors.cli_main` turns it into that line on stderr 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -127,6 +128,19 @@ def check_choice(name: str, value, choices: Iterable) -> object:
     if value not in choices:
         raise OptionError(f"{name} {value!r} is not one of {', '.join(map(str, choices))}")
     return value
+
+
+TTA_LEVELS = (0, 1, 2)
+
+
+def check_tta_level(value, name: str = "tta_level") -> int:
+    """A test-time augmentation level: the int 0 (none), 1 (mirror) or 2 (mirror + translate);
+    bools, floats (1.5, 1.0) and other values are refused."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or int(value) not in TTA_LEVELS):
+        raise OptionError(f"{name} {value!r} is not one of {', '.join(map(str, TTA_LEVELS))} "
+                          f"(an int: 0 none, 1 mirror, 2 mirror + translate)")
+    return int(value)
 
 
 def check_dtype(name: str, value) -> str | None:
@@ -286,14 +300,6 @@ def check_seed_list(seeds, name: str = "seeds") -> list[int]:
 def check_batch_size(value, name: str = "batch_size") -> int:
     """At least one image per batch."""
     return integer(name, value, low=1)
-
-
-def check_tta_level(value) -> int:
-    """Test-time augmentation level: the int 0, 1 or 2 (bools refused)."""
-    if not _is_int(value) or int(value) not in (0, 1, 2):
-        raise OptionError(f"tta_level {show(value)} is not one of 0, 1, 2 (0: none, 1: mirror, "
-                          "2: mirror and shifts)")
-    return int(value)
 
 
 def check_flag(name: str, value) -> bool | None:

@@ -23,6 +23,7 @@ from airbench_common import validate as V
 from airbench_common.data import load_cifar10
 from airbench_common.recipes import Recipe, get_recipe
 from airbench_common.table import Table
+from airbench_common.validate import check_tta_level
 
 from . import augment as aug
 from . import model as _model
@@ -163,13 +164,16 @@ def make_net96(widths=None, batchnorm_momentum=None, *, key=None, conv_impl="aut
 # ----------------------------------------------------------------------------- inference
 @_checks_model_and_loader
 def infer(model: CifarNet, loader: CifarLoader, tta_level: int = 0):
-    """Logits for all of the loader's images (in stored order), with test-time augmentation."""
+    """Logits for all of the loader's images (in stored order), with test-time augmentation
+    (`tta_level` 0, 1 or 2; anything else is a UsageError)."""
+    tta_level = check_tta_level(tta_level)
     g, p, r = _split(model)
     return infer_arrays(g, p, r, aug.normalize(loader.images), tta_level)
 
 
 @_checks_model_and_loader
 def evaluate(model: CifarNet, loader: CifarLoader, tta_level: int = 0) -> float:
+    tta_level = check_tta_level(tta_level)
     logits = infer(model, loader, tta_level)
     return float((logits.argmax(1) == loader.labels).mean())
 

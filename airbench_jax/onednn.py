@@ -11,7 +11,9 @@ add a kernel to XLA:
   `onednn` extra installs: the `onednn-cpu-gomp` and `onednn-devel-cpu-gomp` wheels, whose files
   land under sys.prefix. $DNNLROOT points at another oneDNN installation.
 - The library is cached in $AIRBENCH_JAX_CACHE (default ~/.cache/airbench_jax), one file per
-  (source, oneDNN, jaxlib, compiler), written atomically, so concurrent first uses are safe.
+  (source, oneDNN, jaxlib, compiler), written atomically, so concurrent first uses are safe. It
+  is loaded into this process only after a subprocess loaded it (`build`), and a damaged cached
+  copy is rebuilt: a bad file ends in one line, never in a crash.
 - `conv2d_onednn` is differentiable through `jax.custom_vjp`: the backward pass is the two
   gradient custom calls. Under `jax.vmap` each custom call runs once per batch element.
 
@@ -21,12 +23,15 @@ threads (OMP_NUM_THREADS, default one per core) inside the XLA op.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import dataclasses
 import functools
 import hashlib
 import os
+import shlex
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -84,9 +89,167 @@ def _build_key(cxx: str, inc: Path, lib: Path) -> str:
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
+CACHE_HINT = f"set {CACHE_ENV} to a writable folder"
+# the symbols a usable library exports (checked in a subprocess before this process loads it)
+SYMBOLS = TARGETS + ("airbench_onednn_version", "airbench_onednn_impls", "airbench_onednn_shutdown")
+_CHECK = ("import ctypes, sys\n"
+          "lib = ctypes.CDLL(sys.argv[1])\n"
+          "[getattr(lib, name) for name in sys.argv[2:]]\n"
+          "lib.airbench_onednn_version.restype = ctypes.c_char_p\n"
+          "assert lib.airbench_onednn_version()\n")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _digest(path: Path) -> str:
+    data = path.read_bytes()
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+def _sidecar(library: Path) -> Path:
+    """Where the size and sha256 of a library that passed `_check_loadable` are kept."""
+    return library.with_name(library.name + ".ok")
+
+
+def _check_loadable(path: Path) -> str | None:
+    """None when `path` is a non-empty library that a fresh process loads, with every symbol;
+    else why not. In a subprocess: a damaged library can crash the process that maps it
+    (SIGBUS from a truncated file), and it must never be this one."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHECK, str(path), *SYMBOLS],
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "loading it took over 120 s"
+    if proc.returncode == 0:
+        return None
+    if proc.returncode < 0:
+        try:
+            sig = signal.Signals(-proc.returncode).name
+        except ValueError:
+            sig = f"signal {-proc.returncode}"
+        return f"loading it killed a test process with {sig}"
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    return f"it does not load: {lines[-1] if lines else f'exit status {proc.returncode}'}"
+
+
+def _verified(path: Path) -> str | None:
+    """`_check_loadable`, run only when the sidecar does not hold this file's size and sha256
+    (after a build, or when the file changed since it was checked): None when good."""
+    try:
+        digest = _digest(path)
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    try:
+        if _sidecar(path).read_text().strip() == digest:
+            return None
+    except OSError:
+        pass
+    why = _check_loadable(path)
+    if why is None:
+        _write_sidecar(path, digest)
+    return why
+
+
+def _write_sidecar(path: Path, digest: str) -> None:
+    """Best effort (a read-only cache only means the check runs again next time)."""
+    side = _sidecar(path)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".ok.tmp", dir=path.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(digest + "\n")
+        os.replace(tmp, side)
+    except OSError:
+        pass
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _cache_folder() -> Path:
+    """The cache folder, created if need be; a one-line RuntimeError naming it and the fix when it
+    is a file or cannot be created."""
+    folder = cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise RuntimeError(f"the oneDNN library cache {folder} is a file, not a folder; "
+                           f"remove it or {CACHE_HINT}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError(f"cannot create the oneDNN library cache folder {folder} "
+                           f"({e.strerror}); {CACHE_HINT}") from None
+    return folder
+
+
+def _compile(cxx: str, inc: Path, lib: Path, folder: Path) -> Path:
+    """Compile into a private temporary file in `folder`, fsync it and check it
+    (`_check_loadable`); returns the temporary path (the caller renames it into place)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RuntimeError(f"the oneDNN library cache folder {folder} is not writable; {CACHE_HINT}")
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=folder)
+    except OSError as e:
+        raise RuntimeError(f"cannot write in the oneDNN library cache folder {folder} "
+                           f"({e.strerror}); {CACHE_HINT}") from None
+    os.close(fd)
+    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
+           f"-I{inc}", str(SOURCE), f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}", "-o", tmp]
+    shown = shlex.join(cmd[:1] + cmd[1:-1] + ["<cache>/" + Path(tmp).name])
+    try:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"compiling {SOURCE.name} took over 600 s ({shown})") from None
+        except OSError as e:
+            raise RuntimeError(f"cannot run the C++ compiler {cxx!r} ({e.strerror})") from None
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+            # the first error, not the last line (g++ ends with the source line and a caret)
+            first = next((ln for ln in lines if "error:" in ln),
+                         lines[-1] if lines else f"exit status {proc.returncode}, no output")
+            raise RuntimeError(f"compiling {SOURCE.name} failed: {first} (command: {shown})")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        why = _check_loadable(Path(tmp))
+        if why is not None:
+            raise RuntimeError(f"the C++ compiler {cxx!r} exited 0 but its library is unusable: "
+                               f"{why} (command: {shown})")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
 def build(cxx: str | None = None) -> Path:
-    """Compile the custom-call library (or return the cached one). Raises RuntimeError with a
-    one-line reason when oneDNN, the compiler or the build is missing or fails."""
+    """The custom-call library, checked (cached in $AIRBENCH_JAX_CACHE, compiled there on first
+    use and rebuilt when the cached file is damaged). Raises RuntimeError with a one-line reason
+    when oneDNN, the compiler, the cache folder or the build is missing or fails.
+
+    A library reaches its final name only whole and checked: it is compiled to a temporary name
+    in the cache folder, fsynced, loaded once in a subprocess, renamed into place and the folder
+    fsynced. A cached library is checked the same way before this process loads it; the check's
+    result is kept beside it (NAME.so.ok: size and sha256), so the subprocess runs only after a
+    build or when the file no longer matches."""
     found = find_onednn()
     if found is None:
         raise RuntimeError(f"oneDNN not found (no include/oneapi/dnnl/dnnl.hpp with lib/libdnnl.so "
@@ -95,28 +258,35 @@ def build(cxx: str | None = None) -> Path:
     cxx = cxx or os.environ.get("CXX") or "g++"
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
-    out = cache_dir() / f"airbench_onednn_conv-{_build_key(cxx, inc, lib)}.so"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # a private temporary name, then an atomic rename: a concurrent build or a crash never
-    # leaves a half-written library under the final name
-    fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out.parent)
-    os.close(fd)
-    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
-           f"-I{inc}", str(SOURCE), f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}", "-o", tmp]
+    folder = _cache_folder()
+    out = folder / f"airbench_onednn_conv-{_build_key(cxx, inc, lib)}.so"
+    damaged = None
+    if out.exists():
+        damaged = _verified(out)
+        if damaged is None:
+            return out
     try:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"compiling {SOURCE.name} took over 600 s ({cxx})") from None
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise RuntimeError(f"compiling {SOURCE.name} failed ({cxx}): {last}")
+        tmp = _compile(cxx, inc, lib, folder)
+    except RuntimeError as e:
+        if damaged is None:
+            raise
+        raise RuntimeError(f"the cached library {out} is damaged ({damaged}) and rebuilding it "
+                           f"failed: {e}; delete it") from None
+    try:
+        digest = _digest(tmp)
+        # a concurrent build may land first: both files are whole and checked, either one wins
         os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except OSError as e:
+        if tmp.exists():
+            tmp.unlink()
+        where = f"the damaged cached library {out}" if damaged else str(out)
+        raise RuntimeError(f"cannot write {where} ({e.strerror}); delete it or {CACHE_HINT}") \
+            from None
+    _fsync_dir(folder)
+    _write_sidecar(out, digest)
+    if damaged:
+        print(f"airbench_jax: the cached oneDNN library {out} was damaged ({damaged}); rebuilt it",
+              file=sys.stderr)
     return out
 
 
@@ -124,7 +294,10 @@ def build(cxx: str | None = None) -> Path:
 def _load() -> tuple[Status, ctypes.CDLL | None]:
     try:
         path = build()
-        lib = ctypes.CDLL(str(path))
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as e:
+            raise RuntimeError(f"loading {path} failed ({e}); delete it") from None
         for name in TARGETS:
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)),
                                         platform="cpu")
@@ -132,6 +305,10 @@ def _load() -> tuple[Status, ctypes.CDLL | None]:
         lib.airbench_onednn_impls.restype = ctypes.c_char_p
         lib.airbench_onednn_impls.argtypes = [ctypes.c_int64] * 11
         version = lib.airbench_onednn_version().decode()
+        # before exit() destroys oneDNN's globals under custom calls still in flight (JAX
+        # dispatches asynchronously): see "Lifetime" in csrc/onednn_conv.cc. Registered after
+        # JAX's own atexit hooks, so it runs before them.
+        atexit.register(lib.airbench_onednn_shutdown)
     except (RuntimeError, OSError, AttributeError) as e:
         return Status(False, str(e).splitlines()[0] if str(e) else type(e).__name__), None
     return Status(True, library=str(path), onednn_version=version), lib

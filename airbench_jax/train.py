@@ -26,6 +26,7 @@ from airbench_common.data import DatasetError, load_cifar10
 from airbench_common.env import device_fields, package_versions
 from airbench_common.table import Table
 from airbench_common.timing import Stopwatch
+from airbench_common.validate import check_tta_level
 from airbench_common.recipes import (LOOKAHEAD_EVERY, Recipe, get_recipe, lookahead_decays)
 
 from . import augment as aug
@@ -302,9 +303,12 @@ _tta_jit = jax.jit(_eval_logits, static_argnums=(0, 4))
 _EVAL_CACHE: dict = {}
 
 
-def _eval_key(graphdef, params, rest, shape, dtype, tta_level):
+def _eval_key(graphdef, params, rest, shape, dtype, tta_level: int):
+    # `tta_level` is the checked int that the compiled function was traced with (a key of
+    # int(level) beside a function traced with the raw value once let 1.5, compiled as level 2,
+    # answer later level-1 calls)
     leaves = jax.tree.leaves((params, rest))
-    return (graphdef, tuple(shape), str(jnp.dtype(dtype)), int(tta_level),
+    return (graphdef, tuple(shape), str(jnp.dtype(dtype)), tta_level,
             jax.tree.structure((params, rest)),
             tuple((tuple(v.shape), str(v.dtype)) for v in leaves))
 
@@ -355,6 +359,7 @@ def compile_eval(graphdef, params, rest, n: int, tta_level: int, *, batch: int |
                  dtype=jnp.float32) -> float:
     """Compile the evaluation function used for `n` images at `tta_level` (if not yet compiled);
     returns the seconds spent compiling (0.0 when it was already compiled)."""
+    tta_level = check_tta_level(tta_level)
     batch, _ = _eval_batches(n, batch or default_eval_batch())
     shape = (batch, 32, 32, 3)
     graphdef = _eval_graphdef(graphdef, params, rest)
@@ -370,11 +375,13 @@ def compile_eval(graphdef, params, rest, n: int, tta_level: int, *, batch: int |
 def infer_arrays(graphdef, params, rest, images, tta_level: int = 0, batch: int | None = None):
     """Logits for normalized NHWC images, evaluated in equal batches of `batch` (default
     `default_eval_batch()`; the tail is zero-padded so one compiled shape serves every batch)."""
+    tta_level = check_tta_level(tta_level)
     return infer_both(graphdef, params, rest, images, tta_level, batch)[1]
 
 
 def infer_both(graphdef, params, rest, images, tta_level: int = 0, batch: int | None = None):
     """(plain logits, TTA logits) of normalized NHWC images, as infer_arrays."""
+    tta_level = check_tta_level(tta_level)
     n = images.shape[0]
     batch, n_batches = _eval_batches(n, batch or default_eval_batch())
     compile_eval(graphdef, params, rest, n, tta_level, batch=batch, dtype=images.dtype)
@@ -396,16 +403,19 @@ def _state_parts(state_or_net):
 
 def predict_both(state_or_net, images, tta_level: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-example predicted classes (uint8) of normalized NHWC images: (plain, TTA)."""
+    tta_level = check_tta_level(tta_level)
     plain, tta = infer_both(*_state_parts(state_or_net), images, tta_level)
     return tuple(outcome.predicted_classes(jax.device_get(v)) for v in (plain, tta))
 
 
 def predict(state_or_net, images, tta_level: int = 0) -> np.ndarray:
     """Per-example predicted classes (uint8) of normalized NHWC images at `tta_level`."""
+    tta_level = check_tta_level(tta_level)
     return predict_both(state_or_net, images, tta_level)[1]
 
 
 def accuracy(state_or_net, images, labels, tta_level: int = 0) -> float:
+    tta_level = check_tta_level(tta_level)
     return float((predict(state_or_net, images, tta_level) == np.asarray(labels)).mean())
 
 

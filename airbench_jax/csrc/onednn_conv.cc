@@ -6,6 +6,21 @@
 //   AirbenchConvBwdWeights(x, g) -> dw    attributes: pad_top, pad_bottom, pad_left, pad_right
 // oneDNN picks the kernel weights' layout ('any'); the small kernels are reordered per call.
 // Primitives are built once per shape and kept (building one JIT-compiles its kernel).
+//
+// Lifetime: every object shared between calls (the engine, the primitive cache, the mutexes) is
+// created on the heap on first use and never destroyed. XLA runs these handlers on its own
+// threads, which keep running after the Python interpreter has finished: JAX dispatches
+// asynchronously, so a script that ends right after `infer(...)` still has custom calls in flight
+// while exit() runs the static destructors. Function-local statics held by value were destroyed
+// under them (the primitive cache's destructor unmapped the JIT-compiled kernels that an OpenMP
+// thread was executing; the engine was freed under dnnl_stream_create): SIGSEGV at exit. Objects
+// that live as long as the process need no destructor; the OS reclaims them. oneDNN's own globals
+// (its primitive cache, whose lock is gone once destroyed) are destroyed by exit() all the same,
+// so airbench_jax/onednn.py calls airbench_onednn_shutdown() from a Python atexit hook, which
+// runs before any C++ static destructor: it waits for the call in progress to finish, and every
+// later call returns an error at once without touching oneDNN (its result is never read: the
+// process is ending; an error rather than blocking, so that a thread pool joined during the
+// interpreter's teardown is never waited on forever).
 #include <array>
 #include <functional>
 #include <cstdint>
@@ -37,16 +52,16 @@ struct Conv {
 };
 
 dnnl::engine& engine() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
+  static dnnl::engine* eng = new dnnl::engine(dnnl::engine::kind::cpu, 0);  // never destroyed
+  return *eng;
 }
 
 std::shared_ptr<Conv> get_conv(const Key& k) {
-  static std::mutex mu;
-  static std::map<Key, std::shared_ptr<Conv>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(k);
-  if (it != cache.end()) return it->second;
+  static std::mutex* mu = new std::mutex;  // never destroyed (see Lifetime above)
+  static auto* cache = new std::map<Key, std::shared_ptr<Conv>>;
+  std::lock_guard<std::mutex> lock(*mu);
+  auto it = cache->find(k);
+  if (it != cache->end()) return it->second;
   const int64_t n = k[0], h = k[1], w = k[2], c = k[3], kh = k[4], kw = k[5], oc = k[6];
   const int64_t pt = k[7], pb = k[8], pl = k[9], pr = k[10];
   const int64_t oh = h + pt + pb - kh + 1, ow = w + pl + pr - kw + 1;
@@ -73,7 +88,7 @@ std::shared_ptr<Conv> get_conv(const Key& k) {
   conv->fwd = dnnl::convolution_forward(conv->fwd_pd);
   conv->bwd_data = dnnl::convolution_backward_data(conv->bwd_data_pd);
   conv->bwd_weights = dnnl::convolution_backward_weights(conv->bwd_weights_pd);
-  cache.emplace(k, conv);
+  cache->emplace(k, conv);
   return conv;
 }
 
@@ -107,9 +122,18 @@ Key make_key(const B& x, const B& w, int64_t pt, int64_t pb, int64_t pl, int64_t
 // running them side by side let two executions of one primitive (and of the weight reorders,
 // which oneDNN caches and shares) race on shared state, which gave wrong TTA logits; and each
 // call already uses every core through oneDNN's OpenMP threads, so it would gain nothing.
+std::mutex& call_mutex() {
+  static std::mutex* mu = new std::mutex;  // never destroyed (see Lifetime above)
+  return *mu;
+}
+
+bool closed = false;  // set by airbench_onednn_shutdown(), under call_mutex()
+
 ffi::Error wrap(const std::function<void()>& body) {
-  static std::mutex mu;
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(call_mutex());
+  if (closed)
+    return ffi::Error(ffi::ErrorCode::kUnavailable,
+                      "airbench_jax oneDNN convolutions: the process is exiting");
   try {
     body();
   } catch (const dnnl::error& e) {
@@ -193,9 +217,16 @@ extern "C" const char* airbench_onednn_impls(int64_t n, int64_t h, int64_t w, in
 }
 
 extern "C" const char* airbench_onednn_version() {
-  static std::string out;
+  static std::string* out = new std::string;  // never destroyed (see Lifetime above)
   const dnnl_version_t* v = dnnl_version();
-  out = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
+  *out = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
         " (" + v->hash + ")";
-  return out.c_str();
+  return out->c_str();
+}
+
+// Called once at interpreter exit (onednn.py's atexit hook), before the C++ static destructors:
+// waits for the custom call in progress, then makes every later call fail fast (see Lifetime).
+extern "C" void airbench_onednn_shutdown() {
+  std::lock_guard<std::mutex> lock(call_mutex());
+  closed = true;
 }
