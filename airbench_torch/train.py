@@ -207,6 +207,11 @@ def infer_both(model: nn.Module, loader: CifarLoader, tta_level: int = 0):
     """(plain logits, TTA logits) for all of loader.images, in one pass: the plain forward is
     part of every TTA level, so the plain accuracy costs nothing extra."""
     _check_model_and_loader(model, loader)
+    return infer_images(model, loader.normalize(loader.images), tta_level)
+
+
+def infer_images(model: nn.Module, images: torch.Tensor, tta_level: int = 0):
+    """infer_both on already normalized NCHW images (the parity checks' shared inputs)."""
     tta_level = V.check_tta_level(tta_level)
 
     def mirror(x):
@@ -224,7 +229,6 @@ def infer_both(model: nn.Module, loader: CifarLoader, tta_level: int = 0):
         return plain, 0.5 * mirrored + 0.5 * torch.stack(shifted).mean(0)
 
     model.eval()
-    images = loader.normalize(loader.images)
     with torch.no_grad():
         outs = [both(x) for x in images.split(outcome.eval_batch(images.device.type != "cpu"))]
     return tuple(torch.cat([o[k].clone() for o in outs]) for k in (0, 1))
@@ -361,10 +365,11 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     out = fit(state, train_loader, test_loader, eval_every_epoch=eval_every_epoch,
               table=table, run_label=run_label if run_label is not None else 0,
               progress=progress, watch=watch)
+    setup_seconds = common.pop("setup_seconds")
     if out["diverged"]:
         # eager PyTorch compiles nothing ahead of the run: compile_seconds None (torch.compile's
         # work falls inside the first steps, and timed_compile_seconds says how much)
-        return run_record(**common, **watch.fields(setup_seconds=common.pop("setup_seconds"),
+        return run_record(**common, **watch.fields(setup_seconds=setup_seconds,
                                                    compile_seconds=None, evaluated=False),
                           acc=None, acc_tta=None, steps=state.step, status=outcome.DIVERGED,
                           error=out["diverged"], per_epoch=out["per_epoch"])
@@ -379,7 +384,7 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     if error is None and not all(bool(torch.isfinite(v).all()) for v in
                                  state.net.state_dict().values() if v.is_floating_point()):
         error = "non-finite weights after training"
-    times = watch.fields(setup_seconds=common.pop("setup_seconds"), compile_seconds=None)
+    times = watch.fields(setup_seconds=setup_seconds, compile_seconds=None)
     if table is not None:
         table.row(final=True, epoch="eval", tta_val_acc=acc_tta, time_seconds=times["time_seconds"])
     rec = run_record(**common, **times, acc=acc, acc_tta=acc_tta, steps=state.step,

@@ -32,11 +32,9 @@ reasons: parity.tolerances. Exit status 1 on any failure.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -172,13 +170,12 @@ def check_forward(rep: Report, name, tnet, r, x, y, impls, tag="", allow_floor=T
 def check_tta(rep: Report, name, tnet, r, x, impls):
     import torch
     from flax import nnx
-    from airbench_torch.train import infer as t_infer
+    from airbench_torch.train import infer_images
     from airbench_jax.train import infer_arrays
-    xc = torch.from_numpy(to_nchw(x))
-    loader = types.SimpleNamespace(images=xc, normalize=lambda t: t)  # already normalized
+    xc = torch.from_numpy(to_nchw(x))                 # already normalized
     arrays = convert.torch_to_arrays(tnet)
     for level in (0, 1, 2):
-        tl = t_infer(copy.deepcopy(tnet), loader, level).numpy()
+        tl = infer_images(copy.deepcopy(tnet), xc, level)[1].numpy()
         for impl in impls[-1:]:
             g, p, rest = nnx.split(jax_net(r, arrays, impl), nnx.Param, ...)
             p, rest = nnx.to_pure_dict(p), nnx.to_pure_dict(rest)

@@ -366,12 +366,10 @@ class TorchSide(Side):
         return (lambda: train_step(self.state, x, yt)), None
 
     def logits(self, x_nhwc, tta_level) -> np.ndarray:
-        import types
         import torch
-        from airbench_torch import infer
-        loader = types.SimpleNamespace(images=torch.from_numpy(to_nchw(x_nhwc)),
-                                       normalize=lambda t: t)  # already normalized
-        return infer(self.state.net, loader, tta_level).numpy()
+        from airbench_torch.train import infer_images
+        x = torch.from_numpy(to_nchw(x_nhwc))          # already normalized
+        return infer_images(self.state.net, x, tta_level)[1].numpy()
 
 
 class JaxSide(Side):

@@ -121,10 +121,13 @@ def test_alternating_order_warmup_and_outputs(tmp_path, data_dir, capsys):
     assert {s["test"].split(" (")[0] for s in rep["secondary"]} >= {
         "Welch t-test", "Mann-Whitney U", "Kolmogorov-Smirnov"}
     md = (out / "report.md").read_text()
-    first = md.splitlines()[2:7]
+    first = md.splitlines()[2:8]
     assert first[0].startswith("**Verdict: EQUIVALENT**")
-    assert first[1].startswith("- margin: +/-0.5") and first[2].startswith("- runs: 3 per side")
-    assert first[3].startswith("- minutes:") and "GPU" in first[4]
+    assert first[1].startswith("- margin: +/-0.5") and first[1].endswith("(fixed in advance by "
+                                                                          "the preset)")
+    assert first[2] == "- data: JPEG CIFAR-10, 2000 training / 1000 test images as run"
+    assert first[3].startswith("- runs: 3 per side")
+    assert first[4].startswith("- minutes:") and "GPU" in first[5]
     assert "Holm" in md and "Per-example parity" in md
     assert "JPEG CIFAR-10" in capsys.readouterr().out
 

@@ -436,13 +436,13 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, content, fragment):
 
 @pytest.mark.parametrize("framework", ["airbench_jax", "airbench_torch"])
 def test_library_run_on_zero_training_images_is_a_one_line_error(framework):
-    """run_recipe with an empty training set: a RecipeError naming the problem, before any work."""
+    """run_recipe with an empty training set: a DatasetError naming the problem, before any work."""
     import importlib
     from airbench_common.errors import UsageError
     train = importlib.import_module(f"{framework}.train")
     empty = (np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0,), np.int64))
     test = (np.zeros((4, 32, 32, 3), np.uint8), np.arange(4))
-    with pytest.raises(UsageError, match="larger than the 0 training images"):
+    with pytest.raises(UsageError, match="train_data: 0 images, expected at least 1"):
         train.run_recipe("airbench94", 0, train_data=empty, test_data=test, device="cpu")
 
 

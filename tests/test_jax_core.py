@@ -354,7 +354,7 @@ def test_cifar_loader_reads_the_given_path_and_arrays(tmp_path):
     assert np.array_equal(np.asarray(ld.images), imgs) and len(ld) == 3
     ld = CifarLoader(data=(imgs, labels), train=False, batch_size=16)
     assert np.array_equal(np.asarray(ld.labels), labels)
-    with pytest.raises(ValueError, match="uint8 NHWC"):
+    with pytest.raises(ValueError, match="images have dtype float32, expected uint8"):
         CifarLoader(data=(imgs.astype(np.float32), labels))
     with pytest.raises(ValueError, match="not available"):
         CifarLoader(data=(imgs, labels), device="tpu")

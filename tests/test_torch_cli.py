@@ -62,9 +62,12 @@ def test_nan_loss_is_recorded_and_exit_2(tiny_dataset, tmp_path):
         "--recipe", "airbench94", "--data-dir", str(tiny_dataset), "--device", "cpu",
         "--set", "widths=4,8,8", "--set", "batch_size=16", "--set", "whiten_images=16",
         "--set", "lr=1e30", "--epochs", "2", "--no-progress", "--out", str(out)))
-    assert "non-finite loss" in line
+    assert "non-finite training loss in epoch 0" in line     # the JAX side's words
     rec = json.loads(out.read_text().splitlines()[-1])
     assert rec["status"] == "diverged" and rec["acc"] is None and "error" in rec
+    # as a diverged JAX run: the epochs up to the divergence kept, trained time but no run time
+    assert [e["epoch"] for e in rec["per_epoch"]] == [0] and rec["per_epoch"][0]["val_acc"] is None
+    assert rec["train_seconds"] > 0 and rec["time_seconds"] is None
 
 
 def test_tiny_run_prints_table_and_appends_record(tiny_dataset, tmp_path):
