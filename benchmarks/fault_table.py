@@ -1,7 +1,7 @@
 """Run the hostile-user cases of docs/FAULTS.md against this tree and write one JSON line per case.
 
     python benchmarks/fault_table.py --out faults.jsonl                 # every case (~20 min, CPU)
-    python benchmarks/fault_table.py --out faults.jsonl --only compare  # one group: cli, compare, api, parity
+    python benchmarks/fault_table.py --out faults.jsonl --only compare  # one group: cli, compare, api, parity, native, library
 
 Each line is [case, surface, result], result "EXIT[ TB]: first stderr line" (TB: a traceback was
 printed; then the line shown is the traceback's last). A case with a property to check beyond the
@@ -368,6 +368,82 @@ show("torch run_recipe on 0 training images", lambda: ttrain.run_recipe("airbenc
         emit("api script", "api", summarise(p))
 
 
+# the native build and evaluation (issue "Nothing bad gets through"): each a fresh interpreter
+NATIVE_USE = """
+import numpy as np, airbench_jax as ab
+rng = np.random.default_rng(0)
+loader = ab.CifarLoader(train=False, data=(rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8),
+                                           rng.integers(0, 10, 200)))
+net = ab.make_net94(widths=(8, 8, 8), conv_impl=CONV)
+print(ab.infer(net, loader, 2).shape)
+"""
+
+
+def native_cases(w, emit):
+    cache = w / "onednn-cache"
+    env = dict(os.environ, AIRBENCH_JAX_CACHE=str(cache), PYTHONPATH=str(ROOT),
+               JAX_PLATFORMS="cpu")
+
+    def use(case, conv="'auto'", **extra):         # a script using the library
+        p = subprocess.run([PY, "-c", NATIVE_USE.replace("CONV", conv)], capture_output=True,
+                           text=True, cwd=ROOT, env=dict(env, **extra), timeout=600)
+        emit(case, "native", summarise(p))
+
+    def cli(case, **extra):                         # the CLI with --conv-impl onednn
+        p = subprocess.run([PY, "-m", "airbench_jax", *SMALL, "--epochs", "1", "--data-dir",
+                            str(w / "tiny"), "--out", str(w / "native.jsonl"), "--conv-impl",
+                            "onednn"], capture_output=True, text=True, cwd=ROOT,
+                           env=dict(env, **extra), timeout=600)
+        emit(case, "native", summarise(p))
+    use("TTA inference, then the script ends (oneDNN)", "'onednn'")
+    for lib in sorted(cache.glob("*.so")):          # a truncated copy under its own name
+        lib.write_bytes(lib.read_bytes()[:50000])
+        for side in cache.glob(lib.name + ".*"):
+            side.unlink()
+    cli("a truncated cached library, --conv-impl onednn")
+    use("a truncated cached library, auto (rebuilt by the case above)")
+    shutil.rmtree(cache, ignore_errors=True)
+    use("CXX=true (writes nothing), auto", CXX="true")
+    cli("CXX=true (writes nothing), --conv-impl onednn", CXX="true")
+    bad = w / "bad-c++"
+    bad.write_text("#!/bin/sh\necho 'x.cc:1:1: error: boom' >&2\necho '      | ^' >&2\nexit 1\n")
+    bad.chmod(0o755)
+    cli("a compiler error, --conv-impl onednn", CXX=str(bad))
+    (w / "cache-file").write_text("x")
+    cli("AIRBENCH_JAX_CACHE is a file, --conv-impl onednn",
+        AIRBENCH_JAX_CACHE=str(w / "cache-file"))
+
+
+# the library's arguments, both frameworks (the same checks as the CLIs')
+LIBRARY = r"""
+import numpy as np
+rng = np.random.default_rng(0)
+x, y = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64)
+for fw in ("airbench_jax", "airbench_torch"):
+    ab = __import__(fw)
+    show(fw + ": CifarLoader(data=float images)", lambda: ab.CifarLoader(train=False, data=(x.astype(np.float32), y)))
+    show(fw + ": CifarLoader(data=labels 10..)", lambda: ab.CifarLoader(train=False, data=(x, y + 10)))
+    show(fw + ": CifarLoader(batch_size=0)", lambda: ab.CifarLoader(train=False, batch_size=0, data=(x, y)))
+    show(fw + ": make_net94(widths=(0, 8, 8))", lambda: ab.make_net94(widths=(0, 8, 8)))
+    loader = ab.CifarLoader(train=False, batch_size=32, data=(x, y))
+    net = ab.make_net94(widths=(4, 8, 8))
+    show(fw + ": evaluate(net, loader, 7)", lambda: ab.evaluate(net, loader, 7))
+    show(fw + ": infer(net, loader, 1.5)", lambda: ab.infer(net, loader, 1.5))
+    show(fw + ": train94(learning_rate=nan)", lambda: ab.train94(loader, learning_rate=float("nan"), verbose=False))
+    show(fw + ": run_recipe(seed=-1)", lambda: ab.run_recipe("airbench94", -1, train_data=(x, y), test_data=(x, y)))
+"""
+
+
+def library_cases(w, emit):
+    code = "import json\nROOT = %r\n" % str(ROOT) + API + LIBRARY
+    p = run(["-c", code])
+    for line in p.stdout.splitlines():
+        if line.startswith("["):
+            emit(*json.loads(line))
+    if p.returncode:
+        emit("library script", "library", summarise(p))
+
+
 def main(argv=None) -> int:
     """Bad options (an unknown group, an --out that cannot be written) are one line and exit 2."""
     sys.path.insert(0, str(ROOT))
@@ -380,12 +456,12 @@ def main(argv=None) -> int:
 def _main(argv, Parser, check_out_file) -> int:
     ap = Parser(prog="python benchmarks/fault_table.py", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSONL file to write, one [case, surface, result] a line")
-    ap.add_argument("--only", choices=["cli", "compare", "api", "parity"], action="append",
+    ap.add_argument("--only", choices=list(GROUPS), action="append",
                     help="run only this group (repeatable; default all)")
     ap.add_argument("--verbose", action="store_true", help="show a traceback on errors")
     a = ap.parse_args(argv)
     check_out_file(a.out, "--out")
-    groups = a.only or ["api", "compare", "cli", "parity"]
+    groups = a.only or list(GROUPS)
     w = Path(tempfile.mkdtemp(prefix="fault_table_"))
     scratch(w)
     with open(a.out, "w") as f:
@@ -395,14 +471,16 @@ def _main(argv, Parser, check_out_file) -> int:
             print(f"{surface:16s} {case:45s} {result.replace(str(w), 'W')}", flush=True)
         try:
             for g in groups:
-                {"cli": cli_cases, "compare": compare_cases, "api": api_cases,
-                 "parity": parity_cases}[g](w, emit)
+                GROUPS[g](w, emit)
         finally:
             subprocess.run(["umount", str(w / "ro")], capture_output=True)
             (w / "ro").chmod(0o755)
             shutil.rmtree(w, ignore_errors=True)
     return 0
 
+
+GROUPS = {"api": api_cases, "compare": compare_cases, "cli": cli_cases, "parity": parity_cases,
+          "native": native_cases, "library": library_cases}
 
 if __name__ == "__main__":
     sys.exit(main())
