@@ -516,6 +516,7 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
                      n_test=len(test[0]), sha256=None)
     summary["data"] = ident
     data_tmp = None
+    env_data = os.environ.get("AIRBENCH_DATA")     # restored at the end (check() is a library call too)
     if subset is not None:  # numerics reads $AIRBENCH_DATA: point it at the subset's images
         data_tmp = tempfile.TemporaryDirectory(prefix="gpu_check_data_")
         np.savez(Path(data_tmp.name) / "train.npz", images=train[0], labels=train[1])
@@ -586,6 +587,10 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
         save()
         if data_tmp is not None:
             data_tmp.cleanup()
+        if env_data is None:
+            os.environ.pop("AIRBENCH_DATA", None)
+        else:
+            os.environ["AIRBENCH_DATA"] = env_data
     return summary
 
 

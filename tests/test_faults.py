@@ -202,8 +202,12 @@ def test_sigint_mid_run_keeps_finished_runs(tiny, tmp_path):
     # 2000 epochs of 4 steps: each run takes seconds even on a fast idle machine, so the signal
     # lands inside run 2 (with 30 epochs runs 2 and 3 could finish before it: exit 0 or 2)
     args = ["--data-dir", str(tiny), *TINY, "--epochs", "2000", "--runs", "3", "--out", str(out)]
+    # SIGINT's default disposition in the child: a shell that starts this suite in the background
+    # (`.ci/run &`) ignores SIGINT, the child would inherit that, and Python installs no
+    # KeyboardInterrupt handler for an ignored SIGINT (the Ctrl-C would be lost, not the CLI's bug)
     proc = subprocess.Popen([sys.executable, "-m", "airbench_jax", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 400
         while not (out.exists() and out.read_text().count("\n") >= 1):

@@ -177,7 +177,9 @@ def test_a_study_needs_all_the_data(capsys, tmp_path):
 @pytest.mark.slow
 def test_studies_dry_run_stops_by_itself(tmp_path):
     """The prepared GPU command's CPU dry run: one study, preset smoke on synthetic images, at
-    most 3 runs per arm, the commit recorded; it ends by itself well inside its budget."""
+    most 3 runs per arm, the commit recorded; it ends by itself well inside its budget, and
+    leaves $AIRBENCH_DATA as it found it (it points the numerics stage elsewhere meanwhile)."""
+    before = os.environ.get("AIRBENCH_DATA")
     out = tmp_path / "gpu"
     code = G.main(["--dry-run", "--out", str(out), "--study", "airbench94_muon:jax,torch:10",
                    "--commit", "0123456789ab", "--budget-minutes", "20"])
@@ -191,3 +193,4 @@ def test_studies_dry_run_stops_by_itself(tmp_path):
     assert len(runs) <= 6 and {r["framework"] for r in runs} == {"jax", "torch"}
     assert (out / "compare-airbench94_muon" / "COMMIT").read_text().strip() == "0123456789ab"
     assert summary["seconds"] < 20 * 60 * 0.9
+    assert os.environ.get("AIRBENCH_DATA") == before
