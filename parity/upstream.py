@@ -293,9 +293,18 @@ def _worker(conn, arm: Arm, workdir: str) -> None:
             module, _, fn = arm.prepare.partition(":")
             getattr(importlib.import_module(module), fn)()
         driver = _Driver(arm)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        _fail_all(conn, exc)
-        return
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line, every ask
+        failed = _one_line(exc)
+
+        def answer(message):
+            return "error", failed
+    else:
+        def answer(message):
+            try:
+                return "ok", (driver.warmup() if message[0] == "warmup"
+                              else driver.run(*message[1:]))
+            except Exception as exc:  # noqa: BLE001
+                return "error", _one_line(exc)
     while True:
         try:
             message = conn.recv()
@@ -303,25 +312,7 @@ def _worker(conn, arm: Arm, workdir: str) -> None:
             return
         if message[0] == "stop":
             return
-        try:
-            if message[0] == "warmup":
-                conn.send(("ok", driver.warmup()))
-            else:
-                conn.send(("ok", driver.run(*message[1:])))
-        except Exception as exc:  # noqa: BLE001
-            conn.send(("error", _one_line(exc)))
-
-
-def _fail_all(conn, exc) -> None:
-    text = _one_line(exc)
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
-        if message[0] == "stop":
-            return
-        conn.send(("error", text))
+        conn.send(answer(message))
 
 
 def _one_line(exc) -> str:

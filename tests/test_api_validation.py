@@ -11,6 +11,7 @@ from airbench_common import validate as V
 from airbench_common.data import DatasetError
 from airbench_common.errors import UsageError
 from airbench_common.recipes import RecipeError
+from test_api_calls import Side as CallsSide
 
 N = 64
 WIDTHS = dict(block1=4, block2=8, block3=8)
@@ -19,18 +20,9 @@ X = RNG.integers(0, 256, (N, 32, 32, 3), dtype=np.uint8)
 Y = RNG.integers(0, 10, N)
 
 
-class Side:
-    def __init__(self, name):
-        self.name = name
-        if name == "torch":
-            pytest.importorskip("torch")
-            import airbench_torch as m
-            self.kw = dict(device="cpu")
-        else:
-            pytest.importorskip("jax")
-            import airbench_jax as m
-            self.kw = {}
-        self.m = m
+class Side(CallsSide):
+    """test_api_calls' framework side (its package and keyword spellings), with this file's
+    loader and net."""
 
     def loader(self, **kw):
         args = dict(data=(X, Y), batch_size=16, seed=0, **self.kw)
