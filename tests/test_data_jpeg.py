@@ -332,7 +332,7 @@ def test_unknown_jpeg_files_are_not_called_jpeg_cifar10(jpeg_dir):
 def test_known_content_has_one_label_and_identity_in_either_layout(jpeg_dir, tmp_path, monkeypatch):
     """The jpeg-only folder and a folder of the same pixels as train.npz/test.npz (no SOURCE.md,
     no jpeg/) belong to one comparison: same data_label, same data_identity."""
-    from parity import compare
+    from parity.study import compare
 
     d, _ = jpeg_dir
     known_as(monkeypatch, d)

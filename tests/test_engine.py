@@ -1,4 +1,4 @@
-"""parity.engine: a comparison's runs as tasks keyed by (comparison, framework, seed) on a Dask
+"""parity.study.engine: a comparison's runs as tasks keyed by (comparison, framework, seed) on a Dask
 cluster or as shards of a job array; a lost worker loses at most its unfinished run."""
 import json
 import os
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from airbench_common.records import read_records
-from parity import compare, engine
+from parity.study import compare, engine
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per run in every process (workers, shards, the single-process reference), so the
@@ -111,9 +111,9 @@ def test_engine_options_bad_input_one_line_exit_2(tmp_path, data_dir, capsys, ar
 
 
 def test_default_path_imports_no_engine():
-    """The default compare imports neither parity.engine nor Dask."""
+    """The default compare imports neither parity.study.engine nor Dask."""
     code = ("import sys, parity.compare; "
-            "print(any(m in sys.modules for m in ('parity.engine', 'distributed', 'dask')))")
+            "print(any(m in sys.modules for m in ('parity.study.engine', 'distributed', 'dask')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert p.stdout.strip() == "False", p.stderr

@@ -168,7 +168,7 @@ def test_dask_connect_failure_after_the_probe_leaves_nothing(tmp_path, monkeypat
     """A scheduler that vanishes between the probe and Client(): still one EngineError, and
     run_dask writes nothing (it connects before making the folder, config.json or lock)."""
     pytest.importorskip("distributed")
-    from parity import engine
+    from parity.study import engine
     monkeypatch.setattr(engine, "CONNECT_TIMEOUT", 1.0)
     out = tmp_path / "o"
     with pytest.raises(engine.EngineError, match="tcp://127.0.0.1:1"):
@@ -177,7 +177,7 @@ def test_dask_connect_failure_after_the_probe_leaves_nothing(tmp_path, monkeypat
 
 
 def test_probe_timeout_names_the_address(monkeypatch):
-    from parity import engine
+    from parity.study import engine
 
     def slow(*a, **k):
         raise engine.socket.timeout("timed out")

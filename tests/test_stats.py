@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from parity import stats as S
+from parity.study import stats as S
 
 
 def test_identical_samples_are_equivalent_with_zero_variance():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from airbench_common.records import make_record, read_records
-from parity import compare, plan as P, presets, report, upstream
+from parity.study import compare, plan as P, presets, report, upstream
 from test_compare import FakeRunner
 
 FIXTURE = Path(__file__).parent / "fixtures" / "standin_airbench94_muon.py"

@@ -145,7 +145,7 @@ def run_task(config: dict, out_dir: str, framework: str, seed: int, runner=None)
         _DATA[config["config_hash"]] = C.load_subsets(config)
     train_data, test_data = _DATA[config["config_hash"]]
     if runner is None:
-        from .runners import get_runner  # noqa: PLC0415
+        from ..runners import get_runner  # noqa: PLC0415
         runner = get_runner(framework)
     common = dict(overrides=config["overrides"], train_data=train_data, test_data=test_data)
     warm = getattr(runner, "warmup", None)
