@@ -25,9 +25,14 @@ import math
 import numpy as np
 from scipy import stats as _st
 
-from airbench_common.errors import cli_main
+from airbench_common.errors import UsageError, cli_main
+from airbench_common.files import write_json_atomic
+from airbench_common.validate import check_out_file, integer
 
+from ..args import parser
 from . import stats as S
+from .fmt import fmt, md_table, p_value
+from .store import RunFolder
 
 N_PERMUTATIONS = 999
 MAX_PERMUTATIONS = 1_000_000
@@ -128,6 +133,40 @@ def analyse(preds_a: np.ndarray, preds_b: np.ndarray, labels, *,
                 per_class=per_class(ca, cb, labels))
 
 
+# ----------------------------------------------------------------------------- report section
+def per_example_md(summary) -> list[str]:
+    """The per-example section (markdown lines) of summary["per_example"] (the report, and
+    python -m parity.examples)."""
+    pe = summary.get("per_example")
+    if not pe:
+        return ["", "## Per-example parity", "",
+                "(no per-example predictions stored for both frameworks)"]
+    fws = summary["frameworks"]
+    ag = pe["agreement"]
+    out = ["", "## Per-example parity (secondary)", "",
+           "Distribution-wise variance after Jordan (arXiv 2304.01910): Var_dist ~ Var(acc) - "
+           "sum_i p_i(1-p_i)/n^2, in points^2 (sd in points).", "",
+           md_table(["framework", "runs", "sd(acc)", "Var(acc)", "binomial part", "Var_dist",
+                      "sd_dist"],
+                     [[fw, v["runs"], fmt(v["sd_acc"]), fmt(v["var_acc"], ".4f"),
+                       fmt(v["var_binomial"], ".4f"), fmt(v["var_dist"], ".4f"),
+                       fmt(v["sd_dist"])] for fw, v in zip(fws, (pe["var_a"], pe["var_b"]))]),
+           "",
+           f"Per-example accuracy correlation {fws[0]} vs {fws[1]}: {fmt(ag['corr'])}; "
+           f"split-half (even vs odd seeds) within {fws[0]}: {fmt(ag['split_half_a'])}, within "
+           f"{fws[1]}: {fmt(ag['split_half_b'])}. Mean squared per-example difference "
+           f"D = {fmt(ag['msd'], '.5f')}; permutation test over run labels "
+           f"({ag['permutations']} permutations): p = {p_value(ag['p'])}.", "",
+           "Per-class accuracy (points), Welch p Holm-adjusted over the classes, CI "
+           "Bonferroni-corrected (95% family-wise):", "",
+           md_table(["class", "n", f"{fws[0]}", f"{fws[1]}", "diff", "CI", "p", "p Holm"],
+                     [[r["cls"], r["n"], fmt(r["mean_a"], ".2f"), fmt(r["mean_b"], ".2f"),
+                       fmt(r["diff"], "+.2f"),
+                       f"[{fmt(r['ci_low'], '+.2f')}, {fmt(r['ci_high'], '+.2f')}]",
+                       p_value(r["p"]), p_value(r["p_holm"])] for r in pe["per_class"]])]
+    return out
+
+
 # ----------------------------------------------------------------------------- command line
 # python -m parity.examples A_DIR:FW B_DIR:FW compares the ok runs of two compare folders (or two
 # frameworks of one folder) per example, e.g. a deliberately broken variant against the
@@ -135,50 +174,31 @@ def analyse(preds_a: np.ndarray, preds_b: np.ndarray, labels, *,
 
 def load_sweep(spec: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """(label, predictions runs x n, accuracies in points, test labels) of 'DIR:FRAMEWORK'."""
-    from pathlib import Path  # noqa: PLC0415
-
-    from airbench_common.errors import UsageError  # noqa: PLC0415
-    from airbench_common.records import read_records  # noqa: PLC0415
-
-    folder, sep, fw = spec.rpartition(":")
-    if not sep or not folder or fw not in ("jax", "torch"):
+    folder_name, sep, fw = spec.rpartition(":")
+    if not sep or not folder_name or fw not in ("jax", "torch"):
         raise UsageError(f"{spec!r}: give a compare folder and a framework as DIR:jax or "
                          "DIR:torch")
-    root = Path(folder)
-    labels_path = root / "test_labels.npy"
-    if not labels_path.is_file():
-        raise UsageError(f"{labels_path} missing: {folder} is not a parity.compare folder with "
-                         "per-example predictions")
+    folder = RunFolder(folder_name)
     try:
-        labels = np.load(labels_path, allow_pickle=False)
-        preds, accs = [], []
-        for r in sorted((r for r in read_records(root / "runs.jsonl")
-                         if r.get("framework") == fw and r.get("status") == "ok"
-                         and r.get("predictions")), key=lambda r: int(r.get("seed", 0))):
-            p = np.load(root / r["predictions"], allow_pickle=False)
-            if p.shape == labels.shape:
-                preds.append(p)
-                accs.append(100.0 * float(r["acc_tta"]))
+        labels = folder.load_labels()
+        if labels is None:
+            raise UsageError(f"{folder.labels_file} missing: {folder_name} is not a "
+                             "parity.compare folder with per-example predictions")
+        runs, preds = folder.load_predictions(folder.records(), fw, labels)
+        accs = np.asarray([100.0 * float(r["acc_tta"]) for r in runs])
     except UsageError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{spec}: cannot read its runs and predictions ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:100]}); is {folder} a finished "
+                         f"{' '.join(str(exc).split())[:100]}); is {folder_name} a finished "
                          "parity.compare folder?") from None
-    if len(preds) < 2:
-        raise UsageError(f"{spec}: {len(preds)} ok {fw} runs with predictions; need at least 2")
-    return f"{root.name}:{fw}", np.stack(preds), np.asarray(accs), labels
+    if len(runs) < 2:
+        raise UsageError(f"{spec}: {len(runs)} ok {fw} runs with predictions; need at least 2")
+    return f"{folder.root.name}:{fw}", preds, accs, labels
 
 
 @cli_main
 def main(argv=None) -> int:
-    from airbench_common.errors import UsageError  # noqa: PLC0415
-    from airbench_common.files import write_json_atomic  # noqa: PLC0415
-    from airbench_common.validate import check_out_file, integer  # noqa: PLC0415
-
-    from ..args import parser  # noqa: PLC0415
-    from .report import per_example_md  # noqa: PLC0415
-
     ap = parser("python -m parity.examples", "Per-example parity of two sweeps (compare folders)")
     ap.add_argument("a", help="DIR:FRAMEWORK, e.g. results/compare-airbench94_muon-cpu:jax")
     ap.add_argument("b", help="DIR:FRAMEWORK")
@@ -208,9 +228,3 @@ def main(argv=None) -> int:
     if args.json:
         write_json_atomic(args.json, dict(a=args.a, b=args.b, **result))
     return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

@@ -26,14 +26,13 @@ controlled). The equivalence rule is an intersection-union test, so each of its 
 sequential tests at level alpha keeps its type-I error at most alpha; the two decisions cannot
 both hold (one needs the interval inside the margin, the other outside).
 
-Run `python -m parity.plan --simulate` for the operating characteristics at a given spread.
+Run `python -m parity.plan --simulate` (this module's `main`) for the operating characteristics at a given spread.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,8 @@ from scipy import special as _sp
 from scipy import stats as _st
 
 from airbench_common.errors import UsageError, cli_main
+
+from ..args import count, parser
 
 ALPHA = 0.05
 FIRST_LOOK = 3          # runs per side at the first look (a variance needs a few runs)
@@ -366,7 +367,7 @@ def _positive(text):
 
 @cli_main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m parity.plan", description=__doc__.split("\n")[0])
+    ap = parser("python -m parity.plan", __doc__.split("\n")[0])
     ap.add_argument("--simulate", action="store_true", help="Monte Carlo operating "
                     "characteristics at d = 0, d = +/-margin and d = 2 margin")
     ap.add_argument("--sd", type=_positive, nargs="+", required=True,
@@ -377,8 +378,9 @@ def main(argv=None) -> int:
                     help="the cap as pairs (e.g. 30 minutes / seconds per pair)")
     ap.add_argument("--reps", type=int, default=2000)
     args = ap.parse_args(argv)
-    if args.reps < 1 or (args.max_pairs is not None and args.max_pairs < 1):
-        raise UsageError("--reps and --max-pairs must be at least 1")
+    count("--max-runs", args.max_runs)
+    count("--max-pairs", args.max_pairs)         # None: no cap but N
+    count("--reps", args.reps)
     sd_a, sd_b = (args.sd * 2)[:2]
     plan = Plan(args.margin, args.max_runs)
     print(f"plan: margin +/-{plan.margin}, N = {plan.max_runs} runs per side, looks at "
@@ -390,7 +392,3 @@ def main(argv=None) -> int:
               f"{r['different']:.3f}  inconclusive {r['inconclusive']:.3f}  mean runs/side "
               f"{r['mean_runs']:.1f}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
