@@ -42,6 +42,7 @@ from scipy import stats as _st
 from airbench_common.errors import UsageError, cli_main
 
 from ..args import count, parser
+from .store import latest_by_run
 
 ALPHA = 0.05
 FIRST_LOOK = 3          # runs per side at the first look (a variance needs a few runs)
@@ -244,12 +245,7 @@ def sequential_outcome(records, frameworks, plan: Plan, final_n: int | None = No
     pairs (both frameworks have seeds 0..n-1), at most plan.max_runs; `final_n` is a look made
     final by the wall-time cap."""
     fws = list(frameworks)
-    by = {}
-    for r in records:
-        try:
-            by[(r.get("framework"), int(r.get("seed")))] = r
-        except (TypeError, ValueError):
-            continue
+    by = latest_by_run(records)
     n = 0
     while n < plan.max_runs and all((fw, n) in by for fw in fws):
         n += 1

@@ -124,7 +124,7 @@ def _worker(conn, arm: Arm, workdir: str) -> None:
             getattr(importlib.import_module(module), fn)()
         driver = _Driver(arm)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line, every ask
-        failed = _one_line(exc)
+        failed = _error_line(exc)
 
         def answer(message):
             return "error", failed
@@ -134,7 +134,7 @@ def _worker(conn, arm: Arm, workdir: str) -> None:
                 return "ok", (driver.warmup() if message[0] == "warmup"
                               else driver.run(*message[1:]))
             except Exception as exc:  # noqa: BLE001
-                return "error", _one_line(exc)
+                return "error", _error_line(exc)
     while True:
         try:
             message = conn.recv()
@@ -145,7 +145,9 @@ def _worker(conn, arm: Arm, workdir: str) -> None:
         conn.send(answer(message))
 
 
-def _one_line(exc) -> str:
+def _error_line(exc) -> str:
+    """An error as the worker answers it: type and message on one line (400 characters at
+    most), and where it was raised."""
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:400] + where
