@@ -120,7 +120,7 @@ def _default_out(recipe: str, preset: str) -> str:
 
 def _resumed(args) -> dict | None:
     """--resume: the configuration in --out (the default folder of --recipe/--preset if none);
-    every setting not given is read from it."""
+    every setting not given is read from it. None without --resume."""
     if not args.resume:
         return None
     if args.out is None:
@@ -191,16 +191,16 @@ def _main(argv, runners) -> int:
     if args.engine == "dask" or args.shard is not None:  # engine options, before any work
         from . import engine  # noqa: PLC0415 - the default path imports no engine
         engine.check_options(args.engine, args.scheduler, args.shard, jax_vmap)
-    existing = _resumed(args)
-    s = _settings(args, existing or {})
+    existing = _resumed(args) or {}
+    s = _settings(args, existing)
     recipe, preset, frameworks = s["recipe"], s["preset"], s["frameworks"]
     wall = _wall_minutes(args.wall_minutes)
     margin_source = ("--margin" if args.margin is not None else
-                     (existing or {}).get("margin_source", "the preset"))
+                     existing.get("margin_source", "the preset"))
     probe = C.make_config(**s)
     arm = None
     if "upstream" in frameworks:   # checked before any data is read or run started
-        script = args.upstream_script or ((existing or {}).get("upstream") or {}).get("path")
+        script = args.upstream_script or (existing.get("upstream") or {}).get("path")
         arm = check_arm(recipe, probe["overrides"], script,
                         prepare=os.environ.get("AIRBENCH_UPSTREAM_PREPARE"),
                         n_train=probe["n_train"])
