@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from airbench_common.records import make_record, read_records
-from parity import compare
+from parity.study import compare
 
 
 @pytest.fixture()
@@ -269,7 +269,7 @@ def test_foreign_records_are_counted_not_mixed_in(tmp_path, data_dir, capsys):
 
 def test_wall_time_cap_ends_inconclusive(tmp_path, data_dir, monkeypatch):
     import dataclasses
-    from parity import presets
+    from parity.study import presets
     monkeypatch.setitem(presets.PRESETS, "smoke",
                         dataclasses.replace(presets.PRESETS["smoke"], wall_minutes=1e-9))
     calls, runners = fakes()
@@ -341,15 +341,16 @@ def test_single_framework_and_bad_arguments(tmp_path, data_dir, capsys):
 
 
 def test_progress_text_shows_estimate_and_distance():
-    from parity import plan
+    from parity.study import plan
     out = plan.decide([90.0, 90.2, 89.9, 90.1], [90.1, 89.8, 90.0, 90.2], plan.Plan(0.5, 10))
-    text = compare._progress_text(out, 125.0, 1800)
+    from parity.study.local import progress_text
+    text = progress_text(out, 125.0, 1800)
     assert "2.1/30 min" in text and "d " in text and "TOST p" in text and "needs <" in text
 
 
 def test_presets_are_documented_and_valid():
     from airbench_common.recipes import RECIPES, get_recipe
-    from parity.presets import PRESETS
+    from parity.study.presets import PRESETS
     for p in PRESETS.values():
         assert p.description and p.label()
         for name in RECIPES:
@@ -401,7 +402,7 @@ def test_module_entry_point_help():
 def test_vmapped_runs_stay_out_of_the_training_time_ratio():
     """A vmapped JAX record's train_seconds is its group's time: the report leaves it out of the
     per-run training times and the JAX/PyTorch ratio and shows the per-seed share apart."""
-    from parity import report
+    from parity.study import summary
     recs = []
     for seed in range(4):
         for fw, secs in (("jax", 10.0), ("torch", 20.0)):
@@ -412,7 +413,7 @@ def test_vmapped_runs_stay_out_of_the_training_time_ratio():
     vm = dict(recs[0], seed=9, train_seconds=400.0,       # a group of 4: 100 s each
               vmapped=dict(group_size=4, seeds=[9, 10, 11, 12], group_train_seconds=400.0,
                            per_seed_train_seconds=100.0))
-    s = report.summarize(recs + [vm], dict(recipe="airbench94_muon", frameworks=["jax", "torch"]),
+    s = summary.summarize(recs + [vm], dict(recipe="airbench94_muon", frameworks=["jax", "torch"]),
                          margin=0.5)
     assert s["per_framework"]["jax"]["train_seconds"]["n"] == 4
     assert s["per_framework"]["jax"]["train_seconds"]["max"] == 10.0

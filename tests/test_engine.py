@@ -1,4 +1,4 @@
-"""parity.engine: a comparison's runs as tasks keyed by (comparison, framework, seed) on a Dask
+"""parity.study.engine: a comparison's runs as tasks keyed by (comparison, framework, seed) on a Dask
 cluster or as shards of a job array; a lost worker loses at most its unfinished run."""
 import json
 import os
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from airbench_common.records import read_records
-from parity import compare, engine
+from parity.study import compare, engine
+from parity.study import config as C
+from parity.study.store import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per run in every process (workers, shards, the single-process reference), so the
@@ -35,11 +37,11 @@ def data_dir(tmp_path):
 
 
 def _config(data_dir, runs=3):
-    probe = compare.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
-                                str(data_dir))
-    tr, te = compare.load_subsets(probe)
-    return compare.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
-                               str(data_dir), identity=compare.data_identity(tr, te))
+    probe = C.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
+                          str(data_dir))
+    tr, te = C.load_subsets(probe)
+    return C.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
+                         str(data_dir), identity=C.data_identity(tr, te))
 
 
 class FakeRunner:
@@ -93,7 +95,7 @@ def test_shards_cover_the_sweep_once_and_a_rerun_skips_done_runs(tmp_path, data_
     # a task that runs again (a slow worker declared dead, a retry) appends nothing
     cfg = json.loads((out / "config.json").read_text())
     rec = dict(recs[0])
-    assert engine._append_once(out / "runs.jsonl", rec) is False
+    assert RunFolder(out).add_run(rec, None, cfg, once=True) is False
     assert len(read_records(out / "runs.jsonl")) == 6
     assert (out / "report.md").exists()
 
@@ -111,9 +113,9 @@ def test_engine_options_bad_input_one_line_exit_2(tmp_path, data_dir, capsys, ar
 
 
 def test_default_path_imports_no_engine():
-    """The default compare imports neither parity.engine nor Dask."""
+    """The default compare imports neither parity.study.engine nor Dask."""
     code = ("import sys, parity.compare; "
-            "print(any(m in sys.modules for m in ('parity.engine', 'distributed', 'dask')))")
+            "print(any(m in sys.modules for m in ('parity.study.engine', 'distributed', 'dask')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert p.stdout.strip() == "False", p.stderr

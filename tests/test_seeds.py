@@ -226,7 +226,7 @@ def test_compare_jax_vmap_groups_jax_seeds_and_keeps_one_record_each(tmp_path, f
     the plan's N), PyTorch one seed at a time; one record and one predictions file per
     (framework, seed); each grouped record's wall_seconds is its share of the group's."""
     from airbench_common.records import read_records
-    from parity import compare
+    from parity.study import compare
     calls = []
     runners = {fw: _Runner(fw, calls) for fw in ("jax", "torch")}
     out = tmp_path / "out"
@@ -245,7 +245,7 @@ def test_compare_jax_vmap_groups_jax_seeds_and_keeps_one_record_each(tmp_path, f
 
 
 def test_compare_jax_vmap_bad_value_is_one_line_error(tmp_path, fake_data_dir, capsys):
-    from parity import compare
+    from parity.study import compare
     rc = compare.main(["--preset", "smoke", "--out", str(tmp_path / "o"), "--data-dir",
                        str(fake_data_dir), "--jax-vmap", "0"], runners={})
     assert rc == 2 and "--jax-vmap 0 must be at least 1" in capsys.readouterr().err
@@ -256,7 +256,7 @@ def test_compare_jax_vmap_with_the_real_runner(tmp_path, fake_data_dir):
     """python -m parity.compare --jax-vmap 3 with airbench_jax's runner (smoke preset): one group
     of 3 seeds, one record and predictions file per seed, each marked vmapped."""
     from airbench_common.records import read_records
-    from parity import compare
+    from parity.study import compare
     out = tmp_path / "out"
     rc = compare.main(["--preset", "smoke", "--runs", "3", "--frameworks", "jax", "--out",
                        str(out), "--data-dir", str(fake_data_dir), "--no-progress", "--no-plots",
