@@ -67,7 +67,7 @@ def test_no_cuda_is_one_line(standin):
 def test_compare_refuses_a_script_without_the_arm(tmp_path, standin, capsys):
     code = compare.main(["--recipe", "airbench94_muon", "--preset", "smoke", "--out",
                          str(tmp_path / "out"), "--upstream-script", str(standin),
-                         "--no-progress"], runners={})
+                         "--no-progress"], workloads={})
     assert code == 2 and "needs 'upstream' in --frameworks" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -136,7 +136,7 @@ def test_three_arm_compare_with_the_script_arm(tmp_path, standin, lossless_subse
     code = compare.main(["--recipe", "airbench94_muon", "--preset", "subset", "--frameworks",
                          "jax,torch,upstream", "--upstream-script", str(standin), "--out",
                          str(out), "--data-dir", str(data), "--no-progress", "--no-plots"],
-                        runners=runners)
+                        workloads=runners)
     assert code == 0, capsys.readouterr().err
     recs = read_records(out / "runs.jsonl")
     ups = [r for r in recs if r["framework"] == "upstream"]

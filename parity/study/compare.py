@@ -30,22 +30,22 @@ import argparse
 import math
 import os
 import sys
-from typing import Callable, Mapping
+from typing import Mapping
 
 from airbench_common.cli import Parser
 from airbench_common.errors import cli_main
 from airbench_common.recipes import parse_overrides, recipe_names
 from airbench_common.validate import check_out_dir
+from airbench_common.workload import Workload
 
-from ..runners import RunnerUnavailable, get_runners
 from . import config as C
 from . import presets
 from .errors import CompareError, one_line
 from .local import run_compare
 from .report import write_report
 from .store import RunFolder
+from .runs import workloads
 from .upstream import check_arm
-from .upstream_runner import UpstreamRunner
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe hyper-parameter (on top of the preset), repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--verbose", action="store_true", help="runner logs and tracebacks")
+    p.add_argument("--verbose", action="store_true", help="the runs' logs and tracebacks")
     p.add_argument("--engine", choices=("local", "dask"), default="local",
                    help="where the runs execute: local (this process, pairs in order; default) "
                         "or dask (each run a task on a Dask cluster, see --scheduler)")
@@ -108,10 +108,10 @@ def _int_arg(text, name):
         raise CompareError(f"{name} {text!r} is not a whole number") from None
 
 
-def main(argv=None, runners: Mapping[str, Callable] | None = None) -> int:
-    """CLI entry point; `runners` (framework -> callable) replaces the real ones in tests. Bad
+def main(argv=None, workloads: Mapping[str, Workload] | None = None) -> int:
+    """CLI entry point; `workloads` (framework -> Workload) replaces the real ones in tests. Bad
     input (UsageError) is one line on stderr and exit status 2."""
-    return cli_main(lambda a: _main(a, runners))(argv)
+    return cli_main(lambda a: _main(a, workloads))(argv)
 
 
 def _default_out(recipe: str, preset: str) -> str:
@@ -171,7 +171,7 @@ def _settings(args, existing: dict) -> dict:
         data_dir=args.data_dir or existing.get("data_dir"))
 
 
-def _main(argv, runners) -> int:
+def _main(argv, wls) -> int:
     args = build_parser().parse_args(argv)
     if args.runs is not None:
         C.check_runs(_int_arg(args.runs, "--runs"))
@@ -220,28 +220,25 @@ def _main(argv, runners) -> int:
             raise CompareError("the upstream arm runs with the local engine only (its worker "
                                "process reuses one compiled model across runs); drop --engine "
                                "dask / --shard")
-        return _main_engine(engine, args, config, folder, runners)
+        return _main_engine(engine, args, config, folder, wls)
     if args.scheduler is not None:
         raise CompareError("--scheduler needs --engine dask")
-    if runners is None:
-        try:
-            runners = get_runners([fw for fw in frameworks if fw != "upstream"])
-        except RunnerUnavailable as exc:
-            raise CompareError(one_line(exc)) from None
-    if arm is not None and "upstream" not in runners:
-        runners = dict(runners, upstream=UpstreamRunner(arm))
+    if wls is None:
+        wls = workloads([fw for fw in frameworks if fw != "upstream"])
+    if arm is not None and "upstream" not in wls:
+        wls = dict(wls, **workloads(["upstream"], arm))
 
     try:
-        result = run_compare(config, folder.root, runners, train_data, test_data,
+        result = run_compare(config, folder.root, wls, train_data, test_data,
                              progress=not args.no_progress, verbose=args.verbose,
                              jax_vmap=jax_vmap)
     except KeyboardInterrupt:
-        _close(runners)
+        _close(wls)
         print(f"\ninterrupted; finished runs are in {folder.runs_file} (re-run to resume)",
               file=sys.stderr)
         _safe_report(folder, not args.no_plots)
         return 130
-    _close(runners)
+    _close(wls)
     _safe_report(folder, not args.no_plots)
     if result["error"]:
         n = len(folder.records())
@@ -264,13 +261,13 @@ def _print_header(config: dict, folder: RunFolder) -> None:
               "expected to mean anything")
 
 
-def _main_engine(engine, args, config, folder: RunFolder, runners) -> int:
+def _main_engine(engine, args, config, folder: RunFolder, wls) -> int:
     """--engine dask / --shard i/N (parity.study.engine): runs as independent tasks, then the
     report from everything in the folder."""
     try:
         if args.shard is not None:
             result = engine.run_shard(config, folder.root, engine.parse_shard(args.shard),
-                                      runners=runners)
+                                      workloads=wls)
         else:
             result = engine.run_dask(config, folder.root, args.scheduler)
     except KeyboardInterrupt:
@@ -285,10 +282,10 @@ def _main_engine(engine, args, config, folder: RunFolder, runners) -> int:
     return 0
 
 
-def _close(runners) -> None:
-    """End the runners' worker processes (the upstream arm's), if they have any."""
-    for runner in runners.values():
-        close = getattr(runner, "close", None)
+def _close(wls) -> None:
+    """End the workloads' worker processes (the upstream arm's), if they have any."""
+    for wl in wls.values():
+        close = getattr(wl, "close", None)
         if callable(close):
             close()
 

@@ -16,13 +16,14 @@ import numpy as np
 
 from airbench_common.data import dataset_label, load_cifar10, resolve_data_dir
 from airbench_common.recipes import get_recipe
+from airbench_common.workload import MODULES
 
-from ..runners import FRAMEWORKS
 from . import plan as P
 from . import presets
 from .errors import CompareError
 
 DEFAULT_RECIPE = "airbench94_muon"
+FRAMEWORKS = (*MODULES, "upstream")   # upstream: parity.study.upstream's arm
 # what must match for runs to belong to the same comparison (runs and frameworks may change)
 IDENTITY_KEYS = ("recipe", "preset", "recipe_params", "n_train", "n_test", "data_label",
                  "data_identity", "margin", "upstream")

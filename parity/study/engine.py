@@ -52,7 +52,7 @@ from airbench_common.errors import UsageError
 from . import plan as P
 from .config import load_subsets
 from .errors import one_line
-from .runs import one_run, prepare
+from .runs import one_run, prepare, run_options, workloads
 from .store import RunFolder, latest_by_run
 
 ENGINES = ("local", "dask")
@@ -124,7 +124,7 @@ def _pin_gpu() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[name % len(ids)]
 
 
-def run_task(config: dict, out_dir: str, framework: str, seed: int, runner=None) -> dict:
+def run_task(config: dict, out_dir: str, framework: str, seed: int, workload=None) -> dict:
     """One run of the comparison, where this process is: skipped if its record is there, else
     run, predictions written, record appended once. Returns a short summary (what Dask sends
     back)."""
@@ -135,22 +135,19 @@ def run_task(config: dict, out_dir: str, framework: str, seed: int, runner=None)
         return dict(summary, skipped=True)
     _pin_gpu()
     train_data, test_data = _subsets(config)
-    if runner is None:
-        from ..runners import get_runner  # noqa: PLC0415 - a framework, in the worker only
-        runner = get_runner(framework)
-    common = dict(overrides=config["overrides"], train_data=train_data, test_data=test_data)
-    warm = getattr(runner, "warmup", None)
-    if warm is not None and (config["config_hash"], framework) not in _WARM:
-        warm(config["recipe"], **common)     # as compare: compilation outside the timed runs
+    if workload is None:   # a framework is imported in the worker only
+        workload = workloads([framework])[framework]
+    options = run_options(config, train_data, test_data)
+    if (config["config_hash"], framework) not in _WARM:
+        workload.warmup(options)     # as compare: compilation outside the timed runs
         _WARM.add((config["config_hash"], framework))
-    rec, added = one_run(config, folder, runner, framework, seed, common, False, print,
-                         once=True)
+    rec, added = one_run(config, folder, workload, framework, seed, options, once=True)
     return dict(summary, skipped=not added, status=rec["status"], acc_tta=rec.get("acc_tta"))
 
 
 # ----------------------------------------------------------------------------- shards
 def run_shard(config: dict, out_dir, shard: tuple[int, int], *, log: Callable = print,
-              runners=None) -> dict:
+              workloads=None) -> dict:
     """This shard's runs, one after another, in this process."""
     folder = RunFolder(out_dir)
     _prepare(config, folder)
@@ -160,7 +157,7 @@ def run_shard(config: dict, out_dir, shard: tuple[int, int], *, log: Callable = 
     log(f"shard {shard[0]}/{shard[1]}: {len(tasks)} runs, {len(tasks) - len(todo)} already done")
     result = dict(finished=0, skipped=len(tasks) - len(todo), error=None)
     for fw, seed in todo:
-        s = run_task(config, str(folder.root), fw, seed, runner=(runners or {}).get(fw))
+        s = run_task(config, str(folder.root), fw, seed, workload=(workloads or {}).get(fw))
         result["finished"] += 0 if s["skipped"] else 1
         result["skipped"] += 1 if s["skipped"] else 0
         log(f"  {fw} seed {seed}: {s.get('status', 'skipped (done elsewhere)')}")

@@ -15,7 +15,9 @@ from typing import Callable, Mapping
 
 from . import plan as P
 from .errors import CompareError, one_line
-from .runs import group_run, one_run, prepare
+from airbench_common.workload import Workload
+
+from .runs import group_run, one_run, prepare, run_options
 from .store import RunFolder, latest_by_run
 
 
@@ -55,27 +57,25 @@ def _bar_log(log):
     return lambda msg: tqdm.write(str(msg), file=sys.stderr)
 
 
-def run_compare(config: dict, out_dir, runners: Mapping[str, Callable], train_data, test_data,
+def run_compare(config: dict, out_dir, workloads: Mapping[str, Workload], train_data, test_data,
                 *, progress: bool = True, log: Callable = print, verbose: bool = False,
                 jax_vmap: int = 1) -> dict:
     """Add pairs of runs to out_dir until the plan decides (or the cap); returns
-    {'finished', 'skipped', 'foreign', 'error', 'warmup_seconds', 'outcome'}. `runners` maps
-    framework -> runner (parity.study.runs; optionally with a `warmup` attribute). A runner that
-    raises stops the loop: nothing is recorded for that run, the error is returned (one line)
+    {'finished', 'skipped', 'foreign', 'error', 'warmup_seconds', 'outcome'}. `workloads` maps
+    framework -> its Workload (parity.study.runs.workloads). A run that raises stops the loop: nothing is recorded for that run, the error is returned (one line)
     and what finished before stays in the runs file. `jax_vmap` K > 1: when JAX needs seed k,
     seeds k..k+K-1 (those not done, below the plan's N) are trained together as one vmapped
     program (their records marked `vmapped`; each record's wall_seconds is its share of the
     group's)."""
     folder = RunFolder(out_dir)
     with folder.lock():     # a second compare on this folder: LockedError naming this pid
-        return _run_locked(config, folder, runners, dict(
-            overrides=config["overrides"], train_data=train_data, test_data=test_data),
-            progress=progress, log=log, verbose=verbose, jax_vmap=jax_vmap)
+        return _run_locked(config, folder, workloads, train_data, test_data,
+                           progress=progress, log=log, verbose=verbose, jax_vmap=jax_vmap)
 
 
-def _run_locked(config, folder: RunFolder, runners, common, *, progress, log, verbose,
-                jax_vmap):
-    prepare(folder, config, lambda: common["test_data"][1])
+def _run_locked(config, folder: RunFolder, workloads, train_data, test_data, *, progress, log,
+                verbose, jax_vmap):
+    prepare(folder, config, lambda: test_data[1])
     records, foreign = folder.study_records(config)
     if foreign:
         log(f"note: {foreign} record(s) in {folder.runs_file} belong to another configuration or "
@@ -101,23 +101,20 @@ def _run_locked(config, folder: RunFolder, runners, common, *, progress, log, ve
         log(f"already decided: {out['decision']} after {out['n']} runs per side ({out['reason']})")
         result["outcome"] = out
         return result
-    missing = [fw for fw in fws if fw not in runners]
+    missing = [fw for fw in fws if fw not in workloads]
     if missing:
-        raise CompareError(f"no runner for framework(s) {', '.join(missing)}")
+        raise CompareError(f"no workload for framework(s) {', '.join(missing)}")
     if result["skipped"]:
         log(f"resuming: {result['skipped']} runs already in {folder.runs_file}")
-    tlog = _bar_log(log)
+    options = run_options(config, train_data, test_data, verbose=verbose, log=_bar_log(log))
 
     # one warm-up per framework before any timed run: every compiled function at the run's shapes
     for fw in fws:
-        warm = getattr(runners[fw], "warmup", None)
-        if warm is None:
-            continue
         log(f"warming up {fw} (compilation of the train and eval functions; excluded from "
             "timings) ...")
         t0 = time.perf_counter()
         try:
-            warm(config["recipe"], **common)
+            workloads[fw].warmup(options)
         except Exception as exc:  # noqa: BLE001
             result["error"] = f"{fw} warm-up failed: {type(exc).__name__}: {one_line(exc)}"
             if verbose:
@@ -153,11 +150,9 @@ def _run_locked(config, folder: RunFolder, runners, common, *, progress, log, ve
                              if (fw, s) not in done]
                 try:
                     if len(group) > 1:
-                        recs = group_run(config, folder, runners[fw], fw, group, common,
-                                         verbose, tlog)
+                        recs = group_run(config, folder, workloads[fw], fw, group, options)
                     else:
-                        recs = [one_run(config, folder, runners[fw], fw, seed, common, verbose,
-                                        tlog)[0]]
+                        recs = [one_run(config, folder, workloads[fw], fw, seed, options)[0]]
                 except Exception as exc:  # noqa: BLE001
                     result["error"] = (f"{fw} seed {seed} failed: {type(exc).__name__}: "
                                        f"{one_line(exc)}")

@@ -1,10 +1,8 @@
-"""One run of a comparison, wherever it executes (the local engine, an engine task): the runner
-called with the comparison's settings, its record checked and completed, then stored.
-
-A *runner* is a callable with run_recipe's signature (parity.runners; the upstream arm's
-parity.study.upstream_runner; fakes in tests): runner(recipe, seed, *, overrides, train_data,
-test_data, data_dir, verbose, log, predictions, ...) -> a run record whose "_predictions" (in
-memory only) are the predicted class of every test image.
+"""One run of a comparison, wherever it executes (the local engine, an engine task): the
+framework's workload (airbench_common.workload; the upstream arm's
+parity.study.upstream_runner; fakes in tests) run with the comparison's options, its record
+checked and completed, then stored. A workload's record keeps, in memory only, "_predictions":
+the predicted class of every test image.
 """
 from __future__ import annotations
 
@@ -13,6 +11,8 @@ import time
 from typing import Callable
 
 import numpy as np
+
+from airbench_common.workload import RunOptions, Workload, get_workload
 
 from .config import check_config
 from .store import RunFolder
@@ -30,65 +30,77 @@ def prepare(folder: RunFolder, config: dict, test_labels: Callable[[], np.ndarra
         folder.save_labels(test_labels())
 
 
-def run_kwargs(config: dict, common: dict, verbose: bool, log) -> dict:
-    """The runner's keyword arguments: `common` (overrides, train_data, test_data) and the
-    comparison's."""
-    kwargs = dict(common, data_dir=config["data_dir"], verbose=verbose, log=log,
-                  predictions=True)
-    if not config.get("eval_every_epoch", True):
-        kwargs["eval_every_epoch"] = False
-    return kwargs
+def workloads(frameworks, arm=None) -> dict[str, Workload]:
+    """framework -> its workload: get_workload's for jax and torch, the upstream arm's
+    (parity.study.upstream_runner) for 'upstream' when `arm` is given."""
+    out = {}
+    for fw in frameworks:
+        if fw == "upstream":
+            if arm is not None:
+                from .upstream_runner import UpstreamWorkload  # noqa: PLC0415 - a process pool
+                out[fw] = UpstreamWorkload(arm)
+        else:
+            out[fw] = get_workload(fw)
+    return out
 
 
-def one_run(config, folder: RunFolder, runner, fw, seed, common, verbose, log, *,
+def run_options(config: dict, train_data, test_data, *, verbose: bool = False,
+                log: Callable = print) -> RunOptions:
+    """What every run of the comparison is given: its recipe, data (and the data's identity,
+    which each record carries as it is) and settings; per-example predictions kept."""
+    data = dict(label=config["data_label"], dir=config["data_dir"], n_train=len(train_data[0]),
+                n_test=len(test_data[0]))
+    return RunOptions(recipe=config["recipe"], overrides=dict(config["overrides"]),
+                      train_data=train_data, test_data=test_data, data_dir=config["data_dir"],
+                      data=data, eval_every_epoch=config.get("eval_every_epoch", True),
+                      predictions=True, verbose=verbose, log=log)
+
+
+def one_run(config, folder: RunFolder, workload: Workload, fw, seed, options: RunOptions, *,
             once: bool = False) -> tuple[dict, bool]:
     """Run seed `seed` of framework `fw` and store it; (its record, whether it was appended)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    rec = dict(runner(config["recipe"], seed, **run_kwargs(config, common, verbose, log)))
+    rec = dict(workload.run(options, seed))
     # CPU seconds of all this process's threads: on a shared machine, cpu_seconds / cores
     # estimates what the run would take alone (wall_seconds grows with the other jobs)
     rec["cpu_seconds"] = time.process_time() - c0
-    return store_run(config, folder, rec, fw, seed, time.perf_counter() - t0, common,
+    return store_run(config, folder, rec, fw, seed, time.perf_counter() - t0, options,
                      once=once)
 
 
-def group_run(config, folder: RunFolder, runner, fw, seeds, common, verbose, log) -> list[dict]:
-    """`seeds` trained together (run_recipe(..., seeds=...), one vmapped program); each record
-    stored as a sequential run's, with wall_seconds its share of the group's wall time."""
+def group_run(config, folder: RunFolder, workload: Workload, fw, seeds,
+              options: RunOptions) -> list[dict]:
+    """`seeds` trained together (the JAX workload's run_seeds: one vmapped program); each
+    record stored as a sequential run's, with wall_seconds its share of the group's wall time."""
     t0, c0 = time.perf_counter(), time.process_time()
-    recs = runner(config["recipe"], None, seeds=list(seeds), group_size=len(seeds),
-                  **run_kwargs(config, common, verbose, log))
+    group = options.replace(extra={**options.extra, "group_size": len(seeds)})
+    recs = list(workload.run_seeds(group, list(seeds)))
     wall = (time.perf_counter() - t0) / len(seeds)
     cpu = (time.process_time() - c0) / len(seeds)
-    if not isinstance(recs, list) or len(recs) != len(seeds):
-        raise RuntimeError(f"{fw} runner gave no list of {len(seeds)} records for seeds {seeds} "
-                           "(does its run_recipe take seeds=?)")
-    return [store_run(config, folder, dict(rec, cpu_seconds=cpu), fw, s, wall, common)[0]
+    if len(recs) != len(seeds):
+        raise RuntimeError(f"{fw} gave {len(recs)} records for the {len(seeds)} seeds {seeds}")
+    return [store_run(config, folder, dict(rec, cpu_seconds=cpu), fw, s, wall, options)[0]
             for rec, s in zip(recs, seeds)]
 
 
-def store_run(config, folder: RunFolder, rec, fw, seed, wall, common, *, once: bool = False
-              ) -> tuple[dict, bool]:
-    """Check and complete a runner's record (the comparison's preset, data, wall time, machine
-    load), then store it with its predictions (RunFolder.add_run). (The record, whether it was
-    appended.)"""
+def store_run(config, folder: RunFolder, rec, fw, seed, wall, options: RunOptions, *,
+              once: bool = False) -> tuple[dict, bool]:
+    """Check a workload's record (its framework, seed and the data identity it was given) and
+    complete it (the comparison's preset, wall time, machine load), then store it with its
+    predictions (RunFolder.add_run). (The record, whether it was appended.)"""
     preds = rec.get("_predictions")
     # keys starting with "_" are in-memory extras (predictions, the jax net state)
     rec = {k: v for k, v in rec.items() if not str(k).startswith("_")}
     rec.setdefault("framework", fw)
     rec.setdefault("seed", seed)
     if rec["framework"] != fw or int(rec["seed"]) != seed:
-        raise RuntimeError(f"runner returned a record for {rec['framework']} seed "
+        raise RuntimeError(f"{fw} returned a record for {rec['framework']} seed "
                            f"{rec['seed']}, expected {fw} seed {seed}")
+    if rec.get("data") != dict(options.data):
+        raise RuntimeError(f"{fw}'s record of seed {seed} does not carry the data identity it "
+                           f"was given ({rec.get('data')} != {dict(options.data)})")
     rec.update(preset=config["preset"], wall_seconds=wall)
-    train_data, test_data = common.get("train_data"), common.get("test_data")
-    data = dict(rec.get("data") or {})
-    data.update(label=config["data_label"], dir=config["data_dir"])
-    if train_data is not None:
-        data["n_train"] = len(train_data[0])
-    if test_data is not None:
-        data["n_test"] = len(test_data[0])
-    rec["data"] = data
+    test_data = options.test_data
     if preds is not None:
         preds = np.asarray(preds)
         if test_data is not None and preds.shape != (len(test_data[0]),):

@@ -151,7 +151,8 @@ def check_arm(recipe: str, overrides: dict, script=None, prepare: str | None = N
     return arm
 
 
-def build_record(arm: Arm, seed: int, out: dict, *, n_train: int, n_test: int, labels) -> dict:
+def build_record(arm: Arm, seed: int, out: dict, *, n_train: int, n_test: int, labels,
+                 data: dict | None = None) -> dict:
     """A run record in the one contract (airbench_common.records.RUN_FIELDS), framework
     'upstream', from what the worker read back."""
     from airbench_common.env import device_fields, package_versions
@@ -184,7 +185,8 @@ def build_record(arm: Arm, seed: int, out: dict, *, n_train: int, n_test: int, l
         per_epoch=[dict(epoch=row.get("epoch"), train_loss=row.get("train_loss"),
                         train_acc=row.get("train_acc"), val_acc=row.get("val_acc"),
                         seconds=None) for row in epochs],
-        data=dict(label="arrays staged for upstream", dir=None, n_train=n_train, n_test=n_test),
+        data=dict(data) if data is not None else dict(
+            label="arrays staged for upstream", dir=None, n_train=n_train, n_test=n_test),
         error=error)
     rec["wall_seconds_in_worker"] = out["wall_seconds"]
     rec["_predictions"] = preds

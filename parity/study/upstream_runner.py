@@ -3,8 +3,8 @@ upstream's code imported and driven in a worker process of its own, one per comp
 across runs as upstream's own `__main__` reuses its compiled model.
 
 The worker runs in a temporary working folder holding the comparison's data as
-`cifar10/{train,test}.pt` (upstream's loaders read those paths), answers the runner's asks over a
-pipe, and reads back each run's printed rows and final TTA logits by wrapping upstream's
+`cifar10/{train,test}.pt` (upstream's loaders read those paths), answers the workload's asks over
+a pipe, and reads back each run's printed rows and final TTA logits by wrapping upstream's
 `print_training_details` and `infer` (see parity.study.upstream).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 
 from airbench_common import outcome
 from airbench_common.recipes import get_recipe
+from airbench_common.workload import Workload
 
 from .upstream import (CLASSES, PACKAGE_ARGS, PACKAGE_FUNCTIONS, PACKAGE_VERSION, Arm,
                        UpstreamError, build_record)
@@ -41,11 +42,14 @@ def stage_data(folder: Path, train_data, test_data) -> None:
                     "classes": CLASSES}, folder / "cifar10" / f"{split}.pt")
 
 
-class UpstreamRunner:
-    """A compare runner (parity.runners) for the upstream arm: one worker process, started at
-    the warm-up (or the first run) and reused, as upstream's own `__main__` reuses its model."""
+class UpstreamWorkload(Workload):
+    """The upstream arm as a run-only Workload (airbench_common.workload): one worker process,
+    started at the warm-up (or the first run) and reused, as upstream's own `__main__` reuses its
+    model. What the arm can run was checked when it was made (upstream.check_arm); a recipe
+    other than the arm's is refused."""
 
-    framework = "upstream"
+    name = "upstream"
+    run_only = True
 
     def __init__(self, arm: Arm):
         self.arm = arm
@@ -76,24 +80,31 @@ class UpstreamRunner:
             raise RuntimeError(f"upstream's code failed: {payload}")
         return payload
 
-    def warmup(self, recipe, *, train_data=None, test_data=None, overrides=None, **_ignored):
-        self._start(train_data, test_data)
-        return self._ask("warmup")
+    def check(self, options):
+        options = super().check(options)
+        if options.recipe != self.arm.recipe:
+            raise UpstreamError(f"the upstream arm was set up for {self.arm.recipe}, not "
+                                f"{options.recipe}")
+        return options
 
-    def __call__(self, recipe, seed, *, train_data=None, test_data=None, overrides=None,
-                 data_dir=None, verbose=False, log=print, predictions=True,
-                 eval_every_epoch=True):
-        if recipe != self.arm.recipe:
-            raise UpstreamError(f"the upstream arm was set up for {self.arm.recipe}, not {recipe}")
+    def warmup(self, options):
+        self.check(options)
+        self._start(options.train_data, options.test_data)
+        self._ask("warmup")
+
+    def run(self, options, seed):
+        self.check(options)
+        train_data, test_data = options.train_data, options.test_data
         self._start(train_data, test_data)
         out = self._ask("run", int(seed), self._runs)
         self._runs += 1
-        if verbose:
+        if options.verbose:
             for line in out.pop("_log", "").splitlines():
-                log(line)
+                options.log(line)
         out.pop("_log", None)
         return build_record(self.arm, seed, out, n_train=len(train_data[0]),
-                            n_test=len(test_data[0]), labels=np.asarray(test_data[1]))
+                            n_test=len(test_data[0]), labels=np.asarray(test_data[1]),
+                            data=options.data)
 
     def close(self):
         if self._conn is not None:
