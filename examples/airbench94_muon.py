@@ -6,16 +6,18 @@ is the same recipe told with this package's pieces: the hyper-parameters come fr
 airbench_common's recipe table (nothing is restated here), the net, the augmentations, Muon and
 the test-time augmentation from airbench_jax, and the training loop is written out below.
 
-JAX style: every function is pure. Randomness comes from explicit keys split off one seed; the
-train state is a pytree (a NamedTuple of dicts) that each step returns anew; the step and the
-batch maker are jitted. Given the same seed and data it trains exactly what
-`airbench_jax.run_recipe("airbench94_muon", seed)` trains (tests/test_example_muon.py checks
-that, step by step and for a whole run), so the keys are split the way run_recipe splits them.
+JAX style: the pieces are pure functions; randomness comes from explicit keys split off one
+seed; the train state is a pytree (a NamedTuple of dicts) that each step returns anew; the step
+and the batch maker are jitted. Given the same seed and data it trains what
+`airbench_jax.run_recipe("airbench94_muon", seed)` trains, to the bit (tests/test_example_muon.py
+checks that on the CPU, step by step and for a whole run), so the keys are split the way
+run_recipe splits them.
 
     python examples/airbench94_muon.py [--data-dir DIR] [--seed N] [--epochs E] [--n-train N]
 
-prints upstream's per-epoch table (time_seconds: the whitening and the training steps, without
-compilation or evaluation) and the final test accuracy with test-time augmentation.
+prints upstream's per-epoch table (time_seconds: the set-up with the whitening, then the
+training steps; the step is compiled before the clock runs, and evaluation is not timed) and the
+final test accuracy with test-time augmentation.
 """
 
 #############################################
@@ -40,6 +42,7 @@ from airbench_common.data import load_cifar10
 from airbench_common.errors import UsageError
 from airbench_common.recipes import Recipe, get_recipe, lr_schedules, param_groups
 from airbench_common.table import Table
+from airbench_common.validate import check_seed
 from airbench_jax import CifarLoader, evaluate, make_net
 from airbench_jax import augment as aug
 from airbench_jax import precision as prec
@@ -104,13 +107,13 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-def make_optimizer(recipe: Recipe, n_train: int, params, ns_dtype) -> optax.GradientTransformation:
+def make_optimizer(recipe: Recipe, n_train: int, params, ns_dtype):
     """Upstream's two optimizers as one optax.partition over the recipe's parameter groups:
     Nesterov SGD with coupled weight decay on the whitening bias, the BatchNorm biases and the
     head (upstream's optimizer1), Muon on the conv filters (optimizer2). Each group's learning
     rate per step is its lr times its schedule (airbench_common.recipes.lr_schedules: linear
     decay to 0 over the run, and over its first 3 epochs for the whitening bias, frozen after).
-    Muon's Newton-Schulz iteration runs in `ns_dtype`."""
+    Muon's Newton-Schulz iteration runs in `ns_dtype`. -> an optax.GradientTransformation"""
     schedules = lr_schedules(recipe, n_train)
     transforms = {}
     for group in param_groups(recipe, n_train):
@@ -190,7 +193,8 @@ def train(recipe: Recipe, train_data, test_data, seed: int, log=print):
     # Keys: one seed, split once into the init's, the pre-flip's and the epochs' keys
     k_init, k_flip, k_epochs = jax.random.split(jax.random.PRNGKey(seed), 3)
 
-    # Initialize the net and whiten it from the training images (timed, as upstream times it)
+    # Initialize the net and whiten it from the training images (timed: upstream times the
+    # whitening, which needs the covariance of the images' 2x2 patches and its eigenvectors)
     t0 = time.perf_counter()
     graphdef, tx, state = init(recipe, train_images, n_train, k_init, policy)
     state = jax.block_until_ready(state)
@@ -257,13 +261,15 @@ def main(argv=None) -> int:
     try:
         overrides = {} if args.epochs is None else {"epochs": args.epochs}
         recipe = get_recipe(RECIPE, **overrides)
-        if args.seed < 0 or (args.n_train is not None and args.n_train < 1):
-            raise UsageError("--seed must be >= 0 and --n-train >= 1")
+        seed = check_seed(args.seed, "--seed")
+        if args.n_train is not None and args.n_train < recipe.batch_size:
+            raise UsageError(f"--n-train {args.n_train}: give at least one batch of training "
+                             f"images, {recipe.batch_size}")
         images, labels = load_cifar10("train", args.data_dir)
         train_data = images[:args.n_train], labels[:args.n_train]
         test_data = load_cifar10("test", args.data_dir)
         with prec.matmul_context(prec.resolve()):
-            _, tta_val_acc = train(recipe, train_data, test_data, args.seed)
+            _, tta_val_acc = train(recipe, train_data, test_data, seed)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

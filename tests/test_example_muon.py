@@ -106,3 +106,15 @@ def test_a_whole_run_matches_run_recipe(example, data):
     rows = [line.split("|")[2].strip() for line in lines if line.startswith("|")][1:]
     assert rows == ["0", "1", "eval"]
     assert f"{tta_acc:0.4f}" in lines[-2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed -1 is outside [0, 4294967296); seeds are 32-bit"),
+    (["--n-train", "1999"], "--n-train 1999: give at least one batch of training images, 2000"),
+    (["--epochs", "0"], "recipe airbench94_muon: epochs=0.0 must be a positive finite number"),
+])
+def test_the_command_line_says_what_is_wrong_before_reading_data(example, args, message, capsys,
+                                                                tmp_path):
+    """Exit status 2 and one line on stderr; the (empty) data folder is never read."""
+    assert example.main(args + ["--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
