@@ -179,9 +179,9 @@ def load_subset(path) -> tuple[dict, tuple, tuple]:
 
 
 def synthetic_data(n_train: int, n_test: int):
-    from .batches import synthetic_images
+    from .numerics.batches import synthetic_images
     x, y = synthetic_images(n_train + n_test, seed=0)
-    ident = dict(source="synthetic (parity.batches.synthetic_images, seed 0)", n_train=n_train,
+    ident = dict(source="synthetic (parity.numerics.batches.synthetic_images, seed 0)", n_train=n_train,
                  n_test=n_test, sha256=None)
     return ident, (x[:n_train], y[:n_train].astype(np.int64)), (x[n_train:],
                                                                 y[n_train:].astype(np.int64))
@@ -223,15 +223,16 @@ def numerics(out: Path, dry: bool) -> dict:
     """parity.numerics for airbench94_muon (full width; dry: width 1/8, batch 8)."""
     import jax
     import torch
-    from .numerics import check_newton_schulz, run_recipe_checks
-    from .rows import Report
-    from .sides import setup_precision
+    from .numerics.checks import run_recipe_checks
+    from .numerics.rows import Report
+    from .numerics.setting import setup_precision
+    from .numerics.steps import check_newton_schulz
     setup_precision()
     try:
         rep = Report(meta=dict(recipe=RECIPE, width_scale=0.125 if dry else 1.0,
                                jax_device=str(jax.devices()[0]), torch_device="cpu",
                                dry_run=dry,
-                               setting="float32, TF32 off (parity.sides.setup_precision)"))
+                               setting="float32, TF32 off (parity.numerics.setting.setup_precision)"))
         check_newton_schulz(rep)
         # dry: width 1/16, batch 4, native conv, forward/gradient/TTA rows only (the optimizer
         # steps and lr schedules take minutes on a small CPU; they run in the real check)

@@ -14,8 +14,8 @@ torch weight that is not all ones cannot be represented and is refused).
 The array mapping is airbench_jax.convert's (``from_torch_arrays`` / ``to_torch_arrays``); this
 file adds the torch-tensor <-> numpy side, a strict key/shape check (the expected key set comes
 from ``local_to_torch_arrays``), and an independent mapping (``local_from_torch_arrays`` /
-``local_to_torch_arrays``) written against the Flax module tree, which the tests use as a
-cross-check of airbench_jax.convert's.
+``local_to_torch_arrays``) written against the Flax module tree, a cross-check of
+airbench_jax.convert's (parity.numerics' "convert local map" row, tests/test_parity_convert.py).
 """
 from __future__ import annotations
 
