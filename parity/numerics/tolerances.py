@@ -25,7 +25,7 @@ or nearly equal eigenvalues. We deliberately use the normwise (not the per-eleme
 error: gradients and logits contain elements near zero whose per-element relative error is
 meaningless, while the error of a float32 reduction is bounded relative to the magnitude of the
 terms summed, i.e. of the tensor's scale. What was measured against these bounds:
-docs/results/numerics_tolerances.md.
+docs/results/HISTORY.md ("Measurements behind code choices").
 
 Where the numbers come from (float32, unit roundoff u = 2**-24 ~ 6e-8):
 
