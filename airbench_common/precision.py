@@ -12,8 +12,9 @@ A policy has five parts:
 
 Named policies:
 
-- `float32`: float32 everywhere, TF32 off. The CPU default, and the numerics setting
-  (`parity.numerics`, `parity.lockstep`) on every device.
+- `float32`: float32 everywhere, TF32 off. The CPU default, and the setting of parity's
+  shared-weight checks (`parity.numerics`, `parity.lockstep`) on every device: `NUMERICS`, which
+  `parity.numerics.setting.setup_precision` applies to both frameworks.
 - `upstream`: upstream airbench's CUDA policy: float16 weights and activations, float32
   BatchNorm, bfloat16 Newton-Schulz, TF32 as PyTorch leaves it (`conv`). The GPU default.
 - `bfloat16`: as `upstream` with bfloat16 weights and activations, to compare the two 16-bit
@@ -63,8 +64,8 @@ POLICIES = {
     "upstream": Precision("upstream", "float16", "float16", "float32", "bfloat16", "conv"),
     "bfloat16": Precision("bfloat16", "bfloat16", "bfloat16", "float32", "bfloat16", "conv"),
 }
-NUMERICS = POLICIES["float32"]   # the numerics checks' setting (parity.sides.setup_precision
-#                                  applies it to both frameworks)
+NUMERICS = POLICIES["float32"]   # the shared-weight checks' setting (applied to both frameworks
+#                                  by parity.numerics.setting.setup_precision)
 
 
 def default_policy_name(accelerator: bool) -> str:

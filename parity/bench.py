@@ -1,4 +1,5 @@
-"""Training throughput of the JAX port against the PyTorch reference, in the same run.
+"""Training throughput of the JAX port against the PyTorch reference, in the same run: the one
+throughput benchmark (`python -m parity.gpu_check`'s throughput stage calls `bench` too).
 
     python -m parity.bench [--recipe airbench94_muon] [--batch 2000] [--steps 3] [--reps 3]
                            [--conv-impl auto] [--torch-channels-last auto|on|off|both]
@@ -6,18 +7,21 @@
 
 Both frameworks take full optimizer steps (forward, backward, optimizer, schedules) of the
 recipe's net on the same random normalized batch, through their public low-level APIs
-(`airbench_torch.make_train_state/train_step`, `airbench_jax.init_train_state/train_step`).
-JAX's step is compiled first and its compile time reported separately; the frameworks alternate
-rep by rep so machine noise hits both alike. Reported: images/s per framework (median over reps),
-the JAX/PyTorch ratio, achieved GFLOP/s (3x the forward FLOPs of the convs and head per image) and
-the fraction of this machine's float32 matmul peak (a large JAX matmul).
+(`airbench_torch.make_train_state/train_step`, `airbench_jax.init_train_state/train_step`), each on
+its default device (PyTorch: CUDA if there is one) in that device's default precision policy.
+JAX's step is compiled first and its compile time reported separately, and every stepper's first
+call (cuDNN's algorithm choice, allocators) is timed apart; the frameworks alternate rep by rep so
+machine noise hits both alike, and each rep runs its steps as a run's loop does, waiting for the
+device once at its end. Reported: images/s per framework (median over reps), the JAX/PyTorch
+ratio, achieved GFLOP/s (3x the forward FLOPs of the convs and head per image) and the fraction of
+this machine's float32 matmul peak (a large JAX matmul).
 `--torch-channels-last both` times PyTorch in both memory formats in the same run ("torch" is the
 policy's format, "torch_channels_last" or "torch_contiguous" the other one): the measurement
 behind the CPU memory-format policy in airbench_torch/device.py.
 
 Also reported per stepper: the process's minor page faults per step (fresh memory the kernel had
 to map and zero). They explain `--scan`'s difference: XLA:CPU allocates a compiled program's
-temporary buffer (~880 MB for airbench94_muon at batch 500) at every call and frees it after, so
+temporary buffer (hundreds of MB for airbench94_muon) at every call and frees it after, so
 per-step calls fault it in and zero it at every step, while one `lax.scan` program (as
 `train_epoch` runs a whole epoch) pays that once per call. And JAX's convolution lowering, with
 oneDNN's version and the kernels it chose where that lowering is 'onednn'.
@@ -38,7 +42,7 @@ from airbench_common.errors import cli_main
 from airbench_common.validate import OptionError
 from airbench_jax.conv import IMPLS
 
-from .sides import JaxSide, TorchSide
+from .numerics.batches import to_nchw
 
 
 def forward_flops(recipe) -> float:
@@ -69,8 +73,9 @@ TORCH_CHANNELS_LAST = ("auto", "on", "off", "both")
 MAX_BATCH = 10000  # images per step; five times the default, far past what a benchmark needs
 
 
-def torch_formats(choice: str) -> dict:
-    """{stepper name: channels_last} for --torch-channels-last; "torch" is always there."""
+def torch_formats(choice: str, device=None) -> dict:
+    """{stepper name: channels_last} for --torch-channels-last on `device` (None: the CPU);
+    "torch" is always there."""
     import torch
     from airbench_torch.device import uses_channels_last
     if choice not in TORCH_CHANNELS_LAST:
@@ -78,34 +83,89 @@ def torch_formats(choice: str) -> dict:
                          f"{', '.join(TORCH_CHANNELS_LAST)}")
     if choice != "both":
         return {"torch": {"auto": None, "on": True, "off": False}[choice]}
-    policy = uses_channels_last(torch.device("cpu"))
+    policy = uses_channels_last(torch.device("cpu") if device is None else device)
     return {"torch": policy, "torch_" + ("contiguous" if policy else "channels_last"): not policy}
 
 
-def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto",
-          overrides=None, log=print, torch_channels_last="auto", scan=False) -> dict:
-    """scan=True also times JAX as one `lax.scan` program of `steps` steps per rep
+def torch_stepper(r, n_train: int, x_nhwc, y, device, policy, channels_last):
+    """A function running n PyTorch train steps on (x, y), then waiting for the device: as a
+    run's loop, nothing waits inside (train_step's check=False)."""
+    import torch
+    import airbench_torch as at
+    from airbench_torch.device import synchronize, to_memory_format, torch_dtype
+    x = to_memory_format(torch.from_numpy(to_nchw(x_nhwc)), channels_last).to(device)
+    state = at.make_train_state(r, n_train, x[:64], seed=0, device=device, precision=policy,
+                                channels_last=channels_last)
+    x = x.to(torch_dtype(policy.compute))
+    yt = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            at.train_step(state, x, yt, check=False)
+        synchronize(device)
+    return run
+
+
+def jax_stepper(r, n_train: int, x_nhwc, y, policy, conv_impl: str, scan_steps: int = 0):
+    """(a function running n calls of JAX's compiled train_step on (x, y), then waiting for the
+    device; its compile seconds). scan_steps=k: each call is k steps as one `lax.scan` program,
+    as `train_epoch` runs them."""
+    import jax
+    import jax.numpy as jnp
+    from airbench_jax import init_train_state, train_step
+    from airbench_jax.precision import matmul_context
+    from airbench_jax.train import train_steps
+    x, yj = jnp.asarray(x_nhwc), jnp.asarray(np.asarray(y).astype(np.int32))
+    with matmul_context(policy):
+        box = [init_train_state(r, n_train, jax.random.PRNGKey(0), whiten_images=x[:64],
+                                precision=policy, conv_impl=conv_impl)]
+        t = time.perf_counter()
+        program = (train_steps.lower(box[0], x, yj, scan_steps) if scan_steps
+                   else train_step.lower(box[0], x, yj)).compile()
+        compile_seconds = time.perf_counter() - t
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            box[0], _ = program(box[0], x, yj)
+        jax.block_until_ready(box[0])
+    return run, compile_seconds
+
+
+def bench(recipe="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto",
+          overrides=None, log=print, torch_channels_last="auto", scan=False,
+          device=None) -> dict:
+    """Images/s of both frameworks (see the module docstring). `recipe`: a name or a Recipe;
+    `device`: PyTorch's (None: CUDA if there is one, else the CPU; JAX runs on its default
+    backend). scan=True also times JAX as one `lax.scan` program of `steps` steps per rep
     ("jax_scan"), the way `train_epoch` runs, beside the per-step `train_step` calls ("jax")."""
-    recipe = get_recipe(recipe_name, **(overrides or {}), batch_size=batch, epochs=1000)
+    import jax
+    from airbench_jax.conv import resolve_impl
+    from airbench_jax.cpu import cpu_info
+    from airbench_jax.precision import resolve as jax_policy
+    from airbench_torch.device import apply_tf32, resolve_device, resolve_precision
+    r = get_recipe(recipe, **(overrides or {}), batch_size=batch, epochs=1000)
     n_train = batch * 50                # long enough a schedule that steps never run out
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
     labels = rng.integers(0, 10, batch)
-    formats = torch_formats(torch_channels_last)
-    steppers = {}
-    for name, cl in formats.items():
-        side = TorchSide.from_init(recipe, n_train, images, channels_last=cl)
-        steppers[name], _ = side.stepper(images, labels)
-    steppers["jax"], compile_seconds = JaxSide.from_init(
-        recipe, n_train, images, conv_impl=conv_impl).stepper(images, labels)
+    dev = resolve_device(device)
+    tpol, jpol = resolve_precision(None, dev), jax_policy()
+    apply_tf32(tpol)
+    formats = torch_formats(torch_channels_last, dev)
+    steppers = {name: torch_stepper(r, n_train, images, labels, dev, tpol, cl)
+                for name, cl in formats.items()}
+    steppers["jax"], compile_seconds = jax_stepper(r, n_train, images, labels, jpol, conv_impl)
     calls = {k: steps for k in steppers}
     compile_all = {"jax": compile_seconds}
     if scan:
-        steppers["jax_scan"], compile_all["jax_scan"] = JaxSide.from_init(
-            recipe, n_train, images, conv_impl=conv_impl).stepper(images, labels, scan_steps=steps)
+        steppers["jax_scan"], compile_all["jax_scan"] = jax_stepper(
+            r, n_train, images, labels, jpol, conv_impl, scan_steps=steps)
         calls["jax_scan"] = 1
-    for fn in steppers.values():        # first-call overhead outside the timings
-        fn()
+    first_call = {}
+    for name, fn in steppers.items():   # first-call work outside the timings
+        t = time.perf_counter()
+        fn(1)
+        first_call[name] = time.perf_counter() - t
     load_before = os.getloadavg()
     rates = {k: [] for k in steppers}
     faults = {k: [] for k in steppers}
@@ -113,17 +173,14 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
         for name, fn in steppers.items():
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t = time.perf_counter()
-            for _ in range(calls[name]):
-                fn()
+            fn(calls[name])
             rates[name].append(batch * steps / (time.perf_counter() - t))
             faults[name].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps)
             log(f"rep {rep}: {name:5s} {rates[name][-1]:7.1f} img/s")
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in rates.items()}
     peak = matmul_peak_gflops()
-    flops = 3 * forward_flops(recipe)
-    from airbench_jax.conv import resolve_impl
-    from airbench_jax.cpu import cpu_info
+    flops = 3 * forward_flops(r)
     impl = resolve_impl(conv_impl)
     extra = {}
     if scan:
@@ -131,20 +188,24 @@ def bench(recipe_name="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl=
     if len(formats) == 2:
         by_format = {cl: med[name] for name, cl in formats.items()}
         extra["ratio_torch_channels_last_over_contiguous"] = by_format[True] / by_format[False]
-    from airbench_jax.precision import resolve as jax_policy
-    from airbench_torch.device import resolve_precision as torch_policy
     return dict(
-        recipe=recipe_name, batch=batch, steps_per_rep=steps, reps=reps, dtype="float32",
-        precision=dict(torch=torch_policy(None, "cpu").to_dict(), jax=jax_policy().to_dict()),
+        recipe=recipe if isinstance(recipe, str) else r.name, widths=list(r.widths), batch=batch,
+        steps_per_rep=steps, reps=reps, dtype=tpol.compute,
+        data="synthetic normal(0, 1) images", device=str(dev), jax_device=str(jax.devices()[0]),
+        precision=dict(torch=tpol.to_dict(), jax=jpol.to_dict()),
         torch_channels_last=formats, **extra,
-        conv_impl=impl, onednn=onednn_info(impl, recipe, batch), images_per_second=med,
+        conv_impl=impl, onednn=onednn_info(impl, r, batch), images_per_second=med,
         all_rates=rates, page_faults_per_step={k: statistics.median(v) for k, v in faults.items()},
         ratio_jax_over_torch=med["jax"] / med["torch"],
         ratios_jax_over={k: med["jax"] / v for k, v in med.items() if k.startswith("torch")},
         jax_compile_seconds=compile_seconds, compile_seconds=compile_all,
+        first_call_seconds=first_call,
         rate_spread={k: (max(v) - min(v)) / statistics.median(v) for k, v in rates.items()},
         load_average=dict(before=load_before, after=load_after), cpu=cpu_info(),
         XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
+        timing="frameworks alternate rep by rep; each rep runs steps_per_rep train steps and then "
+               "waits for the device (torch.cuda.synchronize / jax.block_until_ready); compile "
+               "and first calls excluded",
         gflops={k: v * flops / 1e9 for k, v in med.items()}, matmul_peak_gflops=peak,
         fraction_of_peak={k: v * flops / 1e9 / peak for k, v in med.items()},
         versions=package_versions("jax", "jaxlib", "flax", "optax", "torch", "onednn-cpu-gomp"),
@@ -195,7 +256,7 @@ def main(argv=None) -> int:
                 torch_channels_last=a.torch_channels_last, scan=a.scan)
     ips = res["images_per_second"]
     from airbench_jax.cpu import describe
-    print(f"{a.recipe} batch {a.batch} float32 on {describe()}")
+    print(f"{a.recipe} batch {a.batch} {res['precision']['torch']['name']} on {describe()}")
     la = res["load_average"]
     print(f"  load average (1 min) {la['before'][0]:.1f} before, {la['after'][0]:.1f} after "
           f"the timed reps; XLA_FLAGS={res['XLA_FLAGS']!r}")

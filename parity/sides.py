@@ -33,22 +33,9 @@ import numpy as np
 from airbench_common import get_recipe, param_groups
 from airbench_common.recipes import Recipe
 
-from . import convert, inputs
-from .batches import synthetic_images, to_nchw
-
-
-def setup_precision(threads: int | None = None) -> None:
-    """float32 everywhere: JAX matmul/conv precision 'highest' (no TF32/bf16 passes), torch
-    TF32 off and deterministic algorithms."""
-    import jax
-    import torch
-    jax.config.update("jax_default_matmul_precision", "highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads:
-        torch.set_num_threads(threads)
-
+from .numerics import convert, inputs
+from .numerics.batches import synthetic_images, to_nchw
+from .numerics.setting import setup_precision  # noqa: F401 - its callers' old address
 
 
 # ---------------------------------------------------------------------- inputs and weights

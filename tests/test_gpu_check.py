@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from parity import gpu_check as G
+from parity.gpu import environment, stages, subset
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = Path(os.environ.get("AIRBENCH_LOSSLESS_SUBSET",
@@ -59,14 +60,14 @@ def test_bad_options_are_one_line_exit_2(argv, word, capsys, tmp_path, monkeypat
 def test_make_subset_round_trip_and_identity(tmp_path):
     from airbench_common.data import load_cifar10
     path = tmp_path / "sub.npz"
-    info = G.make_subset(path, 300, 100, LOSSLESS)
-    ident, (xtr, ytr), (xte, yte) = G.load_subset(path)
+    info = subset.make_subset(path, 300, 100, LOSSLESS)
+    ident, (xtr, ytr), (xte, yte) = subset.load_subset(path)
     tr, te = load_cifar10("train", LOSSLESS), load_cifar10("test", LOSSLESS)
     np.testing.assert_array_equal(xtr, tr[0][:300])
     np.testing.assert_array_equal(ytr, tr[1][:300])
     np.testing.assert_array_equal(xte, te[0][:100])
     np.testing.assert_array_equal(yte, te[1][:100])
-    assert ident["sha256"] == info["sha256"] == G.sha256(path) and len(ident["sha256"]) == 64
+    assert ident["sha256"] == info["sha256"] == subset.sha256(path) and len(ident["sha256"]) == 64
     assert ident["source"] == info["source"] and "first 300 train" in ident["source"]
     assert (ident["n_train"], ident["n_test"]) == (300, 100)
 
@@ -74,9 +75,9 @@ def test_make_subset_round_trip_and_identity(tmp_path):
 @pytest.mark.skipif(not (LOSSLESS / "train.npz").exists(), reason="no lossless subset")
 def test_make_subset_refuses_what_cannot_travel(tmp_path, monkeypatch):
     from airbench_common.errors import UsageError
-    monkeypatch.setattr(G, "MAX_SUBSET_MIB", 0.1)
+    monkeypatch.setattr(subset, "MAX_SUBSET_MIB", 0.1)
     with pytest.raises(UsageError, match="MiB"):
-        G.make_subset(tmp_path / "big.npz", 1000, 100, LOSSLESS)
+        subset.make_subset(tmp_path / "big.npz", 1000, 100, LOSSLESS)
     assert list(tmp_path.iterdir()) == []   # nothing half-written left behind
 
 
@@ -85,30 +86,30 @@ def test_a_corrupt_subset_is_a_dataset_error(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not an npz")
     with pytest.raises(DatasetError, match="make-subset"):
-        G.load_subset(bad)
+        subset.load_subset(bad)
     np.savez(tmp_path / "partial.npz", train_images=np.zeros((2, 32, 32, 3), np.uint8))
     with pytest.raises(DatasetError, match="lacks"):
-        G.load_subset(tmp_path / "partial.npz")
+        subset.load_subset(tmp_path / "partial.npz")
 
 
 def test_next_seed_skips_torn_lines(tmp_path):
     path = tmp_path / "runs.jsonl"
-    assert G._next_seed(path) == 0
+    assert stages.next_seed(path) == 0
     path.write_text('{"seed": 0}\n{"seed": 3, "x": 1}\n{"seed": 9, "x"')
-    assert G._next_seed(path) == 4
+    assert stages.next_seed(path) == 4
 
 
 def test_xla_flags_only_where_the_user_set_none(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
-    got = G.setup_environment()
+    got = environment.setup_environment()
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x" and got["XLA_FLAGS"]["set_by"] == "user"
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     monkeypatch.delenv("XLA_FLAGS")
-    got = G.setup_environment()
+    got = environment.setup_environment()
     assert got["XLA_FLAGS"]["set_by"] == "parity.gpu_check"
-    assert set(got["XLA_FLAGS"]["reasons"]) == {f for f, _ in G.XLA_FLAGS}
-    assert all(len(why) > 20 for _, why in G.XLA_FLAGS)   # each flag says why
+    assert set(got["XLA_FLAGS"]["reasons"]) == {f for f, _ in environment.XLA_FLAGS}
+    assert all(len(why) > 20 for _, why in environment.XLA_FLAGS)   # each flag says why
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from airbench_common import get_recipe
-from parity.batches import BatchStream, mirror, normalize, synthetic_images, to_nchw, to_nhwc
+from parity.numerics.batches import (BatchStream, mirror, normalize, synthetic_images, to_nchw,
+                                     to_nhwc)
 
 
 def _stream(**kw):

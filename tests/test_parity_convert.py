@@ -1,5 +1,5 @@
-"""parity.convert: torch state dict <-> Flax NNX net, exact both ways, for every recipe's net and
-for upstream airbench's own state-dict layout."""
+"""parity.numerics.convert: torch state dict <-> Flax NNX net, exact both ways, for every recipe's
+net and for upstream airbench's own state-dict layout."""
 import json
 from pathlib import Path
 
@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("flax")
 
 from airbench_common import recipe_names  # noqa: E402
-from parity import convert  # noqa: E402
+from parity.numerics import convert  # noqa: E402
 from parity.sides import scaled_recipe  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "upstream_state_dicts.json"

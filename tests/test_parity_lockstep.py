@@ -6,8 +6,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("flax")
 
-from parity import lockstep  # noqa: E402
-from parity.sides import setup_precision  # noqa: E402
+from parity.numerics import lockstep  # noqa: E402
+from parity.numerics.setting import setup_precision  # noqa: E402
 
 # Early steps: the cross-framework distance is float32 summation-order noise, the same order as a
 # one-ulp change of the initial weights; a bug shows up as a jump of orders of magnitude. We

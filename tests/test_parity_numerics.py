@@ -4,7 +4,8 @@ Every recipe's net: conversion, logits (train and eval mode), loss, every gradie
 running stats, and the learning rate each framework applies per group over a whole run. One
 recipe each for what is shared between recipes: TTA levels 0-2 and the native conv (airbench94),
 full train steps with Muon, freezing of the whitening bias and renorm (airbench94_muon), SGD steps
-with lookahead (airbench94), Newton-Schulz and the whitening init. Tolerances: parity.tolerances.
+with lookahead (airbench94), Newton-Schulz and the whitening init. Tolerances:
+parity.numerics.tolerances.
 """
 import numpy as np
 import pytest
@@ -13,10 +14,12 @@ pytest.importorskip("torch")
 pytest.importorskip("flax")
 
 from airbench_common import recipe_names  # noqa: E402
-from parity import numerics as nm  # noqa: E402
 from parity import sides  # noqa: E402
-from parity.tolerances import compare  # noqa: E402
-from parity.batches import BatchStream, normalize, synthetic_images, to_nchw  # noqa: E402
+from parity.numerics import checks, convert, lr, steps  # noqa: E402
+from parity.numerics.batches import BatchStream, normalize, synthetic_images, to_nchw  # noqa: E402
+from parity.numerics.rows import Report  # noqa: E402
+from parity.numerics.setting import setup_precision  # noqa: E402
+from parity.numerics.tolerances import compare  # noqa: E402
 
 SCALE = 1 / 16      # widths (4,16,16) .. (8,24,32)
 BATCH = 8
@@ -24,7 +27,7 @@ BATCH = 8
 
 @pytest.fixture(scope="module", autouse=True)
 def _precision():
-    sides.setup_precision()
+    setup_precision()
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +65,11 @@ SAME_NET_AS = {"airbench93": "airbench94", "airbench95": "airbench94",
                                   else n for n in recipe_names()])
 def test_forward_backward(name, data):
     r, tnet, (x, y), _, _ = _setup(name, data, filter_keep=0)
-    rep = nm.Report()
+    rep = Report()
     impls = ("native", "matmul") if name == "airbench94" else ("matmul",)
-    nm.check_forward(rep, name, tnet, r, x, y, impls)
-    checks = {row.check for row in rep.rows}
-    assert {"logits train mode", "logits eval mode", "grad 7.weight", "grad 0.bias"} <= checks
+    checks.check_forward(rep, name, tnet, r, x, y, impls)
+    seen = {row.check for row in rep.rows}
+    assert {"logits train mode", "logits eval mode", "grad 7.weight", "grad 0.bias"} <= seen
     _assert_ok(rep)
 
 
@@ -85,26 +88,26 @@ def test_slow_forward_recipes_share_a_default_recipes_net():
 @pytest.mark.parametrize("name", recipe_names())
 def test_lr_schedules_whole_run(name, data):
     r, tnet, _, _, _ = _setup(name, data, filter_keep=0)
-    rep = nm.Report()
-    nm.check_lrs(rep, name, r, tnet, n_train=50000)
+    rep = Report()
+    lr.check_lrs(rep, name, r, tnet, n_train=50000)
     _assert_ok(rep)
 
 
 def test_tta_levels(data):
     r, tnet, (x, y), _, _ = _setup("airbench94", data)
-    rep = nm.Report()
-    nm.check_tta(rep, "airbench94", tnet, r, x, ("matmul",))
+    rep = Report()
+    checks.check_tta(rep, "airbench94", tnet, r, x, ("matmul",))
     assert len(rep.rows) == 3
     _assert_ok(rep)
 
 
 def test_muon_steps_freeze_renorm(data):
     r, tnet, (x, y), (x2, y2), _ = _setup("airbench94_muon", data)
-    rep = nm.Report()
-    jt = sides.jax_state(r, 50000, sides.convert.torch_to_arrays(tnet), "matmul", "float32")
-    nm.check_steps(rep, r.name, tnet, r, 50000, x, y, x2, y2, jtemplate=jt)
-    nm.check_freeze(rep, r.name, tnet, r, 50000, x, y, jt)
-    nm.check_renorm(rep, r.name, tnet, r)
+    rep = Report()
+    jt = sides.jax_state(r, 50000, convert.torch_to_arrays(tnet), "matmul", "float32")
+    steps.check_steps(rep, r.name, tnet, r, 50000, x, y, x2, y2, jtemplate=jt)
+    steps.check_freeze(rep, r.name, tnet, r, 50000, x, y, jt)
+    steps.check_renorm(rep, r.name, tnet, r)
     groups = {row.check.split("[")[1].split("]")[0] for row in rep.rows if "delta [" in row.check}
     assert groups == {"whiten_bias", "norm_biases", "head", "filters"}
     # each side's float64 run is float64 throughout (BatchNorm, head, loss, Newton-Schulz): with
@@ -116,26 +119,26 @@ def test_muon_steps_freeze_renorm(data):
 
 def test_sgd_steps_and_lookahead(data):
     r, tnet, (x, y), (x2, y2), _ = _setup("airbench94", data)
-    rep = nm.Report()
-    jt = sides.jax_state(r, 50000, sides.convert.torch_to_arrays(tnet), "matmul", "float32")
-    nm.check_steps(rep, r.name, tnet, r, 50000, x, y, x2, y2, jtemplate=jt)
-    nm.check_lookahead(rep, r.name, tnet, r, 50000, x, y, jt)
+    rep = Report()
+    jt = sides.jax_state(r, 50000, convert.torch_to_arrays(tnet), "matmul", "float32")
+    steps.check_steps(rep, r.name, tnet, r, 50000, x, y, x2, y2, jtemplate=jt)
+    steps.check_lookahead(rep, r.name, tnet, r, 50000, x, y, jt)
     assert any("lookahead" in row.check for row in rep.rows)
     _assert_ok(rep)
 
 
 def test_newton_schulz_and_whitening(data):
-    rep = nm.Report()
-    nm.check_newton_schulz(rep)
+    rep = Report()
+    steps.check_newton_schulz(rep)
     r, _, _, _, w = _setup("airbench94", data)
-    nm.whitening_compare(rep, "airbench94", r, w)
+    checks.whitening_compare(rep, "airbench94", r, w)
     _assert_ok(rep)
 
 
 def test_a_real_difference_is_caught(data):
     """The checks have teeth: a one-ulp-scale change passes, a 1e-3 change of one weight fails."""
     r, tnet, (x, y), _, _ = _setup("airbench94", data)
-    arrays = sides.convert.torch_to_arrays(tnet)
+    arrays = convert.torch_to_arrays(tnet)
     j = sides.jax_forward(sides.jax_net(r, arrays, "matmul"), r, x, y, train=False)
     arrays["7.weight"] = arrays["7.weight"] * np.float32(1.001)
     j_bad = sides.jax_forward(sides.jax_net(r, arrays, "matmul"), r, x, y, train=False)
@@ -145,7 +148,7 @@ def test_a_real_difference_is_caught(data):
 
 
 # ---------------------------------------------------------------- inputs the same on every machine
-from parity import inputs as ni  # noqa: E402
+from parity.numerics import inputs as ni  # noqa: E402
 
 
 def _names_shapes(r):
@@ -216,7 +219,7 @@ def test_inputs_hash_is_the_committed_one(name, data):
 
 
 def test_row_margin_and_floor_rule():
-    rep = nm.Report()
+    rep = Report()
     b = np.ones(10)
     # passes by tolerance: margin = bound / max_abs
     row = rep.add("r", "c", b + 1e-5, b, "grad")
@@ -238,8 +241,8 @@ def test_row_margin_and_floor_rule():
 def test_full_width_depth3_forward_backward():
     """Full-width airbench96 (depth 3): logits, loss, every gradient, running stats, on real images
     and on the well-conditioned batch, and both sides' float64 results against each other."""
-    rep = nm.Report()
-    nm.run_recipe_checks(rep, "airbench96", batch=8, whiten_n=1000, steps=False, lrs=False,
+    rep = Report()
+    checks.run_recipe_checks(rep, "airbench96", batch=8, whiten_n=1000, steps=False, lrs=False,
                          impls=("matmul",), log=False)
     _assert_ok(rep)
     wc = [r for r in rep.rows if "[well-conditioned]" in r.check]

@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 pytest.importorskip("flax")
 
 from parity import sides  # noqa: E402
-from parity.batches import normalize, synthetic_images  # noqa: E402
+from parity.numerics.batches import normalize, synthetic_images  # noqa: E402
 
 INTERFACE = ("arrays", "load_arrays", "forward", "step", "stepper", "logits", "run_recipe",
              "warmup", "from_arrays", "from_init")

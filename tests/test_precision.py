@@ -1,6 +1,6 @@
 """The precision policy (airbench_common.precision): its names and parts, both CLIs' options, and
 both frameworks under each policy over the first training steps from shared weights, on CPU
-(parity.policies: the 16-bit activation paths, the native convolution and the bfloat16
+(parity.numerics.policies: the 16-bit activation paths, the native convolution and the bfloat16
 Newton-Schulz that a GPU run takes, at small widths)."""
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ def test_frameworks_agree_under_each_policy(policy):
     """Two steps of airbench94_muon (widths 8/32/32, batch 32, JAX's native convolution) from
     the same weights: dtypes of weights, activations and Newton-Schulz are the policy's on both
     sides, and loss and per-group parameter changes agree within the format-derived bounds of
-    parity.policies (16-bit: each side's own error is also of the format's size)."""
-    from parity.policies import run_policy, table
-    res = run_policy(policy, steps=2)
-    assert res["ok"], table(res)
-    checks = {x["check"] for x in res["rows"]}
+    parity.numerics.policies (16-bit: each side's own error is also of the format's size)."""
+    from parity.numerics.policies import run_policy, table
+    rep = run_policy(policy, steps=2)
+    assert not rep.failures, table(rep)
+    checks = {x.check for x in rep.rows}
     assert {"torch: activations are " + P.POLICIES[policy].compute,
             "jax: Newton-Schulz is " + P.POLICIES[policy].newton_schulz} <= checks
-    assert sum(x.get("kind") != "info" and "change" in x["check"] for x in res["rows"]) >= 4
+    assert sum(x.via != "info" and "change" in x.check for x in rep.rows) >= 4
 
 
 @pytest.mark.slow
@@ -61,17 +61,16 @@ def test_frameworks_agree_under_each_policy(policy):
 def test_a_side_in_another_dtype_fails(jax_policy, failing):
     """The comparison is not blind: JAX silently computing in float32, running Newton-Schulz in
     float32, or storing and computing in bfloat16 under the upstream (float16) policy fails."""
-    from parity.policies import run_policy
-    res = run_policy("upstream", steps=1, jax_policy=P.resolve("upstream", **jax_policy))
-    assert not res["ok"]
-    assert any(x["check"] == failing and not x["ok"] for x in res["rows"]), \
-        [x["check"] for x in res["rows"] if not x["ok"]]
+    from parity.numerics.policies import run_policy
+    rep = run_policy("upstream", steps=1, jax_policy=P.resolve("upstream", **jax_policy))
+    assert rep.failures
+    assert any(x.check == failing for x in rep.failures), [x.check for x in rep.failures]
 
 
 @pytest.mark.slow
 def test_torch_in_another_dtype_fails():
     """The same from the PyTorch side: its net in bfloat16 under the upstream policy."""
-    from parity.policies import run_policy
-    res = run_policy("upstream", steps=1, torch_policy="bfloat16")
-    bad = {x["check"] for x in res["rows"] if not x["ok"]}
+    from parity.numerics.policies import run_policy
+    rep = run_policy("upstream", steps=1, torch_policy="bfloat16")
+    bad = {x.check for x in rep.failures}
     assert {"torch: activations are float16", "torch: stored dtypes are the policy's"} <= bad

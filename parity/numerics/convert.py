@@ -11,11 +11,12 @@ kernel (in, out); BatchNorm bias/running_mean/running_var copied; num_batches_tr
 int32 counter; BatchNorm weight: frozen at 1 in both frameworks, absent from the Flax module (a
 torch weight that is not all ones cannot be represented and is refused).
 
-The array mapping is airbench_jax.convert's (``from_torch_arrays`` / ``to_torch_arrays``); this
-file adds the torch-tensor <-> numpy side, a strict key/shape check (the expected key set comes
-from ``local_to_torch_arrays``), and an independent mapping (``local_from_torch_arrays`` /
-``local_to_torch_arrays``) written against the Flax module tree, which the tests use as a
-cross-check of airbench_jax.convert's.
+The array mappings are the packages' own: airbench_jax.convert's (``from_torch_arrays`` /
+``to_torch_arrays``) and airbench_torch.convert's (torch tensors <-> numpy); this file adds a strict
+key/shape check on the JAX side (the expected key set comes from ``local_to_torch_arrays``), the
+conversions both ways, and an independent mapping (``local_from_torch_arrays`` /
+``local_to_torch_arrays``) written against the Flax module tree, a cross-check of
+airbench_jax.convert's (parity.numerics' "convert local map" row, tests/test_parity_convert.py).
 """
 from __future__ import annotations
 
@@ -24,37 +25,18 @@ from typing import Mapping
 
 import numpy as np
 
-NORM_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
 
 # ---------------------------------------------------------------------- torch side
 def torch_to_arrays(net_or_state) -> dict[str, np.ndarray]:
-    """A torch module or state dict -> {name: numpy array} with each tensor's own dtype (a copy)."""
-    sd = net_or_state.state_dict() if hasattr(net_or_state, "state_dict") else net_or_state
-    out = {}
-    for k, v in sd.items():
-        t = v.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
-            t = t.float()  # numpy has no bfloat16; widening is exact
-        out[k] = t.numpy().copy()
-    return out
+    """A torch module or state dict -> {name: numpy array} (airbench_torch.convert.to_arrays)."""
+    from airbench_torch.convert import to_arrays
+    return to_arrays(net_or_state)
 
 
 def arrays_to_torch(arrays: Mapping[str, np.ndarray], net) -> None:
-    """Load {name: array} into a torch module in place, casting to each target tensor's dtype and
-    device. Strict: the key sets and shapes must match."""
-    import torch
-    sd = net.state_dict()
-    missing, extra = sorted(set(sd) - set(arrays)), sorted(set(arrays) - set(sd))
-    if missing or extra:
-        raise KeyError(f"state-dict keys differ: missing {missing}, unexpected {extra}")
-    new = {}
-    for k, t in sd.items():
-        a = np.asarray(arrays[k])
-        if tuple(a.shape) != tuple(t.shape):
-            raise ValueError(f"{k}: shape {tuple(a.shape)} vs the net's {tuple(t.shape)}")
-        new[k] = torch.from_numpy(np.array(a, order="C")).to(device=t.device, dtype=t.dtype)
-    net.load_state_dict(new, strict=True)
+    """{name: array} into a torch module in place, strictly (airbench_torch.convert.load_arrays)."""
+    from airbench_torch.convert import load_arrays
+    load_arrays(arrays, net)
 
 
 # ---------------------------------------------------------------------- JAX side (local map)

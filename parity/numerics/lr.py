@@ -10,7 +10,7 @@ from airbench_common import get_recipe, lr_schedules, param_groups
 from airbench_common.recipes import Recipe
 
 from .rows import Report
-from .sides import set_counts, torch_state
+from ..sides import set_counts, torch_state
 
 
 def torch_lrs(r: Recipe, n_train: int, tnet) -> dict[str, np.ndarray]:
@@ -92,6 +92,7 @@ def jax_lrs(r: Recipe, n_train: int) -> dict[str, np.ndarray]:
 
 
 def check_lrs(rep: Report, name, r: Recipe, tnet, n_train: int = 50000):
+    """Per group: JAX's lr against torch's at every step, and torch's against the recipe's."""
     tl = torch_lrs(r, n_train, tnet)
     jl = jax_lrs(r, n_train)
     sched = lr_schedules(r, n_train)

@@ -1,5 +1,6 @@
-"""The rows and report of parity.numerics: one row per check, with its bound, margin and the rule
-it passed by (its tolerance, or the float32 noise floor)."""
+"""The one result row of the shared-weight checks (parity.numerics and parity.policies), and the
+report that collects, prints and writes them: one row per check, with its bound, margin and the
+rule it passed by (its tolerance, the float32 noise floor, exactness, or a derived bound)."""
 from __future__ import annotations
 
 import sys
@@ -7,37 +8,34 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .tolerances import TOLERANCES, compare
+from airbench_common.files import write_json_atomic
+
+from .tolerances import NOISE_FACTOR, TOLERANCES, compare
+
 
 @dataclass
 class Row:
     recipe: str
     check: str
-    tol_name: str
-    max_abs: float
-    rel: float
+    tol_name: str                 # parity.numerics.tolerances' name; "derived": add_value's bound
+    max_abs: float                # max |jax - torch| (add_value: the measured relative value)
+    rel: float                    # max_abs / scale
     scale: float
-    tol: str
+    tol: str                      # the rule, as text
     ok: bool
     impl: str = ""
     note: str = ""
     floor: float = float("nan")   # float32 noise floor: max |float32 - float64| of either side
-    bound: float = float("nan")   # the largest max_abs that passes (tolerance or NOISE_FACTOR*floor)
-    margin: float = float("nan")  # bound / max_abs: > 1 passes; near 1 passes by a hair
-    via: str = ""                 # what the row passed by: "tol", "floor", "exact" ("" if failed)
+    bound: float = float("nan")   # the largest max_abs that passes (tolerance or
+    #                               NOISE_FACTOR*floor; a lower bound's: the smallest)
+    margin: float = float("nan")  # bound / max_abs (a lower bound's: max_abs / bound): > 1
+    #                               passes; near 1 passes by a hair
+    via: str = ""                 # what the row passed by: "tol", "floor", "exact", "info"
+    #                               (reported, not asserted); "" if failed
 
-
-NOISE_FACTOR = 4.0
-"""A check also passes when max|jax - torch| <= NOISE_FACTOR x the float32 noise floor, i.e. the
-JAX result is no further from PyTorch's float32 result than rounding alone moves PyTorch's float32
-result away from its float64 computation (two independent float32 errors: up to 2x; margin 2x).
-This matters where the quantity is ill-conditioned with respect to rounding: with real images,
-exact ties in max-pool windows (~0.01-0.05% of windows on JPEG CIFAR-10) are broken differently by
-any rounding change, and with them the routing of the gradient, so float32 conv-filter gradients
-differ from float64 ones by up to ~1e-2 (normwise) in *both* frameworks.
-Where a JAX float64 run is available too (the optimizer-step checks), the floor is the larger of
-the two frameworks' own float32 errors, max(|torch32 - torch64|, |jax32 - jax64|): which one
-rounding happens to move further is chance, and the float64 results are compared directly."""
+    def failure_line(self) -> str:
+        return (f"FAIL {self.recipe} {self.check} [{self.impl}] max_abs {self.max_abs:.3e} rel "
+                f"{self.rel:.3e} tol {self.tol} {self.note}")
 
 
 def finish_row(row: Row, tol_bound: float, allow_floor: bool = True) -> Row:
@@ -77,20 +75,39 @@ class Report:
         self.rows.append(row)
         return row
 
-    def flush_failures(self, start: int = 0, stream=None) -> int:
-        """Print the failed rows from index `start` on (to stderr); returns len(rows)."""
+    def flush_failures(self, start: int = 0, stream=None, prefix: str = "[numerics] ") -> int:
+        """Print the failed rows from index `start` on (to `stream`, default stderr); returns
+        len(rows)."""
         for r in self.rows[start:]:
             if not r.ok:
-                print(f"[numerics] FAIL {r.recipe} {r.check} [{r.impl}] max_abs {r.max_abs:.2e} "
-                      f"rel {r.rel:.2e} tol {r.tol} {r.note}", file=stream or sys.stderr,
-                      flush=True)
+                print(prefix + r.failure_line(), file=stream or sys.stderr, flush=True)
         return len(self.rows)
 
-    def add_exact(self, recipe, check, ok: bool, note=""):
-        self.rows.append(Row(recipe, check, "roundtrip", 0.0 if ok else float("inf"),
+    def add_exact(self, recipe, check, ok: bool, note="", tol_name="roundtrip"):
+        """Row of a check that holds exactly or not at all (bit-identical arrays, a dtype)."""
+        self.rows.append(Row(recipe, check, tol_name, 0.0 if ok else float("inf"),
                              0.0 if ok else float("inf"), 0.0, "exact", bool(ok), "", note,
                              bound=0.0, margin=float("inf") if ok else 0.0,
                              via="exact" if ok else ""))
+
+    def add_value(self, recipe, check, value: float, bound: float, *, lower=False, asserted=True,
+                  impl="", note="", floor=float("nan")):
+        """Row of one measured relative value (scale 1) against a bound derived elsewhere (e.g.
+        from the formats, parity.numerics.policies): passes iff value <= bound, or with
+        lower=True iff value >= bound (a lower bound); asserted=False: reported, never failing
+        (via "info"). `floor`: the larger of the two sides' own errors against float64."""
+        value, bound = float(value), float(bound)
+        ok = bool(np.isfinite(value) and (value >= bound if lower else value <= bound))
+        passes = ok or not asserted
+        if lower:
+            margin = value / bound if bound > 0 else float("inf")
+        else:
+            margin = float("inf") if value == 0 else bound / value
+        row = Row(recipe, check, "derived", value, value, 1.0,
+                  f"{'>=' if lower else '<='} {bound:.2e}", passes, impl, note, float(floor),
+                  bound, margin, ("tol" if ok else "info") if passes else "")
+        self.rows.append(row)
+        return row
 
     def add_worst(self, recipe, check, a: dict, b: dict, names, tol_name, impl="", ref64=None,
                   note="", jax64=None, allow_floor=True):
@@ -112,15 +129,16 @@ class Report:
     def failures(self):
         return [r for r in self.rows if not r.ok]
 
-    def table(self, only_summary=False) -> str:
-        lines = [f"{'recipe':<18} {'check':<44} {'impl':<6} {'max_abs':>9} {'rel':>9} "
+    def table(self, check_width: int = 44) -> str:
+        w = check_width
+        lines = [f"{'recipe':<18} {'check':<{w}} {'impl':<6} {'max_abs':>9} {'rel':>9} "
                  f"{'f32floor':>9} {'tolerance':<19} {'margin':>7} {'':10}"]
         lines.append("-" * len(lines[0]))
         for r in self.rows:
             fl = "" if not np.isfinite(r.floor) else f"{r.floor:9.2e}"
             mg = "inf" if r.margin == float("inf") else f"{r.margin:7.2f}"
             verdict = f"ok ({r.via})" if r.ok else "FAIL"
-            lines.append(f"{r.recipe:<18} {r.check[:44]:<44} {r.impl:<6} {r.max_abs:9.2e} "
+            lines.append(f"{r.recipe:<18} {r.check[:w]:<{w}} {r.impl:<6} {r.max_abs:9.2e} "
                          f"{r.rel:9.2e} {fl:>9} {r.tol:<19} {mg:>7} {verdict:<10}"
                          + (f"  ({r.note})" if r.note else ""))
         return "\n".join(lines)
@@ -128,3 +146,7 @@ class Report:
     def to_json(self) -> dict:
         return dict(meta=self.meta, rows=[asdict(r) for r in self.rows],
                     n_fail=len(self.failures), n_rows=len(self.rows))
+
+    def write(self, path) -> None:
+        """The report as JSON (to_json), atomically: non-finite floats as strings."""
+        write_json_atomic(path, self.to_json())
