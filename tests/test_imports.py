@@ -179,3 +179,62 @@ def test_known_cycles_are_still_there():
     present = {frozenset(c) for c in components(import_graph())}
     stale = [sorted(k) for k in KNOWN_CYCLES if k not in present]
     assert not stale, f"no longer cycles, remove from KNOWN_CYCLES: {stale}"
+
+
+# ----------------------------------------------------------------- what may import what
+FRAMEWORK_PACKAGES = ("airbench_jax", "airbench_torch")
+WORKLOADS = {"airbench_jax.workload", "airbench_torch.workload"}
+
+
+# modules importing another's private name until helper "jaxloop" lands (it removes them)
+KNOWN_PRIVATE = {"airbench_jax.lib", "airbench_jax.onednn", "airbench_jax.seeds",
+                 "airbench_jax.workload"}
+
+
+def _private_imports():
+    """(importing module, imported module, name) for every `from M import _name` of a project
+    module M other than the importer's own package's __init__."""
+    mods = project_modules()
+    out = []
+    for name, path in mods.items():
+        is_package = path.name == "__init__.py"
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = _resolve(node, name, is_package)
+            if base.split(".")[0] not in PACKAGES:
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    out.append((name, base, alias.name))
+    return out
+
+
+def test_no_module_imports_a_private_name_of_another():
+    found = [f"{m} imports {src}.{n}" for m, src, n in _private_imports()
+             if m not in KNOWN_PRIVATE]
+    assert not found, "private names imported: " + "; ".join(found)
+
+
+# parity modules still reaching into a framework package, until the numerics go through the
+# workloads (helper "rewire" empties this; an entry whose import is gone fails below)
+KNOWN_DIRECT = {
+    "parity.bench", "parity.numerics.__main__",
+    "parity.numerics.checks", "parity.numerics.convert", "parity.numerics.lockstep",
+    "parity.numerics.lr", "parity.numerics.policies", "parity.numerics.setting",
+    "parity.numerics.steps", "parity.sides", "parity.study.upstream_runner",
+}
+
+
+def test_parity_reaches_the_frameworks_only_through_their_workloads():
+    """parity/ imports airbench_jax / airbench_torch only as airbench_{jax,torch}.workload
+    (airbench_common.workload.get_workload imports those by name)."""
+    graph = import_graph()
+    found = {m: [t for t in sorted(edges)
+                 if t.split(".")[0] in FRAMEWORK_PACKAGES and t not in WORKLOADS]
+             for m, edges in sorted(graph.items()) if m.split(".")[0] == "parity"}
+    found = {m: ts for m, ts in found.items() if ts}
+    new = [f"{m} -> {', '.join(ts)}" for m, ts in found.items() if m not in KNOWN_DIRECT]
+    assert not new, "parity imports framework modules directly: " + "; ".join(new)
+    stale = sorted(KNOWN_DIRECT - set(found))
+    assert not stale, f"no longer direct, remove from KNOWN_DIRECT: {stale}"
