@@ -1,6 +1,6 @@
 """Every conv implementation computes the same convolution and the same gradients; the choice is
-overridable; the oneDNN custom calls build, cache and fail cleanly; the CPU description parses
-/proc/cpuinfo."""
+overridable; the oneDNN custom calls build, cache and fail cleanly; the CPU description reads
+/proc/cpuinfo's model and features."""
 import importlib.metadata as md
 import os
 
@@ -11,7 +11,7 @@ import pytest
 
 from airbench_common.errors import UsageError
 from airbench_jax import conv, onednn
-from airbench_jax.cpu import parse_cpuinfo
+from airbench_jax import cpu
 
 
 def _onednn_installed() -> bool:
@@ -154,15 +154,25 @@ def test_onednn_build_is_cached_and_failures_are_one_line(tmp_path, monkeypatch)
         onednn.build()
 
 
-def test_parse_cpuinfo_reports_features():
-    text = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
-            "flags\t\t: fpu avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\n"
-            "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: fpu\n")
-    info = parse_cpuinfo(text)
-    assert info["model"] == "Intel(R) Xeon(R) Platinum 8481C"
-    assert info["logical_cpus"] == 2
-    assert info["features"] == ["AVX2", "FMA", "AVX-512", "AVX512-BF16", "AMX", "AMX-BF16"]
-    assert parse_cpuinfo("processor : 0\nflags : sse2\n")["features"] == []
+def test_cpu_info_reports_features(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                    "flags\t\t: fpu amx_bf16 avx2 fma avx512f avx512_bf16 amx_tile amx_int8\n\n"
+                    "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                    "flags\t\t: fpu\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(
+        info if p == "/proc/cpuinfo" else p, *a, **k))
+    cpu.cpu_info.cache_clear()
+    try:
+        got = cpu.cpu_info()
+        assert got["model"] == "Intel(R) Xeon(R) Platinum 8481C"
+        assert got["logical_cpus"] == cpu.logical_cpus() >= 1
+        assert got["features"] == ["AVX2", "FMA", "AVX-512", "AVX512-BF16", "AMX", "AMX-BF16"]
+        assert cpu.describe().startswith("Intel(R) Xeon(R) Platinum 8481C, ")
+    finally:
+        cpu.cpu_info.cache_clear()
+    assert cpu.reported_features(["sse2"]) == []
 
 
 def test_cli_offers_every_conv_lowering():
