@@ -331,8 +331,8 @@ def warn_fallback() -> None:
 
 def pads(kernel_hw: tuple[int, int], padding: str) -> dict[str, int]:
     """The custom calls' padding attributes for 'VALID' or 'SAME' (airbench_jax.conv's rule)."""
-    from .conv import _pads  # at call time: conv imports this module
-    (pt, pb), (pl, pr) = _pads(kernel_hw[0], kernel_hw[1], padding)
+    from .conv import padding_amounts  # at call time: conv imports this module
+    (pt, pb), (pl, pr) = padding_amounts(kernel_hw[0], kernel_hw[1], padding)
     return dict(pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr)
 
 
