@@ -25,7 +25,7 @@ def _add_options(group):
 
 
 def devices() -> list[str]:
-    from .train import available_devices
+    from .run import available_devices
     return available_devices()
 
 
@@ -41,14 +41,14 @@ def _check(args) -> None:
 def _precision(args):
     """The run's precision policy (a PrecisionError, one line, for a bad part)."""
     from .precision import resolve
-    from .train import resolve_device
+    from .run import resolve_device
     return resolve(args.precision, device=resolve_device(args.device), dtype=args.dtype,
                    param_dtype=args.param_dtype, bn_dtype=args.bn_dtype,
                    ns_dtype=args.ns_dtype, tf32=args.tf32)
 
 
 def _run(args, recipe, overrides, seed, i, train, test) -> dict:
-    from .train import run_recipe
+    from .run import run_recipe
     return run_recipe(recipe, seed, overrides=overrides, data_dir=args.data_dir,
                       train_data=train, test_data=test, device=args.device,
                       precision=_precision(args), conv_impl=args.conv_impl,

@@ -187,10 +187,11 @@ def test_evaluation_keeps_onednn_and_runs_im2col_nets_with_the_native_conv(monke
     from flax import nnx
     from airbench_common import get_recipe
     from airbench_jax.model import make_net
-    from airbench_jax.train import _eval_graphdef, _eval_impl
-    assert [_eval_impl(t, "auto") for t in ("onednn", "native", "matmul", "hybrid")] == [
+    from airbench_jax.conv import eval_impl
+    from airbench_jax.evaluate import eval_graphdef
+    assert [eval_impl(t, "auto") for t in ("onednn", "native", "matmul", "hybrid")] == [
         "onednn", "native", "native", "native"]
-    assert _eval_impl("onednn", "matmul") == "matmul"        # $AIRBENCH_JAX_EVAL_CONV forces
+    assert eval_impl("onednn", "matmul") == "matmul"        # $AIRBENCH_JAX_EVAL_CONV forces
     monkeypatch.delenv("AIRBENCH_JAX_EVAL_CONV", raising=False)
     r = get_recipe("airbench94", widths=(8, 8, 8))
     for trained, want in (("matmul", "native"), ("onednn", "onednn")):
@@ -198,12 +199,12 @@ def test_evaluation_keeps_onednn_and_runs_im2col_nets_with_the_native_conv(monke
             require_onednn()
         g, p, rest = nnx.split(make_net(r, jax.random.PRNGKey(0), conv_impl=trained),
                                nnx.Param, ...)
-        net = nnx.merge(_eval_graphdef(g, p, rest), p, rest)
+        net = nnx.merge(eval_graphdef(g, p, rest), p, rest)
         assert net.conv_impl == want and net.group1.conv1.impl == want
 
 
 def test_an_installed_but_unusable_onednn_is_said_once_and_recorded(monkeypatch, capsys):
-    from airbench_jax.train import _onednn_flag
+    from airbench_jax.finish import onednn_flag
     monkeypatch.delenv(conv.ENV_VAR, raising=False)
     monkeypatch.setattr(onednn, "status", lambda: onednn.Status(False, "compiling x failed"))
     monkeypatch.setattr(onednn, "find_onednn", lambda: ("inc", "lib"))
@@ -215,7 +216,7 @@ def test_an_installed_but_unusable_onednn_is_said_once_and_recorded(monkeypatch,
             err = capsys.readouterr().err.splitlines()
             assert err == ["airbench_jax: oneDNN convolutions unavailable (compiling x failed); "
                            "JAX uses im2col convolutions, ~1.5x slower"]
-            assert _onednn_flag("matmul") == {"onednn": "unavailable: compiling x failed"}
+            assert onednn_flag("matmul") == {"onednn": "unavailable: compiling x failed"}
         # not installed at all: im2col is the documented default, nothing to say
         onednn.warn_fallback.cache_clear()
         monkeypatch.setattr(onednn, "find_onednn", lambda: None)
@@ -226,9 +227,9 @@ def test_an_installed_but_unusable_onednn_is_said_once_and_recorded(monkeypatch,
 
 
 def test_run_records_name_the_onednn_that_ran():
-    from airbench_jax.train import _onednn_flag
+    from airbench_jax.finish import onednn_flag
     require_onednn()
-    assert _onednn_flag("onednn") == {"onednn": onednn.status().onednn_version}
+    assert onednn_flag("onednn") == {"onednn": onednn.status().onednn_version}
     assert onednn.status().onednn_version.split(" ")[0].count(".") == 2
 
 
@@ -255,7 +256,7 @@ def test_tta_logits_with_onednn_match_the_native_convolution():
     from flax import nnx
     from airbench_common import get_recipe
     from airbench_jax.model import make_net
-    from airbench_jax.train import _eval_logits
+    from airbench_jax.evaluate import eval_logits
     require_onednn()
     r = get_recipe("airbench94")
     x = jax.random.normal(jax.random.PRNGKey(0), (32, 32, 32, 3), jnp.float32)
@@ -263,6 +264,6 @@ def test_tta_logits_with_onednn_match_the_native_convolution():
     for impl in ("native", "onednn"):
         g, p, rest = nnx.split(make_net(r, jax.random.PRNGKey(0), conv_impl=impl),
                                nnx.Param, ...)
-        out[impl] = jax.jit(_eval_logits, static_argnums=(0, 4))(g, p, rest, x, 2)[1]
+        out[impl] = jax.jit(eval_logits, static_argnums=(0, 4))(g, p, rest, x, 2)[1]
     np.testing.assert_allclose(out["onednn"], out["native"], rtol=1e-4,
                                atol=1e-4 * float(jnp.abs(out["native"]).max()))
