@@ -383,7 +383,7 @@ def test_library_train_raises_on_the_end_of_run_verdict():
     with pytest.raises(FloatingPointError,
                        match=r"^airbench94: non-finite training loss in epoch 0; try a lower"):
         train94(loader, epochs=1, make_net=poisoned, verbose=False, seed=0)
-    r = get_recipe("airbench94", widths=(4, 8, 8))
+    r = get_recipe("airbench94", widths=(4, 8, 8), batch_size=16)
     st = init_train_state(r, 32, 0, conv_impl="matmul")
     assert conclude(st).error is None and conclude(st, error="x").error == "x"
     bad = st.replace(rest=jax.tree.map(lambda v: jnp.full_like(v, jnp.nan)
