@@ -22,7 +22,7 @@ from airbench_common.timing import Stopwatch
 
 from . import onednn
 from . import precision as prec
-from .evaluate import predict_both
+from .evaluation import predict_both
 from .state import TrainState
 
 

@@ -29,7 +29,7 @@ from airbench_common.validate import check_tta_level
 from . import augment as aug
 from . import model as _model
 from . import precision as prec
-from .evaluate import infer_arrays
+from .evaluation import infer_arrays
 from .finish import conclude
 from .loop import loss_verdict
 from .model import CifarNet, make_net, split_net

@@ -26,7 +26,7 @@ from . import augment as aug
 from . import precision as prec
 from .compile_clock import compile_clock
 from .conv import resolve_impl
-from .evaluate import accuracy, compile_evals, predict_both
+from .evaluation import accuracy, compile_evals, predict_both
 from .finish import finish_run
 from .loop import run_epochs, train_epoch
 from .model import whitening_kernel

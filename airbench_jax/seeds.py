@@ -40,7 +40,7 @@ from airbench_common.timing import Stopwatch
 from . import augment as aug
 from . import precision as prec
 from .compile_clock import compile_clock
-from .evaluate import accuracy, compile_evals
+from .evaluation import accuracy, compile_evals
 from .finish import finish_run
 from .loop import epoch_scan, run_epochs, unstack_state
 from .run import Run, prepare_run, seed_keys

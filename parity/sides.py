@@ -455,7 +455,7 @@ class JaxSide(Side):
         return step, compile_seconds
 
     def logits(self, x_nhwc, tta_level) -> np.ndarray:
-        from airbench_jax.evaluate import infer_arrays
+        from airbench_jax.evaluation import infer_arrays
         s = self.state
         return np.asarray(infer_arrays(s.graphdef, s.params, s.rest, x_nhwc, tta_level,
                                        batch=min(2000, len(x_nhwc))))

@@ -188,7 +188,7 @@ def test_evaluation_keeps_onednn_and_runs_im2col_nets_with_the_native_conv(monke
     from airbench_common import get_recipe
     from airbench_jax.model import make_net
     from airbench_jax.conv import eval_impl
-    from airbench_jax.evaluate import eval_graphdef
+    from airbench_jax.evaluation import eval_graphdef
     assert [eval_impl(t, "auto") for t in ("onednn", "native", "matmul", "hybrid")] == [
         "onednn", "native", "native", "native"]
     assert eval_impl("onednn", "matmul") == "matmul"        # $AIRBENCH_JAX_EVAL_CONV forces
@@ -256,7 +256,7 @@ def test_tta_logits_with_onednn_match_the_native_convolution():
     from flax import nnx
     from airbench_common import get_recipe
     from airbench_jax.model import make_net
-    from airbench_jax.evaluate import eval_logits
+    from airbench_jax.evaluation import eval_logits
     require_onednn()
     r = get_recipe("airbench94")
     x = jax.random.normal(jax.random.PRNGKey(0), (32, 32, 32, 3), jnp.float32)

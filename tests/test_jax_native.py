@@ -69,7 +69,7 @@ def test_a_bad_tta_level_is_refused_and_never_answers_for_another_level():
     import airbench_jax as ab
     from airbench_common.errors import UsageError
     from airbench_jax import augment as aug
-    from airbench_jax import evaluate as T
+    from airbench_jax import evaluation as T
     from airbench_jax.model import split_net
 
     rng = np.random.default_rng(1)

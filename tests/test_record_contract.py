@@ -53,7 +53,7 @@ def test_both_sides_evaluate_in_the_same_batches():
 
     from airbench_common import get_recipe
     from airbench_common.outcome import eval_batch
-    from airbench_jax.evaluate import default_eval_batch, eval_batches
+    from airbench_jax.evaluation import default_eval_batch, eval_batches
     from airbench_torch.loader import CifarLoader
     from airbench_torch.net import net_for_recipe
     from airbench_torch.train import infer_both
