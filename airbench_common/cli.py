@@ -1,5 +1,6 @@
 """The one command line of both implementations: `python -m airbench_jax` and
-`python -m airbench_torch` are this parser and this run loop with a `Framework` plugged in.
+`python -m airbench_torch` are this parser and this run loop with the framework's Workload
+(airbench_common.workload) plugged in.
 
 Everything is validated before any training (recipe and overrides, counts, seeds, the output file,
 the device, the dtypes, the data), so a bad value costs nothing; then each run's record is
@@ -9,16 +10,15 @@ line per run goes to stdout and a diverged run is a one-line error and exit stat
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
-from typing import Any, Callable
 
 from . import validate as V
 from .data import content_sha256, dataset_label, load_cifar10, resolve_data_dir
 from .precision import BN_DTYPES, POLICIES, TF32_MODES
 from .recipes import RECIPES, get_recipe, parse_overrides
 from .records import append_record
+from .workload import RunOptions, Workload
 
 DEFAULT_OUT = "runs.jsonl"
 
@@ -28,22 +28,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise V.OptionError(f"{message} (see {self.prog} --help)")
-
-
-@dataclasses.dataclass(frozen=True)
-class Framework:
-    """What an implementation plugs into the shared CLI."""
-    name: str                                   # "jax" or "torch" (records' `framework`)
-    prog: str                                   # e.g. "python -m airbench_jax"
-    description: str
-    add_options: Callable[[Any], None]          # adds framework-only options to an arg group
-    devices: Callable[[], list[str]]            # device names that are there, e.g. ["cpu", "cpu:0"]
-    check: Callable[[argparse.Namespace], None]  # raise UsageError for unsupported combinations
-    run: Callable[..., dict]                    # run(args, recipe, seed, run_index, train, test)
-    device_aliases: dict = dataclasses.field(default_factory=dict)
-    # run_seeds(args, recipe, overrides, seeds, train, test) -> iterator of records, one per seed
-    # in order, for --seeds (JAX: the seeds trained together, vmapped); None: one run per seed
-    run_seeds: Callable[..., Any] | None = None
 
 
 def recipe_lines() -> str:
@@ -56,8 +40,8 @@ def recipe_lines() -> str:
     return "recipes:\n" + "\n".join(lines)
 
 
-def build_parser(fw: Framework) -> Parser:
-    p = Parser(prog=fw.prog, description=fw.description, epilog=recipe_lines(),
+def build_parser(wl: Workload) -> Parser:
+    p = Parser(prog=f"python -m {wl.package}", description=wl.description, epilog=recipe_lines(),
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default="airbench94", metavar="NAME",
                    help="recipe to run (listed below; default airbench94)")
@@ -97,7 +81,7 @@ def build_parser(fw: Framework) -> Parser:
                    help=f"JSON-lines file each run's record is appended to (default {DEFAULT_OUT})")
     p.add_argument("--quiet", action="store_true", help="no per-epoch table or progress bar")
     p.add_argument("--verbose", action="store_true", help="show a traceback on errors")
-    fw.add_options(p.add_argument_group(f"{fw.name}-only options"))
+    wl.add_cli_options(p.add_argument_group(f"{wl.name}-only options"))
     return p
 
 
@@ -120,10 +104,10 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
-def main(fw: Framework, argv=None) -> int:
+def main(wl: Workload, argv=None) -> int:
     """Parse, validate everything, run, append records; 0 if every run finished ok, 2 if one
     diverged (its record is kept, with status 'diverged'). Wrap in errors.cli_main."""
-    args = build_parser(fw).parse_args(argv)
+    args = build_parser(wl).parse_args(argv)
 
     # -- validate everything before touching data or devices' memory
     overrides = parse_overrides(args.sets)
@@ -141,8 +125,13 @@ def main(fw: Framework, argv=None) -> int:
     else:
         seeds = list(range(args.seed, args.seed + args.runs))
     out = V.check_out_file(args.out)
-    args.device = V.check_device(args.device, fw.devices(), fw.device_aliases)
-    fw.check(args)
+    device = V.check_device(args.device, wl.devices(), wl.device_aliases)
+    parts = dict(dtype=args.dtype, param_dtype=args.param_dtype, bn_dtype=args.bn_dtype,
+                 ns_dtype=args.ns_dtype, tf32=args.tf32)
+    options = wl.check(RunOptions(
+        recipe=recipe.name, overrides=overrides, data_dir=args.data_dir, device=device,
+        precision=args.precision, parts={k: v for k, v in parts.items() if v is not None},
+        verbose=not args.quiet, extra=wl.cli_extra(args)))
     train = load_cifar10("train", args.data_dir)
     test = load_cifar10("test", args.data_dir)
     n_train = V.check_n_train(args.n_train, len(train[0]))
@@ -154,14 +143,14 @@ def main(fw: Framework, argv=None) -> int:
     sha = content_sha256(args.data_dir)   # the folder's pixels, as in records.data_identity
     if sha is not None:
         data["images_sha256"] = sha
+    options = options.replace(train_data=train, test_data=test, data=data)
 
     # -- run; each record is on disk before the next run starts
     accs, status = [], 0
-    if args.seeds is not None and fw.run_seeds is not None:
-        runs = iter(fw.run_seeds(args, recipe.name, overrides, seeds, train, test))
+    if args.seeds is not None:
+        runs = iter(wl.run_seeds(options, seeds))
     else:
-        runs = (fw.run(args, recipe.name, overrides, seed, i, train, test)
-                for i, seed in enumerate(seeds))
+        runs = (wl.run(options.replace(run_label=i), seed) for i, seed in enumerate(seeds))
     for i, seed in enumerate(seeds):
         try:
             rec = next(runs)
@@ -174,7 +163,6 @@ def main(fw: Framework, argv=None) -> int:
                                     f"in {out}") from None
         if rec["seed"] != seed:
             raise RuntimeError(f"run {i}: record of seed {rec['seed']}, expected seed {seed}")
-        rec["data"] = {**rec.get("data", {}), **data}
         append_record(out, rec)
         if rec["status"] != "ok":
             print(f"error: run {i} (seed {seed}) {rec['status']}: {rec.get('error', '')} "

@@ -13,10 +13,9 @@ import numpy as np
 OK, DIVERGED = "ok", "diverged"
 
 # Test images per evaluation batch, the same on both sides. Upstream evaluates in batches of 2000
-# (a GPU's choice). On a CPU smaller batches stay in cache: 500 made the TTA evaluation of the cpu
-# preset's net (widths 32/64/64) 1.33x faster in PyTorch than 2000 and 1.1x in JAX (2-core EPYC,
-# 714deda), and keeps JAX's full-width im2col buffers from needing GBs. Results do not depend on it
-# (evaluation mode: each image's logits are its own).
+# (a GPU's choice). On a CPU smaller batches stay in cache (faster on both sides: the measurement
+# is in docs/results/HISTORY.md) and keep JAX's full-width im2col buffers from needing GBs.
+# Results do not depend on it (evaluation mode: each image's logits are its own).
 EVAL_BATCH_ACCELERATOR, EVAL_BATCH_CPU = 2000, 500
 
 

@@ -6,6 +6,7 @@ import torch
 
 from torch import nn
 
+from airbench_common import outcome
 from airbench_common import get_recipe
 from airbench_common import validate as V
 
@@ -58,7 +59,8 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
             break
         return state.net
     if verbose and test_loader is None:
-        test_loader = CifarLoader(loader.path, train=False, batch_size=2000, device=dev,
+        test_loader = CifarLoader(loader.path, train=False,
+                                  batch_size=outcome.EVAL_BATCH_ACCELERATOR, device=dev,
                                   channels_last=cl)
     table = Table() if verbose else None
     if table is not None and run == 0:

@@ -332,8 +332,8 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
     train_loader = CifarLoader(data_dir, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
                                altflip=r.altflip, device=dev, seed=seed, data=train_data,
                                channels_last=cl)
-    test_loader = CifarLoader(data_dir, train=False, batch_size=2000, device=dev, data=test_data,
-                              channels_last=cl)
+    test_loader = CifarLoader(data_dir, train=False, batch_size=outcome.EVAL_BATCH_ACCELERATOR,
+                              device=dev, data=test_data, channels_last=cl)
     for loader in (train_loader, test_loader):  # images in the policy's compute dtype
         if loader.images.dtype != cdt:
             loader.images = loader.images.to(cdt)
@@ -414,9 +414,9 @@ def warmup(recipe, seed: int = 0, *, overrides=None, device=None, ns_dtype=None,
         sl = slice(i * r.batch_size, (i + 1) * r.batch_size)
         train_step(state, x[sl], y[sl])
     if test_data is not None:  # first-call overhead of the evaluation too, at its batch size
-        n = min(len(test_data[0]), 2000)
+        n = min(len(test_data[0]), outcome.eval_batch(dev.type != "cpu"))
         fake = (np.zeros((n, 32, 32, 3), np.uint8), np.zeros(n, np.int64))
-        loader = CifarLoader(None, train=False, batch_size=2000, device=dev, data=fake,
+        loader = CifarLoader(None, train=False, batch_size=n, device=dev, data=fake,
                              channels_last=uses_channels_last(dev, channels_last))
         infer(state.net, loader, r.tta_level)
     return state

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing (mutmut 3) of the framework-neutral code: airbench_common/ and parity/stats.py,
+# Mutation testing (mutmut 3) of the framework-neutral code: airbench_common/ and parity/study/stats.py,
 # each mutant run against the fast tests that cover it (pyproject.toml [tool.mutmut]: the test
 # selection and `-m "not slow"`). Runs in a fresh copy of the committed tree (HEAD) so the working
 # tree is never mutated, with ../shared beside it (the lossless-subset tests read it; without it
@@ -8,13 +8,13 @@
 #   [SHARED=/path/to/shared] benchmarks/mutation.sh [common|stats|all] [WORK_DIR]
 # Prints the killed / total score per module and leaves the mutmut state in WORK_DIR/repo
 # (`cd WORK_DIR/repo && mutmut results`, `mutmut show NAME` for the survivors).
-# Took 10.4 min for parity/stats.py (861 mutants); airbench_common/ (2444 mutants) ran ~1 mutant/s,
+# Took 10.4 min for parity/study/stats.py (861 mutants); airbench_common/ (2444 mutants) ran ~1 mutant/s,
 # so ~40 min, on 2 shared cores at load average 6-11 (docs/mutation.md has the scores).
 set -eu
 target=${1:-all}; work=${2:-${TMPDIR:-/tmp}/airbench-mutation}
 case "$target" in
   common) names=("airbench_common.*") ;;
-  stats) names=("parity.stats.*") ;;
+  stats) names=("parity.study.stats.*") ;;
   all) names=() ;;
   *) echo "mutation.sh: unknown target '$target'; use common, stats or all" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 """Parity between the JAX port (airbench_jax) and the PyTorch reference (airbench_torch).
 
 The only package that imports both. `python -m parity.compare` runs both frameworks for many
-seeds and compares accuracy distributions (parity.stats) and timings (parity.report).
+seeds and compares accuracy distributions and timings (parity.study).
 Frameworks are imported lazily (parity.runners), so this package imports without either.
 """

@@ -10,6 +10,7 @@ COMMANDS = {
     "numerics": "shared weights and inputs: logits, loss, gradients, optimizer steps, lr schedules",
     "lockstep": "both frameworks on one batch stream from the same weights, per-step divergence",
     "examples": "per-example parity of two sweeps (compare folders), e.g. a variant vs the reference",
+    "plan": "the sequential plan's operating characteristics at a given spread (--simulate)",
     "bench": "train-step throughput of both frameworks in one run, and the CPU it ran on",
     "policies": "both frameworks under each precision policy over two steps from shared weights",
     "gpu_check": "validate a GPU machine end to end and write its evidence (--dry-run on CPU)",

@@ -407,8 +407,8 @@ def studies(out: Path, deadline: float, specs, *, data_dir, upstream_dir, commit
     studies still to come; the data's identity checked first (the decoded JPEG CIFAR-10's sha256,
     airbench_common.data)."""
     from airbench_common.data import dataset_label, load_cifar10
-    from . import compare
-    from .upstream import SCRIPT_RECIPES
+    from .study import compare
+    from .study.upstream import SCRIPT_RECIPES
     label = dataset_label(data_dir)
     n = dict(train=len(load_cifar10("train", data_dir)[0]), test=len(load_cifar10("test",
                                                                                  data_dir)[0]))

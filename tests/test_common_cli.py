@@ -12,6 +12,34 @@ from airbench_common.recipes import RECIPES
 from airbench_common.records import make_record, read_records
 from airbench_common.table import COLUMNS, Table
 from airbench_common.validate import OptionError
+from airbench_common.workload import Workload
+
+
+class FakeWorkload(Workload):
+    """A workload whose runs call `run(options, seed)`; one extra CLI option, --knob."""
+    description, package = "d", "fake"
+    extra_options = ("knob",)
+
+    def __init__(self, run, name="fake", devices=("cpu", "cpu:0"), check=None, aliases=None):
+        self.name, self._run, self._devices, self._check = name, run, list(devices), check
+        self.device_aliases = aliases or {}
+
+    def add_cli_options(self, group):
+        group.add_argument("--knob", default="k")
+
+    def cli_extra(self, args):
+        return dict(knob=args.knob)
+
+    def devices(self):
+        return self._devices
+
+    def check(self, options):
+        if self._check is not None:
+            self._check(options)
+        return super().check(options)
+
+    def run(self, options, seed):
+        return self._run(options, seed)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +53,9 @@ def tiny(tmp_path_factory):
 
 
 def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_at=None):
-    def run(args, recipe, overrides, seed, i, train, test):
+    def run(o, seed):
+        recipe, overrides, i, (train, test) = o.recipe, o.overrides, o.run_label, (o.train_data,
+                                                                                  o.test_data)
         assert isinstance(i, int), i   # (a None run index must fail the test, not look like Ctrl-C)
         if interrupt_at == i:
             raise KeyboardInterrupt
@@ -34,20 +64,18 @@ def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_a
                 raise KeyboardInterrupt
             except KeyboardInterrupt as exc:
                 raise ValueError("Exception raised while checking equality") from exc
-        calls.append((recipe, dict(overrides), seed, i, len(train[0]), len(test[0]), args.device))
+        calls.append((recipe, dict(overrides), seed, i, len(train[0]), len(test[0]), o.device))
         ok = status(seed) == "ok"
         rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
                           versions={}, device="cpu", dtype="float32", flags={},
                           acc=0.5 if ok else None, acc_tta=0.25 * (1 + seed) if ok else None,
                           tta_level=2, train_seconds=1.5, eval_seconds=0.25, steps=4,
                           status=status(seed), compile_seconds=2.0,
-                          data={"label": "user-supplied arrays", "dir": None})
+                          data=dict(o.data))
         if not ok:
             rec["error"] = "non-finite training loss in epoch 0"
         return rec
-    return cli.Framework(name="fake", prog="python -m fake", description="d",
-                         add_options=lambda g: g.add_argument("--knob", default="k"),
-                         devices=lambda: ["cpu", "cpu:0"], check=lambda a: None, run=run)
+    return FakeWorkload(run)
 
 
 def test_help_lists_every_recipe_once_and_the_shared_options(capsys):
@@ -147,11 +175,10 @@ def test_everything_is_checked_before_any_run(tiny, tmp_path):
 def test_framework_check_runs_before_data(tmp_path):
     seen = []
 
-    def check(args):
-        seen.append(args.dtype)
+    def check(options):
+        seen.append(options.parts["dtype"])
         raise OptionError("nope")
-    fw = cli.Framework(name="f", prog="p", description="d", add_options=lambda g: None,
-                       devices=lambda: ["cpu"], check=check, run=None)
+    fw = FakeWorkload(None, name="f", devices=["cpu"], check=check)
     with pytest.raises(OptionError, match="nope"):
         cli.main(fw, ["--data-dir", str(tmp_path / "missing"), "--dtype", "float16",
                       "--out", str(tmp_path / "r.jsonl")])
@@ -247,23 +274,21 @@ def test_help_texts_and_defaults(capsys, monkeypatch):
 def test_aliases_seeds_and_data_merging(tiny, tmp_path, capsys):
     calls, out = [], tmp_path / "runs.jsonl"
 
-    def run(args, recipe, overrides, seed, i, train, test):
-        calls.append((args.device, train[0].shape, train[1].shape))
-        rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
-                          versions={}, device="gpu", dtype="float32", flags={},
-                          acc=0.5, acc_tta=0.5, tta_level=2, train_seconds=1.0,
-                          eval_seconds=0.5, steps=4, status="diverged" if i else "ok",
-                          **({"data": {"extra": 7, "label": "x"}} if i == 0 else {}))
-        return rec
-    fw = cli.Framework(name="f", prog="p", description="d", add_options=lambda g: None,
-                       devices=lambda: ["cpu", "gpu", "gpu:0"], check=lambda a: None, run=run,
-                       device_aliases={"cuda": "gpu"})
+    def run(o, seed):
+        calls.append((o.device, o.train_data[0].shape, o.train_data[1].shape))
+        # the data identity is given to the run, which writes it as it is
+        return make_record(recipe=o.recipe, overrides=o.overrides, seed=seed, framework="fake",
+                           versions={}, device="gpu", dtype="float32", flags={},
+                           acc=0.5, acc_tta=0.5, tta_level=2, train_seconds=1.0,
+                           eval_seconds=0.5, steps=4, status="diverged" if o.run_label else "ok",
+                           data=dict(o.data))
+    fw = FakeWorkload(run, name="f", devices=["cpu", "gpu", "gpu:0"], aliases={"cuda": "gpu"})
     assert cli.main(fw, ["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "2",
                          "--device", "cuda", "--n-train", "40", "--out", str(out)]) == 2
     assert calls == [("gpu", (40, 32, 32, 3), (40,))] * 2
     recs = read_records(out)
-    assert recs[0]["data"]["extra"] == 7 and recs[0]["data"]["label"] == "CIFAR-10 (first 40 train)"
-    assert recs[1]["data"]["n_train"] == 40           # a record without data gets it too
+    assert recs[0]["data"]["label"] == "CIFAR-10 (first 40 train)"
+    assert recs[0]["data"]["n_train"] == recs[1]["data"]["n_train"] == 40
     err = capsys.readouterr().err.strip()
     assert err == f"error: run 1 (seed 1) diverged:  (record appended to {out})"
     with pytest.raises(OptionError, match=r"--seed 4294967294 with --runs 3 reaches seed "
@@ -285,16 +310,19 @@ def test_two_runs_print_the_mean(tiny, tmp_path, capsys):
 
 # ------------------------------------------------------------------- --seeds
 def _recorder(calls, framework_seeds):
-    """A framework that records how it was called; with `framework_seeds` it trains --seeds
-    itself (as JAX does, vmapped), else one run per seed."""
+    """A workload that records how it was called; with `framework_seeds` it trains --seeds
+    itself (as JAX does, vmapped), else the default: one run per seed."""
     fw = fake(calls)
+    if not framework_seeds:
+        return fw
 
-    def run_seeds(args, recipe, overrides, seeds, train, test):
-        calls.append(("group", recipe, dict(overrides), list(seeds), len(train[0]), len(test[0])))
+    def run_seeds(o, seeds):
+        calls.append(("group", o.recipe, dict(o.overrides), list(seeds), len(o.train_data[0]),
+                      len(o.test_data[0])))
         for i, seed in enumerate(seeds):
-            yield fw.run(args, recipe, overrides, seed, i, train, test)
-    return cli.Framework(**{**{f.name: getattr(fw, f.name) for f in cli.dataclasses.fields(fw)},
-                            "run_seeds": run_seeds if framework_seeds else None})
+            yield fw.run(o.replace(run_label=i), seed)
+    fw.run_seeds = run_seeds
+    return fw
 
 
 @pytest.mark.parametrize("framework_seeds", [True, False])
@@ -329,9 +357,7 @@ def test_seeds_with_seed_or_runs_is_refused(tiny, tmp_path, other):
 
 def test_a_record_of_the_wrong_seed_stops_the_runs(tiny, tmp_path):
     fw = fake([])
-    wrong = cli.Framework(**{**{f.name: getattr(fw, f.name) for f in cli.dataclasses.fields(fw)},
-                             "run": lambda args, r, o, seed, i, tr, te: fw.run(args, r, o, seed + 1,
-                                                                                i, tr, te)})
+    wrong = FakeWorkload(lambda o, seed: fw.run(o, seed + 1))
     out = tmp_path / "runs.jsonl"
     with pytest.raises(RuntimeError) as e:
         cli.main(wrong, ["--data-dir", str(tiny), "--set", "batch_size=16", "--seed", "3",

@@ -1,4 +1,4 @@
-"""python -m parity.compare end to end with fake runners (fast), plus one smoke run with the
+"""python -m parity.compare end to end with fake workloads (fast), plus one smoke run with the
 real implementations when they and the data are available."""
 import importlib
 import json
@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from airbench_common.workload import Workload
 from airbench_common.records import make_record, read_records
-from parity import compare
+from parity.study import compare
 
 
 @pytest.fixture()
@@ -28,8 +29,8 @@ def data_dir(tmp_path):
     return d
 
 
-class FakeRunner:
-    """Deterministic fake accuracies/timings; raises on call number `fail_on` (1-based, counted
+class FakeRunner(Workload):
+    """A fake workload: deterministic fake accuracies/timings; raises on call number `fail_on` (1-based, counted
     over all frameworks sharing `calls`); diverges for the seeds in `diverge`."""
 
     def __init__(self, framework, calls, *, shift=0.0, fail_on=None, diverge=(), noise=0.002):
@@ -37,12 +38,13 @@ class FakeRunner:
         self.fail_on, self.diverge = fail_on, set(diverge)
         self.warmups = 0
 
-    def warmup(self, recipe, **kw):
+    def warmup(self, options):
         self.calls.append((self.framework, "warmup"))
         self.warmups += 1
 
-    def __call__(self, recipe, seed, *, overrides=None, train_data=None, test_data=None,
-                 data_dir=None, verbose=False, log=print, **kw):
+    def run(self, options, seed):
+        recipe, overrides = options.recipe, options.overrides
+        train_data, test_data = options.train_data, options.test_data
         n_runs = sum(1 for c in self.calls if c[1] != "warmup")
         if self.fail_on is not None and n_runs + 1 == self.fail_on:
             self.calls.append((self.framework, "failed", seed))
@@ -66,8 +68,7 @@ class FakeRunner:
             ns_dtype="float32", compile_seconds=0.3 if self.framework == "jax" else None,
             per_epoch=[{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3,
                         "val_acc": acc, "seconds": 1.0}],
-            data={"label": "?", "dir": None, "n_train": len(train_data[0]),
-                  "n_test": len(test_data[0])},
+            data=dict(options.data),
             error="loss became nan" if diverged else None)
         rec["_predictions"] = preds
         return rec
@@ -87,7 +88,7 @@ def argv(out, data_dir, *extra, runs=4):
 def test_alternating_order_warmup_and_outputs(tmp_path, data_dir, capsys):
     calls, runners = fakes()
     out = tmp_path / "cmp"
-    assert compare.main(argv(out, data_dir), runners=runners) == 0
+    assert compare.main(argv(out, data_dir), workloads=runners) == 0
     assert calls[:2] == [("jax", "warmup"), ("torch", "warmup")]
     # identical accuracies: the first look (3 runs per side) decides "equivalent"; no 4th pair
     assert calls[2:] == [(fw, s) for s in range(3) for fw in ("jax", "torch")]
@@ -137,21 +138,21 @@ def test_default_recipe_is_airbench94_muon(tmp_path, data_dir):
     out = tmp_path / "cmp"
     args = ["--preset", "smoke", "--out", str(out), "--data-dir", str(data_dir), "--no-progress",
             "--no-plots"]
-    assert compare.main(args, runners=runners) == 0
+    assert compare.main(args, workloads=runners) == 0
     assert json.loads((out / "config.json").read_text())["recipe"] == "airbench94_muon"
 
 
 def test_resume_after_kill_no_duplicates_nothing_lost(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     calls, runners = fakes(fail_on=4)   # jax0, torch0, jax1 finish; torch1 "dies"
-    assert compare.main(argv(out, data_dir), runners=runners) == 1
+    assert compare.main(argv(out, data_dir), workloads=runners) == 1
     err = capsys.readouterr().err
     assert "torch seed 1 failed: RuntimeError: simulated kill second line" in err
     first = read_records(out / "runs.jsonl")
     assert [(r["framework"], r["seed"]) for r in first] == [("jax", 0), ("torch", 0), ("jax", 1)]
     # resume: the same command again continues with torch seed 1 and decides at 3 pairs
     calls, runners = fakes()
-    assert compare.main(argv(out, data_dir), runners=runners) == 0
+    assert compare.main(argv(out, data_dir), workloads=runners) == 0
     assert [c for c in calls if c[1] != "warmup"] == [("torch", 1), ("jax", 2), ("torch", 2)]
     recs = read_records(out / "runs.jsonl")
     assert recs[:3] == first
@@ -160,14 +161,14 @@ def test_resume_after_kill_no_duplicates_nothing_lost(tmp_path, data_dir, capsys
     # decided: --resume with only --out (and a larger N) runs nothing, warms nothing up
     calls, runners = fakes()
     assert compare.main(["--resume", "--out", str(out), "--runs", "5", "--no-progress"],
-                        runners=runners) == 0
+                        workloads=runners) == 0
     assert calls == []
 
 
 def test_undecided_study_continues_and_fewer_runs_reports_first_n(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     calls, runners = fakes(noise=0.02, jax={"shift": 0.004})   # 2-point spread: no decision
-    assert compare.main(argv(out, data_dir, runs=5), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, runs=5), workloads=runners) == 0
     assert len([c for c in calls if c[1] != "warmup"]) == 10      # ran to the cap N = 5
     rep = json.loads((out / "report.json").read_text())
     assert rep["verdict"] == "inconclusive" and rep["sequential"]["n"] == 5
@@ -175,7 +176,7 @@ def test_undecided_study_continues_and_fewer_runs_reports_first_n(tmp_path, data
     # --resume with fewer runs reports the first 3 per side, runs nothing
     calls, runners = fakes()
     assert compare.main(["--resume", "--out", str(out), "--runs", "3", "--no-progress",
-                         "--no-plots"], runners=runners) == 0
+                         "--no-plots"], workloads=runners) == 0
     assert calls == []
     rep = json.loads((out / "report.json").read_text())
     assert rep["counts"]["jax"]["total"] == 3 and rep["counts"]["torch"]["total"] == 3
@@ -185,18 +186,18 @@ def test_undecided_study_continues_and_fewer_runs_reports_first_n(tmp_path, data
 def test_config_mismatch_is_a_one_line_error(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, runs=3), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, runs=3), workloads=runners) == 0
     capsys.readouterr()
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, "--set", "epochs=2", runs=3), runners=runners) == 2
+    assert compare.main(argv(out, data_dir, "--set", "epochs=2", runs=3), workloads=runners) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "epochs" in err and "another --out" in err
     _, runners = fakes()
     rc = compare.main(["--recipe", "airbench94", "--preset", "smoke", "--runs", "2", "--out",
-                       str(out), "--data-dir", str(data_dir), "--no-progress"], runners=runners)
+                       str(out), "--data-dir", str(data_dir), "--no-progress"], workloads=runners)
     assert rc == 2 and "another --out" in capsys.readouterr().err
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, "--margin", "0.3", runs=3), runners=runners) == 2
+    assert compare.main(argv(out, data_dir, "--margin", "0.3", runs=3), workloads=runners) == 2
     assert "margin" in capsys.readouterr().err
     # other data (one test label changed) is another study: refused, naming the field
     with np.load(data_dir / "test.npz") as z:
@@ -204,7 +205,7 @@ def test_config_mismatch_is_a_one_line_error(tmp_path, data_dir, capsys):
     labels[0] = (labels[0] + 1) % 10
     np.savez(data_dir / "test.npz", images=images, labels=labels)
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, runs=3), runners=runners) == 2
+    assert compare.main(argv(out, data_dir, runs=3), workloads=runners) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "data_identity" in err and "test_labels_sha256" in err
 
@@ -216,7 +217,7 @@ def test_bad_runs_and_margin_are_one_line_errors(tmp_path, data_dir, capsys, bad
     calls, runners = fakes()
     args = ["--preset", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir),
             "--no-progress", *bad]
-    assert compare.main(args, runners=runners) == 2
+    assert compare.main(args, workloads=runners) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and err.count("\n") == 0 and bad[0] in err
     assert "Traceback" not in err and calls == []
@@ -225,7 +226,7 @@ def test_bad_runs_and_margin_are_one_line_errors(tmp_path, data_dir, capsys, bad
 def test_report_margin_is_checked(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, "--no-plots", runs=3), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, "--no-plots", runs=3), workloads=runners) == 0
     for bad in ("nan", "-1", "inf"):
         assert compare.main(["--report", str(out), "--margin", bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1
@@ -240,19 +241,19 @@ def test_second_compare_on_same_out_exits_naming_the_holder(tmp_path, data_dir, 
     (out / "runs.jsonl.lock.pid").write_text("4242\n")
     try:
         calls, runners = fakes()
-        assert compare.main(argv(out, data_dir), runners=runners) == 2
+        assert compare.main(argv(out, data_dir), workloads=runners) == 2
         err = capsys.readouterr().err.strip()
         assert "pid 4242" in err and err.count("\n") == 0 and calls == []
     finally:
         held.release()
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, "--no-plots"), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, "--no-plots"), workloads=runners) == 0
 
 
 def test_foreign_records_are_counted_not_mixed_in(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     _, runners = fakes()
-    assert compare.main(argv(out, data_dir, "--no-plots", runs=3), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, "--no-plots", runs=3), workloads=runners) == 0
     own = read_records(out / "runs.jsonl")
     from airbench_common.records import append_record
     plain = dict(own[0], seed=7, acc_tta=0.1)          # as the plain CLI writes: no compare tags
@@ -269,12 +270,12 @@ def test_foreign_records_are_counted_not_mixed_in(tmp_path, data_dir, capsys):
 
 def test_wall_time_cap_ends_inconclusive(tmp_path, data_dir, monkeypatch):
     import dataclasses
-    from parity import presets
+    from parity.study import presets
     monkeypatch.setitem(presets.PRESETS, "smoke",
                         dataclasses.replace(presets.PRESETS["smoke"], wall_minutes=1e-9))
     calls, runners = fakes()
     out = tmp_path / "cmp"
-    assert compare.main(argv(out, data_dir, "--no-plots"), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, "--no-plots"), workloads=runners) == 0
     assert [c for c in calls if c[1] != "warmup"] == []      # the warm-ups used the budget
     state = json.loads((out / "plan.json").read_text())
     assert state["final_n"] == 0 and "cap" in state["stop_reason"]
@@ -283,7 +284,7 @@ def test_wall_time_cap_ends_inconclusive(tmp_path, data_dir, monkeypatch):
 def test_diverged_runs_are_recorded_and_counted(tmp_path, data_dir):
     out = tmp_path / "cmp"
     _, runners = fakes(torch={"diverge": {1}})
-    assert compare.main(argv(out, data_dir, runs=3), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, runs=3), workloads=runners) == 0
     recs = read_records(out / "runs.jsonl")
     assert sum(r["status"] == "diverged" for r in recs) == 1
     rep = json.loads((out / "report.json").read_text())
@@ -297,7 +298,7 @@ def test_diverged_runs_are_recorded_and_counted(tmp_path, data_dir):
 def test_different_divergence_rates_make_the_verdict_different(tmp_path, data_dir):
     out = tmp_path / "cmp"
     _, runners = fakes(torch={"diverge": set(range(20))})
-    assert compare.main(argv(out, data_dir, "--no-plots", runs=12), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, "--no-plots", runs=12), workloads=runners) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["verdict"] == "different" and "Fisher" in rep["sequential"]["reason"]
 
@@ -305,7 +306,7 @@ def test_different_divergence_rates_make_the_verdict_different(tmp_path, data_di
 def test_report_rebuilds_from_runs_file_alone(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     _, runners = fakes(jax={"shift": 0.01})   # jax one point better, margin 0.5: "different"
-    assert compare.main(argv(out, data_dir, runs=8), runners=runners) == 0
+    assert compare.main(argv(out, data_dir, runs=8), workloads=runners) == 0
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(out / "runs.jsonl", lone / "runs.jsonl")
@@ -330,7 +331,7 @@ def test_single_framework_and_bad_arguments(tmp_path, data_dir, capsys):
     out = tmp_path / "cmp"
     calls, runners = fakes()
     assert compare.main(argv(out, data_dir, "--frameworks", "torch", runs=2),
-                        runners={"torch": runners["torch"]}) == 0
+                        workloads={"torch": runners["torch"]}) == 0
     assert {c[0] for c in calls} == {"torch"}
     assert len([c for c in calls if c[1] != "warmup"]) == 2
     rep = json.loads((out / "report.json").read_text())
@@ -341,15 +342,16 @@ def test_single_framework_and_bad_arguments(tmp_path, data_dir, capsys):
 
 
 def test_progress_text_shows_estimate_and_distance():
-    from parity import plan
+    from parity.study import plan
     out = plan.decide([90.0, 90.2, 89.9, 90.1], [90.1, 89.8, 90.0, 90.2], plan.Plan(0.5, 10))
-    text = compare._progress_text(out, 125.0, 1800)
+    from parity.study.local import progress_text
+    text = progress_text(out, 125.0, 1800)
     assert "2.1/30 min" in text and "d " in text and "TOST p" in text and "needs <" in text
 
 
 def test_presets_are_documented_and_valid():
     from airbench_common.recipes import RECIPES, get_recipe
-    from parity.presets import PRESETS
+    from parity.study.presets import PRESETS
     for p in PRESETS.values():
         assert p.description and p.label()
         for name in RECIPES:
@@ -401,7 +403,7 @@ def test_module_entry_point_help():
 def test_vmapped_runs_stay_out_of_the_training_time_ratio():
     """A vmapped JAX record's train_seconds is its group's time: the report leaves it out of the
     per-run training times and the JAX/PyTorch ratio and shows the per-seed share apart."""
-    from parity import report
+    from parity.study import summary
     recs = []
     for seed in range(4):
         for fw, secs in (("jax", 10.0), ("torch", 20.0)):
@@ -412,7 +414,7 @@ def test_vmapped_runs_stay_out_of_the_training_time_ratio():
     vm = dict(recs[0], seed=9, train_seconds=400.0,       # a group of 4: 100 s each
               vmapped=dict(group_size=4, seeds=[9, 10, 11, 12], group_train_seconds=400.0,
                            per_seed_train_seconds=100.0))
-    s = report.summarize(recs + [vm], dict(recipe="airbench94_muon", frameworks=["jax", "torch"]),
+    s = summary.summarize(recs + [vm], dict(recipe="airbench94_muon", frameworks=["jax", "torch"]),
                          margin=0.5)
     assert s["per_framework"]["jax"]["train_seconds"]["n"] == 4
     assert s["per_framework"]["jax"]["train_seconds"]["max"] == 10.0

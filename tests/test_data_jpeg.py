@@ -332,7 +332,7 @@ def test_unknown_jpeg_files_are_not_called_jpeg_cifar10(jpeg_dir):
 def test_known_content_has_one_label_and_identity_in_either_layout(jpeg_dir, tmp_path, monkeypatch):
     """The jpeg-only folder and a folder of the same pixels as train.npz/test.npz (no SOURCE.md,
     no jpeg/) belong to one comparison: same data_label, same data_identity."""
-    from parity import compare
+    from parity.study import config as C
 
     d, _ = jpeg_dir
     known_as(monkeypatch, d)
@@ -345,17 +345,16 @@ def test_known_content_has_one_label_and_identity_in_either_layout(jpeg_dir, tmp
     configs = {}
     for folder in (d, npz):
         assert D.dataset_label(folder) == D.JPEG_LABEL
-        probe = compare.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], 3, 0.5,
-                                    str(folder))
-        tr, te = compare.load_subsets(probe)
-        configs[folder] = compare.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], 3,
-                                              0.5, str(folder),
-                                              identity=compare.data_identity(tr, te))
+        probe = C.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], 3, 0.5,
+                              str(folder))
+        tr, te = C.load_subsets(probe)
+        configs[folder] = C.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], 3,
+                                        0.5, str(folder), identity=C.data_identity(tr, te))
     a, b = configs[d], configs[npz]
     assert a["data_label"] == b["data_label"] == D.JPEG_LABEL
     assert a["data_identity"] == b["data_identity"]
-    assert {k: a[k] for k in compare.IDENTITY_KEYS} == {k: b[k] for k in compare.IDENTITY_KEYS}
-    compare.check_config(a, b, tmp_path)             # one comparison: no error
+    assert {k: a[k] for k in C.IDENTITY_KEYS} == {k: b[k] for k in C.IDENTITY_KEYS}
+    C.check_config(a, b, tmp_path)             # one comparison: no error
     # and the run records' data field carries the same pixels' hashes
     ra, rb = (data_identity(str(f), 12, 6, arrays=False) for f in (d, npz))
     assert ra["images_sha256"] == rb["images_sha256"] == {

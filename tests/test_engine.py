@@ -1,4 +1,4 @@
-"""parity.engine: a comparison's runs as tasks keyed by (comparison, framework, seed) on a Dask
+"""parity.study.engine: a comparison's runs as tasks keyed by (comparison, framework, seed) on a Dask
 cluster or as shards of a job array; a lost worker loses at most its unfinished run."""
 import json
 import os
@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from airbench_common.workload import Workload
 from airbench_common.records import read_records
-from parity import compare, engine
+from parity.study import compare, engine
+from parity.study import config as C
+from parity.study.store import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per run in every process (workers, shards, the single-process reference), so the
@@ -35,25 +38,28 @@ def data_dir(tmp_path):
 
 
 def _config(data_dir, runs=3):
-    probe = compare.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
-                                str(data_dir))
-    tr, te = compare.load_subsets(probe)
-    return compare.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
-                               str(data_dir), identity=compare.data_identity(tr, te))
+    probe = C.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
+                          str(data_dir))
+    tr, te = C.load_subsets(probe)
+    return C.make_config("airbench94_muon", "smoke", {}, ["jax", "torch"], runs, 0.5,
+                         str(data_dir), identity=C.data_identity(tr, te))
 
 
-class FakeRunner:
+class FakeRunner(Workload):
     def __init__(self, framework, calls):
         self.framework, self.calls = framework, calls
 
-    def __call__(self, recipe, seed, *, test_data=None, **kw):
+    def warmup(self, options):
+        pass
+
+    def run(self, options, seed):
         from airbench_common.records import make_record
         self.calls.append((self.framework, seed))
-        rec = make_record(recipe=recipe, overrides={}, seed=seed, framework=self.framework,
-                          versions={}, device="cpu", dtype="float32", flags={}, acc=0.9,
-                          acc_tta=0.9 + 0.001 * seed, tta_level=2, train_seconds=1.0,
-                          eval_seconds=0.1, steps=4)
-        rec["_predictions"] = np.asarray(test_data[1]).astype(np.uint8)
+        rec = make_record(recipe=options.recipe, overrides={}, seed=seed,
+                          framework=self.framework, versions={}, device="cpu", dtype="float32",
+                          flags={}, acc=0.9, acc_tta=0.9 + 0.001 * seed, tta_level=2,
+                          train_seconds=1.0, eval_seconds=0.1, steps=4, data=dict(options.data))
+        rec["_predictions"] = np.asarray(options.test_data[1]).astype(np.uint8)
         return rec
 
 
@@ -83,17 +89,17 @@ def test_shards_cover_the_sweep_once_and_a_rerun_skips_done_runs(tmp_path, data_
     base = ["--preset", "smoke", "--runs", "3", "--out", str(out), "--data-dir", str(data_dir),
             "--no-progress", "--no-plots"]
     for i in (0, 1):
-        assert compare.main(base + ["--shard", f"{i}/2"], runners=runners) == 0
+        assert compare.main(base + ["--shard", f"{i}/2"], workloads=runners) == 0
     recs = read_records(out / "runs.jsonl")
     keys = Counter((r["framework"], r["seed"]) for r in recs)
     assert keys == Counter({(fw, s): 1 for fw in ("jax", "torch") for s in range(3)})
     assert sorted(calls) == sorted(keys)
-    assert compare.main(base + ["--shard", "0/2"], runners=runners) == 0
+    assert compare.main(base + ["--shard", "0/2"], workloads=runners) == 0
     assert len(calls) == 6                                               # nothing re-run
     # a task that runs again (a slow worker declared dead, a retry) appends nothing
     cfg = json.loads((out / "config.json").read_text())
     rec = dict(recs[0])
-    assert engine._append_once(out / "runs.jsonl", rec) is False
+    assert RunFolder(out).add_run(rec, None, cfg, once=True) is False
     assert len(read_records(out / "runs.jsonl")) == 6
     assert (out / "report.md").exists()
 
@@ -105,15 +111,15 @@ def test_shards_cover_the_sweep_once_and_a_rerun_skips_done_runs(tmp_path, data_
     (["--shard", "0/2", "--jax-vmap", "2"], "local engine only")])
 def test_engine_options_bad_input_one_line_exit_2(tmp_path, data_dir, capsys, args, msg):
     rc = compare.main(["--preset", "smoke", "--out", str(tmp_path / "o"), "--data-dir",
-                       str(data_dir), "--no-progress"] + args, runners={})
+                       str(data_dir), "--no-progress"] + args, workloads={})
     err = capsys.readouterr().err
     assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
 
 
 def test_default_path_imports_no_engine():
-    """The default compare imports neither parity.engine nor Dask."""
+    """The default compare imports neither parity.study.engine nor Dask."""
     code = ("import sys, parity.compare; "
-            "print(any(m in sys.modules for m in ('parity.engine', 'distributed', 'dask')))")
+            "print(any(m in sys.modules for m in ('parity.study.engine', 'distributed', 'dask')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert p.stdout.strip() == "False", p.stderr
@@ -261,13 +267,13 @@ def test_each_process_warms_up_a_framework_once_before_its_first_run(tmp_path, d
     calls = []
 
     class Warm(FakeRunner):
-        def warmup(self, recipe, **kw):
+        def warmup(self, options):
             calls.append((self.framework, "warmup"))
 
     cfg = _config(data_dir)
     engine._WARM.clear()
     for seed in (0, 1):
         for fw in ("jax", "torch"):
-            engine.run_task(cfg, str(tmp_path / "o"), fw, seed, runner=Warm(fw, calls))
+            engine.run_task(cfg, str(tmp_path / "o"), fw, seed, workload=Warm(fw, calls))
     assert calls == [("jax", "warmup"), ("jax", 0), ("torch", "warmup"), ("torch", 0),
                      ("jax", 1), ("torch", 1)]

@@ -3,8 +3,8 @@ on synthetic per-example outcomes whose truth is known."""
 import numpy as np
 import pytest
 
-from parity import examples as E
-from parity import stats as S
+from parity.study import examples as E
+from parity.study import stats as S
 
 
 def _runs(p, runs, rng, shift=None):

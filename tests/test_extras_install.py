@@ -17,7 +17,7 @@ EXTRAS = {"torch": (("airbench_common", "airbench_torch"), "airbench_torch"),
           "distributed": (("airbench_common", "airbench_jax", "airbench_torch", "parity"),
                           "parity")}
 # what only one extra installs: imported by a module its default path never imports
-# (parity/engine.py, for parity.compare --engine dask)
+# (parity/study/engine.py, for parity.compare --engine dask)
 EXTRA_ONLY = {"distributed": {"distributed"}}
 
 
@@ -37,7 +37,7 @@ def imported_roots(packages) -> set[str]:
 def test_imported_roots_sees_nested_imports():
     assert "tqdm" in imported_roots(["airbench_torch"])   # imported inside fit()
     assert "torch" not in imported_roots(["airbench_jax"])
-    assert "distributed" in imported_roots(["parity"])    # parity/engine.py, inside functions
+    assert "distributed" in imported_roots(["parity"])    # parity/study/engine.py, inside functions
 
 
 @pytest.mark.slow

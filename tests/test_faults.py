@@ -453,7 +453,7 @@ def test_library_run_on_zero_training_images_is_a_one_line_error(framework):
 # ---------------------------------------------------------------------- compare and gpu_check
 # found by benchmarks/fault_table.py at the commit that added these tests (tracebacks before)
 def _compare(argv):
-    from parity.compare import main
+    from parity.study.compare import main
     return main(["--preset", "smoke", "--no-progress", "--no-plots", *argv])
 
 
@@ -474,7 +474,7 @@ def test_compare_read_only_out_is_one_line(tmpfs, tiny, capsys):
 
 @pytest.mark.parametrize("address", ["bogus", "tcp://host", "tcp://host:port"])
 def test_scheduler_without_a_port_is_refused(address):
-    from parity.engine import EngineError, parse_scheduler
+    from parity.study.engine import EngineError, parse_scheduler
     with pytest.raises(EngineError, match="not an address with a port"):
         parse_scheduler(address)
     assert parse_scheduler("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")

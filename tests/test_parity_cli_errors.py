@@ -75,6 +75,9 @@ CASES = [
      "is a file, not a directory"),
     ("examples", ["{w}/nope:jax", "{w}/nope:torch"], "is not a parity.compare folder"),
     ("examples", ["{w}/empty", "{w}/empty:jax"], "DIR:jax or DIR:torch"),
+    ("plan", ["--sd", "nan"], "must be a positive finite number"),
+    ("plan", ["--margin", "0.5"], "the following arguments are required: --sd"),
+    ("plan", ["--sd", "0.4", "--max-runs", "0"], "--max-runs"),
     ("bench", ["--recipe", "nope"], "'nope' is not a recipe"),
     ("bench", ["--batch", "0"], "--batch 0 is too small"),
     ("bench", ["--reps", "0"], "--reps 0 is too small"),
@@ -145,6 +148,8 @@ def test_module_entry_points_too(w):
     """python -m parity.COMMAND (what the README shows) is the same main."""
     p = _run(["-m", "parity.numerics", "--recipe", "nonexistent"])
     assert p.returncode == 2 and "not a recipe" in _one_line(p.stderr)
+    p = _run(["-m", "parity.plan", "--simulate", "--sd", "0"])
+    assert p.returncode == 2 and "--sd" in _one_line(p.stderr)
 
 
 def test_dask_scheduler_unreachable_one_line_nothing_left(w):
@@ -168,7 +173,7 @@ def test_dask_connect_failure_after_the_probe_leaves_nothing(tmp_path, monkeypat
     """A scheduler that vanishes between the probe and Client(): still one EngineError, and
     run_dask writes nothing (it connects before making the folder, config.json or lock)."""
     pytest.importorskip("distributed")
-    from parity import engine
+    from parity.study import engine
     monkeypatch.setattr(engine, "CONNECT_TIMEOUT", 1.0)
     out = tmp_path / "o"
     with pytest.raises(engine.EngineError, match="tcp://127.0.0.1:1"):
@@ -177,7 +182,7 @@ def test_dask_connect_failure_after_the_probe_leaves_nothing(tmp_path, monkeypat
 
 
 def test_probe_timeout_names_the_address(monkeypatch):
-    from parity import engine
+    from parity.study import engine
 
     def slow(*a, **k):
         raise engine.socket.timeout("timed out")

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import norm
 
 from airbench_common.errors import UsageError
-from parity import plan as P
+from parity.study import plan as P
 
 # Lan-DeMets O'Brien-Fleming-type boundaries (z scale), one-sided alpha 0.025, equally spaced
 # looks, as published (e.g. Jennison & Turnbull, "Group Sequential Methods", and R gsDesign's

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from airbench_common.recipes import get_recipe
+from airbench_common.workload import Workload
 
 TINY = dict(widths=(8, 16, 16), batch_size=32, epochs=1, whiten_images=64)
 
@@ -187,31 +188,35 @@ def test_cli_seeds_bad_input_one_line_exit_2(framework, args, msg, tmp_path):
 
 
 # ----------------------------------------------------------------------------- parity.compare
-def _fake_record(recipe, seed, framework, test_data, **extra):
+def _fake_record(options, seed, framework, **extra):
     from airbench_common.records import make_record
     # torch exactly one margin (smoke: 0.5 points) above jax: neither verdict before the cap
     acc = 0.9 + 0.002 * np.sin(1.7 * seed) + (0.005 if framework == "torch" else 0.0)
-    rec = make_record(recipe=recipe, overrides={}, seed=seed, framework=framework,
+    rec = make_record(recipe=options.recipe, overrides={}, seed=seed, framework=framework,
                       versions={}, device="cpu", dtype="float32", flags={}, acc=acc,
                       acc_tta=acc, tta_level=2, train_seconds=1.0, eval_seconds=0.1, steps=4,
-                      **extra)
-    rec["_predictions"] = np.asarray(test_data[1]).astype(np.uint8)
+                      data=dict(options.data), **extra)
+    rec["_predictions"] = np.asarray(options.test_data[1]).astype(np.uint8)
     return rec
 
 
-class _Runner:
-    """A fake runner that takes seeds= like airbench_jax.run_recipe; logs its calls."""
+class _Runner(Workload):
+    """A fake workload that trains seeds together as JAX's does; logs its calls."""
 
     def __init__(self, framework, calls):
         self.framework, self.calls = framework, calls
 
-    def __call__(self, recipe, seed, *, test_data=None, seeds=None, group_size=None, **kw):
-        if seeds is None:
-            self.calls.append((self.framework, seed))
-            return _fake_record(recipe, seed, self.framework, test_data)
+    def warmup(self, options):
+        pass
+
+    def run(self, options, seed):
+        self.calls.append((self.framework, seed))
+        return _fake_record(options, seed, self.framework)
+
+    def run_seeds(self, options, seeds):
         self.calls.append((self.framework, tuple(seeds)))
-        assert self.framework == "jax" and seed is None and group_size == len(seeds)
-        return [_fake_record(recipe, s, "jax", test_data, vmapped=dict(group_size=len(seeds)))
+        assert self.framework == "jax" and options.extra["group_size"] == len(seeds)
+        return [_fake_record(options, s, "jax", vmapped=dict(group_size=len(seeds)))
                 for s in seeds]
 
 
@@ -231,13 +236,13 @@ def test_compare_jax_vmap_groups_jax_seeds_and_keeps_one_record_each(tmp_path, f
     the plan's N), PyTorch one seed at a time; one record and one predictions file per
     (framework, seed); each grouped record's wall_seconds is its share of the group's."""
     from airbench_common.records import read_records
-    from parity import compare
+    from parity.study import compare
     calls = []
     runners = {fw: _Runner(fw, calls) for fw in ("jax", "torch")}
     out = tmp_path / "out"
     rc = compare.main(["--preset", "smoke", "--runs", "5", "--out", str(out), "--data-dir",
                        str(fake_data_dir), "--no-progress", "--no-plots", "--jax-vmap", "3"],
-                      runners=runners)
+                      workloads=runners)
     assert rc == 0
     assert calls[:2] == [("jax", (0, 1, 2)), ("torch", 0)]
     assert [c for c in calls if c[0] == "jax"] == [("jax", (0, 1, 2)), ("jax", (3, 4))]
@@ -250,9 +255,9 @@ def test_compare_jax_vmap_groups_jax_seeds_and_keeps_one_record_each(tmp_path, f
 
 
 def test_compare_jax_vmap_bad_value_is_one_line_error(tmp_path, fake_data_dir, capsys):
-    from parity import compare
+    from parity.study import compare
     rc = compare.main(["--preset", "smoke", "--out", str(tmp_path / "o"), "--data-dir",
-                       str(fake_data_dir), "--jax-vmap", "0"], runners={})
+                       str(fake_data_dir), "--jax-vmap", "0"], workloads={})
     assert rc == 2 and "--jax-vmap 0 must be at least 1" in capsys.readouterr().err
 
 
@@ -261,7 +266,7 @@ def test_compare_jax_vmap_with_the_real_runner(tmp_path, fake_data_dir):
     """python -m parity.compare --jax-vmap 3 with airbench_jax's runner (smoke preset): one group
     of 3 seeds, one record and predictions file per seed, each marked vmapped."""
     from airbench_common.records import read_records
-    from parity import compare
+    from parity.study import compare
     out = tmp_path / "out"
     rc = compare.main(["--preset", "smoke", "--runs", "3", "--frameworks", "jax", "--out",
                        str(out), "--data-dir", str(fake_data_dir), "--no-progress", "--no-plots",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from parity import stats as S
+from parity.study import stats as S
 
 
 def test_identical_samples_are_equivalent_with_zero_variance():
@@ -327,7 +327,7 @@ def test_describe_empty_and_two_points():
 
 
 # --- pinned by mutation testing (benchmarks/mutation.sh): each test below failed against a
-# surviving mutant of parity/stats.py (named in the comment) before it was added.
+# surviving mutant of parity/study/stats.py (named in the comment) before it was added.
 
 def test_compare_times_ratio_is_a_quotient_not_a_product():
     # medians 6 and 2 (the ratio tests above have median(b) == 1, where a / b == a * b)

@@ -1,4 +1,4 @@
-"""Upstream's own code as a third arm (parity/upstream.py): its checks, the plan and the report
+"""Upstream's own code as a third arm (parity/study/upstream.py): its checks, the plan and the report
 with three arms, and compare end to end with the script arm on a stand-in script written for the
 test (tests/fixtures/standin_airbench94_muon.py) and, slow, the package arm on upstream's real
 airbench 0.1.8, both on the CPU through tests/upstream_cpu.py's patches."""
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from airbench_common.records import make_record, read_records
-from parity import compare, plan as P, presets, report, upstream
+from parity.study import compare, plan as P, presets, report, summary, upstream
 from test_compare import FakeRunner
 
 FIXTURE = Path(__file__).parent / "fixtures" / "standin_airbench94_muon.py"
@@ -67,7 +67,7 @@ def test_no_cuda_is_one_line(standin):
 def test_compare_refuses_a_script_without_the_arm(tmp_path, standin, capsys):
     code = compare.main(["--recipe", "airbench94_muon", "--preset", "smoke", "--out",
                          str(tmp_path / "out"), "--upstream-script", str(standin),
-                         "--no-progress"], runners={})
+                         "--no-progress"], workloads={})
     assert code == 2 and "needs 'upstream' in --frameworks" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -100,7 +100,7 @@ def test_three_arms_two_decisions_alpha_split_in_advance():
 
 
 def test_report_shows_every_arm_and_pair():
-    s = report.summarize(_records(0.0), dict(frameworks=["jax", "torch", "upstream"], runs=6,
+    s = summary.summarize(_records(0.0), dict(frameworks=["jax", "torch", "upstream"], runs=6,
                                              margin=0.5, margin_source="--margin"))
     assert [(p["a"], p["b"]) for p in s["pairs"]] == [("jax", "torch"), ("jax", "upstream")]
     assert all(p["decision"] == "equivalent" for p in s["pairs"])
@@ -136,7 +136,7 @@ def test_three_arm_compare_with_the_script_arm(tmp_path, standin, lossless_subse
     code = compare.main(["--recipe", "airbench94_muon", "--preset", "subset", "--frameworks",
                          "jax,torch,upstream", "--upstream-script", str(standin), "--out",
                          str(out), "--data-dir", str(data), "--no-progress", "--no-plots"],
-                        runners=runners)
+                        workloads=runners)
     assert code == 0, capsys.readouterr().err
     recs = read_records(out / "runs.jsonl")
     ups = [r for r in recs if r["framework"] == "upstream"]

@@ -18,7 +18,7 @@ submitit ties the engine to Slurm, Ray is a much larger dependency.
 
 Each task is one (framework, seed) run of the comparison, keyed by the comparison's identity (its
 config hash: recipe, preset, recipe parameters, subset sizes, data label and content hashes, margin:
-what --resume checks, `compare.IDENTITY_KEYS`), the framework and the seed. A task writes its
+what --resume checks, `config.IDENTITY_KEYS`), the framework and the seed. A task writes its
 predictions (atomically) and then its record through the same locked, append-only runs file as a
 sequential compare, checking under the lock that no record of its key is there yet: a task run
 twice (a worker declared dead that was only slow, a retry after the record was written, a resumed
@@ -45,19 +45,17 @@ import os
 import shutil
 import socket
 import subprocess
-import time
-from pathlib import Path
 from typing import Callable
 
 from airbench_common.errors import UsageError
-from airbench_common.files import hold_lock, locked
-from airbench_common.records import APPEND_LOCK_TIMEOUT, append_record, read_records
 
-from . import compare as C
-from . import plan as _plan
+from . import plan as P
+from .config import load_subsets
+from .errors import one_line
+from .runs import one_run, prepare, run_options, workloads
+from .store import RunFolder, latest_by_run
 
 ENGINES = ("local", "dask")
-ENGINE_LOCK = "engine"          # out_dir/engine.lock: one coordinator per folder
 WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 CONNECT_TIMEOUT = 8.0           # seconds to reach a --scheduler address before giving up
 
@@ -94,14 +92,21 @@ def shard_tasks(tasks, i: int, n: int) -> list[tuple[str, int]]:
     return [t for j, t in enumerate(tasks) if j % n == i]
 
 
-def done_keys(out_dir, config: dict) -> set[tuple[str, int]]:
-    recs, _ = C.own_records(read_records(Path(out_dir) / C.RUNS_NAME), config)
-    return set(C.latest_by_run(recs))
+def done_keys(folder: RunFolder, config: dict) -> set[tuple[str, int]]:
+    """(framework, seed) of every run of the comparison already in the folder."""
+    return set(latest_by_run(folder.study_records(config)[0]))
 
 
 # ----------------------------------------------------------------------------- one task
 _DATA: dict = {}                # per worker process: the comparison's subsets, loaded once
 _WARM: set = set()              # per worker process: (comparison, framework) warmed up
+
+
+def _subsets(config: dict):
+    """The comparison's (train_data, test_data), loaded once per process."""
+    if config["config_hash"] not in _DATA:
+        _DATA[config["config_hash"]] = load_subsets(config)
+    return _DATA[config["config_hash"]]
 
 
 def _pin_gpu() -> None:
@@ -119,81 +124,49 @@ def _pin_gpu() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[name % len(ids)]
 
 
-def _append_once(path, rec) -> bool:
-    """Append `rec` unless the file already holds a record of its (framework, seed) for its
-    comparison; the check and the append under one hold of the file's lock."""
-    with hold_lock(path, timeout=APPEND_LOCK_TIMEOUT):
-        for r in read_records(path):
-            if (r.get("compare_config"), r.get("framework"), r.get("seed")) == \
-                    (rec["compare_config"], rec["framework"], rec["seed"]):
-                return False
-        append_record(path, rec)      # the same lock again, reentrantly (filelock singleton)
-        return True
-
-
-def run_task(config: dict, out_dir: str, framework: str, seed: int, runner=None) -> dict:
+def run_task(config: dict, out_dir: str, framework: str, seed: int, workload=None) -> dict:
     """One run of the comparison, where this process is: skipped if its record is there, else
     run, predictions written, record appended once. Returns a short summary (what Dask sends
     back)."""
-    out_dir = Path(out_dir)
+    folder = RunFolder(out_dir)
     key = task_key(config, framework, seed)
     summary = dict(key=key, framework=framework, seed=seed, pid=os.getpid())
-    if (framework, seed) in done_keys(out_dir, config):
+    if (framework, seed) in done_keys(folder, config):
         return dict(summary, skipped=True)
     _pin_gpu()
-    if config["config_hash"] not in _DATA:
-        _DATA[config["config_hash"]] = C.load_subsets(config)
-    train_data, test_data = _DATA[config["config_hash"]]
-    if runner is None:
-        from .runners import get_runner  # noqa: PLC0415
-        runner = get_runner(framework)
-    common = dict(overrides=config["overrides"], train_data=train_data, test_data=test_data)
-    warm = getattr(runner, "warmup", None)
-    if warm is not None and (config["config_hash"], framework) not in _WARM:
-        warm(config["recipe"], **common)     # as compare: compilation outside the timed runs
+    train_data, test_data = _subsets(config)
+    if workload is None:   # a framework is imported in the worker only
+        workload = workloads([framework])[framework]
+    options = run_options(config, train_data, test_data)
+    if (config["config_hash"], framework) not in _WARM:
+        workload.warmup(options)     # as compare: compilation outside the timed runs
         _WARM.add((config["config_hash"], framework))
-    t0 = time.perf_counter()
-    rec = dict(runner(config["recipe"], seed, **C.run_kwargs(config, common, False, print)))
-    added = {}
-    rec = C.store_run(config, out_dir, rec, framework, seed, time.perf_counter() - t0,
-                       train_data, test_data,
-                       append=lambda p, r: added.setdefault("ok", _append_once(p, r)))
-    return dict(summary, skipped=not added.get("ok"), status=rec["status"],
-                acc_tta=rec.get("acc_tta"))
+    rec, added = one_run(config, folder, workload, framework, seed, options, once=True)
+    return dict(summary, skipped=not added, status=rec["status"], acc_tta=rec.get("acc_tta"))
 
 
 # ----------------------------------------------------------------------------- shards
 def run_shard(config: dict, out_dir, shard: tuple[int, int], *, log: Callable = print,
-              runners=None) -> dict:
+              workloads=None) -> dict:
     """This shard's runs, one after another, in this process."""
-    out_dir = Path(out_dir)
-    _prepare(config, out_dir)
+    folder = RunFolder(out_dir)
+    _prepare(config, folder)
     tasks = shard_tasks(sweep_tasks(config), *shard)
-    done = done_keys(out_dir, config)
+    done = done_keys(folder, config)
     todo = [t for t in tasks if t not in done]
     log(f"shard {shard[0]}/{shard[1]}: {len(tasks)} runs, {len(tasks) - len(todo)} already done")
     result = dict(finished=0, skipped=len(tasks) - len(todo), error=None)
     for fw, seed in todo:
-        s = run_task(config, str(out_dir), fw, seed, runner=(runners or {}).get(fw))
+        s = run_task(config, str(folder.root), fw, seed, workload=(workloads or {}).get(fw))
         result["finished"] += 0 if s["skipped"] else 1
         result["skipped"] += 1 if s["skipped"] else 0
         log(f"  {fw} seed {seed}: {s.get('status', 'skipped (done elsewhere)')}")
     return result
 
 
-def _prepare(config: dict, out_dir: Path) -> None:
+def _prepare(config: dict, folder: RunFolder) -> None:
     """config.json (checked against one already there) and the test labels, as compare does."""
-    import numpy as np  # noqa: PLC0415
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = out_dir / C.CONFIG_NAME
-    if cfg_path.exists():
-        C.check_config(C.read_config(cfg_path), config, out_dir)
-    else:
-        C.write_json_atomic(cfg_path, config)
-        os.chmod(cfg_path, 0o644)
-    if not (out_dir / C.LABELS_NAME).exists():
-        _, test = C.load_subsets(config)
-        C.save_npy(out_dir / C.LABELS_NAME, np.asarray(test[1]).astype(np.uint8))
+    prepare(folder, config, lambda: _subsets(config)[1][1])
 
 
 # ----------------------------------------------------------------------------- dask
@@ -315,24 +288,24 @@ def run_dask(config: dict, out_dir, scheduler: str, *, log: Callable = print,
     scheduler that does not answer within CONNECT_TIMEOUT seconds is an EngineError naming its
     address, and leaves no config.json, lock or new folder behind."""
     distributed = _import_distributed()
-    out_dir = Path(out_dir)
+    folder = RunFolder(out_dir)
     kind, where = parse_scheduler(scheduler)
     cluster = start_local_cluster(where) if kind == "local" else None
     result = dict(finished=0, skipped=0, error=None, outcome=None)
     try:
         client = distributed.Client(cluster) if cluster is not None else connect(distributed,
                                                                                 where)
-        with client, _prepared_and_locked(config, out_dir):
+        with client, _prepared_and_locked(config, folder):
             log(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at "
                 f"{client.scheduler.address}")
-            plan = _plan.Plan(config["margin"], config["runs"])
+            plan = P.Plan(config["margin"], config["runs"])
             for look in [k for k in plan.looks if k <= config["runs"]] or [config["runs"]]:
-                out = _outcome(out_dir, config, plan)
+                out = _outcome(folder, config, plan)
                 if out["decision"] != "continue":
                     break
-                done = done_keys(out_dir, config)
+                done = done_keys(folder, config)
                 todo = [t for t in sweep_tasks(config, look) if t not in done]
-                futures = [client.submit(run_task, config, str(out_dir), fw, seed,
+                futures = [client.submit(run_task, config, str(folder.root), fw, seed,
                                          key=task_key(config, fw, seed), pure=False,
                                          retries=retries) for fw, seed in todo]
                 for fut in distributed.as_completed(futures):
@@ -340,14 +313,14 @@ def run_dask(config: dict, out_dir, scheduler: str, *, log: Callable = print,
                         s = fut.result()
                     except Exception as exc:  # noqa: BLE001 - KilledWorker or the run's error
                         result["error"] = f"{fut.key} failed: {type(exc).__name__}: " \
-                                          f"{C.one_line(exc)}"
+                                          f"{one_line(exc)}"
                         continue
                     result["skipped" if s["skipped"] else "finished"] += 1
                     log(f"  {s['framework']} seed {s['seed']}: "
                         f"{'done elsewhere' if s['skipped'] else s['status']} (pid {s['pid']})")
                 if result["error"]:
                     break
-            result["outcome"] = _outcome(out_dir, config, plan)
+            result["outcome"] = _outcome(folder, config, plan)
     finally:
         if cluster is not None:
             cluster.close()
@@ -355,13 +328,12 @@ def run_dask(config: dict, out_dir, scheduler: str, *, log: Callable = print,
 
 
 @contextlib.contextmanager
-def _prepared_and_locked(config: dict, out_dir: Path):
-    """config.json and labels in out_dir (_prepare), then the folder's engine lock held."""
-    _prepare(config, out_dir)
-    with locked(out_dir / ENGINE_LOCK):
+def _prepared_and_locked(config: dict, folder: RunFolder):
+    """config.json and labels in the folder (_prepare), then the folder's engine lock held."""
+    _prepare(config, folder)
+    with folder.engine_lock():
         yield
 
 
-def _outcome(out_dir, config, plan):
-    recs, _ = C.own_records(read_records(Path(out_dir) / C.RUNS_NAME), config)
-    return _plan.sequential_outcome(recs, config["frameworks"], plan)
+def _outcome(folder: RunFolder, config, plan):
+    return P.sequential_outcome(folder.study_records(config)[0], config["frameworks"], plan)

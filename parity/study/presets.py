@@ -8,10 +8,11 @@ whiten_images (capped at n_train: the whitening covariance is estimated from the
 whiten_images training images), and for airbench96_faster filter_keep (must stay below the batch
 size) and proxy_widths.
 
-Upstream airbench94_muon.py with widths (16,64,64) and its hyper-parameters otherwise unchanged
-stayed at chance (10% after 2 epochs, measured here), so a preset is only trustworthy once measured
-to train; each preset says what
-was measured (``measured``) and whether it is expected to be accurate at all (``trains``).
+A scaled recipe need not train at all (upstream's airbench94_muon.py at widths (16,64,64), its
+hyper-parameters otherwise unchanged, stays at chance), so each preset says whether it is
+expected to be accurate at all (``trains``); the cpu preset's sizes were chosen from pilot runs of
+their run-to-run spread (benchmarks/preset_spread.py), so that its plan decides within its
+wall-time cap at the spread it has.
 """
 from __future__ import annotations
 
@@ -31,8 +32,7 @@ class Preset:
     n_train: int | None = None                             # None: all training images
     n_test: int | None = None                              # None: all test images
     trains: bool = True                                    # expected to learn (not a smoke test)
-    measured: str = "not measured yet"
-    # the sequential plan, fixed in advance (parity.plan): equivalence margin in accuracy points,
+    # the sequential plan, fixed in advance (parity.study.plan): equivalence margin in accuracy points,
     # most runs per side (the plan's N), and a wall-time cap in minutes (None: none)
     margin: float = 0.1
     max_runs: int = 30
@@ -64,28 +64,13 @@ class Preset:
         return f"preset {self.name}{tail}" + ("" if self.trains else " [NOT expected to be accurate]")
 
 
-# What the cpu preset was measured to do (airbench94_muon, JPEG CIFAR-10, TTA accuracy on all
-# 10,000 test images; see the README for the commit and CPU):
-CPU_MEASURED = (
-    "airbench94_muon, JPEG CIFAR-10, all 10000 test images. This preset (first 10000 training "
-    "images, 4 epochs), pilot runs before it was fixed (benchmarks/preset_spread.py, 2-core "
-    "AVX-512 EPYC, 85aa02f): PyTorch 77.11 +/- 0.32% (6 runs), JAX 77.19 +/- 0.14% (4 runs), "
-    "about 46 s (PyTorch) and 80 s (JAX) per run on an idle machine. At sd 0.32 and the ~14 pairs "
-    "that fit in 30 minutes, the plan decides 'equivalent' at d = 0 with probability 0.97 "
-    "(python -m parity.plan --simulate --sd 0.32 0.32 --margin 0.5 --max-runs 20 --max-pairs "
-    "14); at sd 0.40, 0.85. The earlier 2-epoch preset (70.6%) spread 0.57 / 0.64 points per run "
-    "(18 runs per side): too spread to decide within 30 minutes (probability 0.51); twice the "
-    "training halved the spread, which is mostly distribution-wise (the runs themselves "
-    "differ) in an under-trained net. Other recipes: not measured.")
-
 PRESETS: dict[str, Preset] = {
     p.name: p for p in [
         Preset(
             name="full",
             description="The exact recipe on all the data (50000 train, 10000 test images). "
                         "What a GPU comparison should use.",
-            trains=True, margin=0.1, max_runs=200, wall_minutes=None,
-            measured="upstream: ~94% (airbench94*) on exact CIFAR-10 on an A100"),
+            trains=True, margin=0.1, max_runs=200, wall_minutes=None),
         Preset(
             name="smoke",
             description="Seconds per run, for tests: widths (16,32,32), 1 epoch, batch 500 on "
@@ -93,8 +78,7 @@ PRESETS: dict[str, Preset] = {
                         "the plumbing only; its accuracy is NOT expected to mean anything.",
             overrides={"widths": (16, 32, 32), "epochs": 1, "batch_size": 500,
                        "proxy_widths": (8, 16, 16)},
-            n_train=2000, n_test=1000, trains=False, margin=0.5, max_runs=3,
-            measured="not meaningful (plumbing check)"),
+            n_train=2000, n_test=1000, trains=False, margin=0.5, max_runs=3),
         Preset(
             name="cpu",
             description="Sized for a 2-core CPU: widths (32,64,64) instead of (64,256,256), "
@@ -104,11 +88,13 @@ PRESETS: dict[str, Preset] = {
                         "other hyper-parameter (learning rates, momenta, weight decay per "
                         "example, TTA) as the recipe. Sequential plan: margin +/-0.5 points, at "
                         "most 20 runs per side, 30 minutes of wall time.",
+            # 4 epochs rather than 2: twice the training about halves the run-to-run spread
+            # (mostly distribution-wise in an under-trained net), which is what lets the plan
+            # decide at margin 0.5 within the ~14 pairs that fit in 30 minutes on 2 cores
             overrides={"widths": (32, 64, 64), "epochs": 4, "batch_size": 250,
                        "proxy_widths": (16, 32, 32)},
             n_train=10000, n_test=None, trains=True, margin=0.5, max_runs=20, wall_minutes=30.0,
-            eval_every_epoch=False,
-            measured=CPU_MEASURED),
+            eval_every_epoch=False),
     ]
 }
 

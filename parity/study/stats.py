@@ -1,6 +1,6 @@
 """Statistics for comparing two frameworks' accuracy distributions and timings.
 
-Everything here works in the units it is given; `compare.py` passes accuracies in *percentage
+Everything here works in the units it is given; `summary.py` passes accuracies in *percentage
 points* (acc * 100), so a margin of 0.1 means 0.1 accuracy points. Sample "a" is the first
 framework (jax by convention), "b" the second (torch); differences are mean(a) - mean(b).
 

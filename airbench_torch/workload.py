@@ -1,0 +1,174 @@
+"""airbench_torch's Workload (airbench_common.workload): the one way the shared CLI and parity
+reach the PyTorch implementation.
+
+Runs go to `run_recipe` / `warmup` with the precision policy resolved once, here (PyTorch trains
+several seeds one after another: the default `run_seeds`). Trainers wrap a `TrainState` on the
+CPU (the shared-weight checks compare against float64 there); inputs arrive NHWC and are moved to
+NCHW (and to the loader's memory format) here.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from airbench_common import workload as W
+from airbench_common.recipes import get_recipe
+from airbench_common.validate import OptionError
+
+from . import convert
+from .device import (NS_DTYPES, available_devices, resolve_precision, to_memory_format,
+                     uses_channels_last)
+from .net import net_for_recipe, whitening_filters
+from .train import infer_images, make_train_state, run_recipe, train_step, warmup
+from .optim import Lookahead
+
+
+def nchw(x_nhwc) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x_nhwc).transpose(0, 3, 1, 2)))
+
+
+class TorchTrainer(W.Trainer):
+    """An airbench_torch TrainState behind the Trainer interface."""
+
+    def __init__(self, state, memory_format=None):
+        self.state = state
+        self._format = memory_format or (lambda t: t)   # the loader's memory format
+
+    def _inputs(self, x, y):
+        x = self._format(nchw(x))
+        if next(self.state.net.parameters()).dtype == torch.float64:
+            x = x.double()
+        return x, torch.from_numpy(np.asarray(y).astype(np.int64))
+
+    def arrays(self):
+        return convert.to_arrays(self.state.net)
+
+    def ema_arrays(self):
+        look = self.state.lookahead
+        if look is None:
+            return None
+        return {**self.arrays(), **{k: v.detach().cpu().numpy().copy() for k, v in look.ema.items()}}
+
+    def load_arrays(self, arrays):
+        convert.load_arrays(arrays, self.state.net)
+
+    def forward(self, x, y, train):
+        net = copy.deepcopy(self.state.net)
+        net.train(train)
+        xt, yt = self._inputs(x, y)
+        out = net(xt)
+        loss = F.cross_entropy(out if out.dtype == torch.float64 else out.float(), yt,
+                               label_smoothing=self.state.recipe.label_smoothing, reduction="sum")
+        grads = {}
+        if train:
+            loss.backward()
+            grads = {k: p.grad.detach().numpy().copy() for k, p in net.named_parameters()
+                     if p.requires_grad}
+        return dict(logits=out.detach().numpy(), loss=float(loss.detach()), grads=grads,
+                    after=convert.to_arrays(net))
+
+    def step(self, x, y):
+        return float(train_step(self.state, *self._inputs(x, y)))
+
+    def stepper(self, x, y):
+        xt, yt = self._inputs(x, y)
+        return (lambda: train_step(self.state, xt, yt)), None
+
+    def logits(self, x, tta_level):
+        xt = nchw(x)                                      # already normalized
+        if next(self.state.net.parameters()).dtype == torch.float64:
+            xt = xt.double()
+        return infer_images(self.state.net, xt, tta_level)[1].numpy()
+
+
+class TorchWorkload(W.Workload):
+    name = "torch"
+    package = "airbench_torch"
+    extra_options = ("compile", "channels_last", "progress")
+    description = ("airbench CIFAR-10 speed-run recipes in PyTorch (the reference "
+                   "implementation).")
+
+    def add_cli_options(self, group):
+        group.add_argument("--compile", action="store_true", help="torch.compile the net")
+        group.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                           default=None,
+                           help="channels_last memory format for images and convs (default: "
+                                "the device policy, see airbench_torch/device.py)")
+        group.add_argument("--no-progress", action="store_true",
+                           help="no progress bar within epochs (--quiet implies it)")
+
+    def cli_extra(self, args):
+        return dict(compile=args.compile, channels_last=args.channels_last,
+                    progress=not (args.quiet or args.no_progress))
+
+    def devices(self):
+        return available_devices()
+
+    def check(self, options):
+        options = super().check(options)
+        self.precision(options)
+        return options
+
+    def precision(self, options):
+        return resolve_precision(options.precision, options.device, **options.parts)
+
+    def _kwargs(self, options) -> dict:
+        o = self.check(options)
+        x = o.extra
+        return dict(overrides=dict(o.overrides), device=o.device, precision=self.precision(o),
+                    compile=bool(x.get("compile", False)), channels_last=x.get("channels_last"))
+
+    def run(self, options, seed):
+        rec = run_recipe(options.recipe, seed, data_dir=options.data_dir,
+                         train_data=options.train_data, test_data=options.test_data,
+                         verbose=options.verbose, eval_every_epoch=options.eval_every_epoch,
+                         log=options.log, run_label=options.run_label,
+                         progress=bool(options.extra.get("progress", False)),
+                         predictions=options.predictions, **self._kwargs(options))
+        if options.data is not None:
+            rec["data"] = dict(options.data)
+        return rec
+
+    def warmup(self, options):
+        warmup(options.recipe, test_data=options.test_data, **self._kwargs(options))
+
+    def from_arrays(self, recipe, n_train, arrays, *, precision="float32", ns_dtype="float32",
+                    step=0, ema_arrays=None, proxy_arrays=None, template=None, **extra):
+        if extra:
+            raise OptionError(f"the torch workload's trainers take no {', '.join(sorted(extra))}")
+        r = get_recipe(recipe)
+        net = net_for_recipe(r)
+        convert.load_arrays(arrays, net)
+        ns = NS_DTYPES[ns_dtype]
+        if precision == "float64":
+            net, ns = net.double(), torch.float64
+        st = make_train_state(r, n_train, None, net=net, ns_dtype=ns, device="cpu")
+        st.step = step
+        if ema_arrays is not None and st.lookahead is not None:
+            ema = copy.deepcopy(net)
+            convert.load_arrays(ema_arrays, ema)
+            st.lookahead = Lookahead(ema)
+        if proxy_arrays is not None and st.proxy is not None:
+            convert.load_arrays(proxy_arrays, st.proxy.net)
+        return TorchTrainer(st)
+
+    def from_init(self, recipe, n_train, images, seed=0, **extra):
+        unknown = sorted(set(extra) - {"channels_last"})
+        if unknown:
+            raise OptionError(f"the torch workload's trainers take channels_last, not "
+                              f"{', '.join(unknown)}")
+        cl = uses_channels_last(torch.device("cpu"), extra.get("channels_last"))
+        fmt = lambda t: to_memory_format(t, cl)  # noqa: E731
+        st = make_train_state(get_recipe(recipe), n_train, fmt(nchw(images))[:64], seed=seed,
+                              device="cpu", channels_last=cl)
+        return TorchTrainer(st, fmt)
+
+    def whitening_filters(self, images, kernel_size, eps):
+        return whitening_filters(nchw(images), kernel_size, eps).numpy()
+
+
+WORKLOAD = TorchWorkload()
