@@ -81,15 +81,6 @@ def eval_impl(trained: str, choice: str = "auto") -> str:
     return trained if trained in ("onednn", "native") else "native"
 
 
-def padding_amounts(kh: int, kw: int, padding: str):
-    """((top, bottom), (left, right)) zero padding of a stride-1 convolution: none for 'VALID';
-    for 'SAME' as PyTorch's padding='same' (the extra row/column at the end for even kernels).
-    Every lowering pads by this rule (im2col here, the oneDNN custom calls)."""
-    if padding == "VALID":
-        return (0, 0), (0, 0)
-    return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)
-
-
 def conv_native(x, w, padding: str = "SAME", precision=None):
     return lax.conv_general_dilated(x, w, (1, 1), padding,
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -98,7 +89,7 @@ def conv_native(x, w, padding: str = "SAME", precision=None):
 
 def im2col(x, kh: int, kw: int, padding: str = "SAME"):
     """(n, ho, wo, kh*kw*cin) columns: the shifted slices of the padded input, in HWI order."""
-    ph, pw = padding_amounts(kh, kw, padding)
+    ph, pw = onednn.padding_amounts(kh, kw, padding)
     if ph != (0, 0) or pw != (0, 0):
         x = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
     ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1

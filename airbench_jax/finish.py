@@ -23,6 +23,7 @@ from airbench_common.timing import Stopwatch
 from . import onednn
 from . import precision as prec
 from .evaluation import predict_both
+from .prepare import Run
 from .state import TrainState
 
 
@@ -78,13 +79,13 @@ def onednn_flag(impl: str) -> dict:
     return {}
 
 
-def finish_run(run, seed: int, state: TrainState, test_x, watch: Stopwatch, *, error, steps: int,
+def finish_run(run: Run, seed: int, state: TrainState, test_x, watch: Stopwatch, *, error, steps: int,
                per_epoch: list, setup_seconds: float, compile_seconds: float,
                eval_compile_seconds: float) -> tuple[dict, Outcome]:
     """The end of one run (a sequential run, or one seed of a group: `watch` is then the group's,
     copied so that each seed's evaluation is its own): `conclude` on the run's device and
     precision, then the run's record, outside them (its flags are the process's settings) ->
-    (record, outcome). `run` is the run's airbench_jax.run.Run; `test_x` its normalized test images;
+    (record, outcome). `run` is the run's airbench_jax.prepare.Run; `test_x` its normalized test images;
     `error` why training diverged (None: it did not), `steps` its step count. The TTA
     predictions of an evaluated run are the record's `_predictions` (in memory only: parity.compare
     stores them apart)."""

@@ -33,7 +33,7 @@ from .evaluation import infer_arrays
 from .finish import conclude
 from .loop import loss_verdict
 from .model import CifarNet, make_net, split_net
-from .run import resolve_device
+from .prepare import resolve_device
 from .state import build_state, net_from_state, train_step
 
 

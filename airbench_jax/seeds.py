@@ -43,7 +43,7 @@ from .compile_clock import compile_clock
 from .evaluation import accuracy, compile_evals
 from .finish import finish_run
 from .loop import epoch_scan, run_epochs, unstack_state
-from .run import Run, prepare_run, seed_keys
+from .prepare import Run, prepare_run, seed_keys
 from .state import build_state
 
 # the fraction of the device's memory a group may plan to use (the rest: XLA's own buffers,

@@ -209,7 +209,7 @@ class JaxWorkload(W.Workload):
         return dict(conv_impl=args.conv_impl, group_size=args.group_size)
 
     def devices(self):
-        from .run import available_devices
+        from .prepare import available_devices
         return available_devices()
 
     def check(self, options):
@@ -225,7 +225,7 @@ class JaxWorkload(W.Workload):
 
     def precision(self, options):
         from .precision import resolve
-        from .run import resolve_device
+        from .prepare import resolve_device
         return resolve(options.precision, device=resolve_device(options.device),
                        **options.parts)
 

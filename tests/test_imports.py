@@ -18,14 +18,7 @@ PACKAGES = ("airbench_common", "airbench_jax", "airbench_torch", "parity")
 # Cycles outside parity/study that others of the redesign (issue 24) remove; the lead deletes an
 # entry once its cycle is gone (test_known_cycles_are_still_there says when). Key: the modules of
 # the cycle's strongly connected component.
-KNOWN_CYCLES: dict[frozenset, str] = {
-    # train.run_recipe imports seeds.run_seeds inside a function, seeds imports train's step
-    # functions: helper "jaxloop" (train.py split by role) removes it
-    frozenset({"airbench_jax.seeds", "airbench_jax.train"}): "jaxloop",
-    # onednn imports conv's padding helper inside a function, conv imports onednn: outside every
-    # helper's files (the lead)
-    frozenset({"airbench_jax.conv", "airbench_jax.onednn"}): "lead",
-}
+KNOWN_CYCLES: dict[frozenset, str] = {}
 
 
 def project_modules() -> dict[str, Path]:

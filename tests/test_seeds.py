@@ -20,7 +20,7 @@ def _sequential(r, seed, x, y):
     """What run.run_recipe_with_state does for one seed, for one epoch."""
     from airbench_jax import augment as aug
     from airbench_jax import init_train_state, train_epoch
-    from airbench_jax.run import prepare_data
+    from airbench_jax.prepare import prepare_data
     k_init, k_flip, k_epochs = jax.random.split(jax.random.PRNGKey(seed), 3)
     xs = jnp.asarray(x)
     st = init_train_state(r, len(x), k_init, whiten_images=aug.normalize(xs[:r.whiten_images]),
