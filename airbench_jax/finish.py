@@ -106,10 +106,10 @@ def finish_run(run: Run, seed: int, state: TrainState, test_x, watch: Stopwatch,
     versions = package_versions("jax", "jaxlib", "flax", "optax", "onednn-cpu-gomp")
     rec = records.run_record(
         recipe=r.name, overrides=run.overrides, seed=seed, framework="jax", versions=versions,
-        device=device, device_name=device_name, dtype=str(dt.compute), flags=flags,
+        device=device, device_name=device_name, dtype=str(dt["compute"]), flags=flags,
         acc=out.acc, acc_tta=out.acc_tta, tta_level=r.tta_level, steps=steps,
         status=out.status, eval_compile_seconds=eval_compile_seconds,
-        ns_dtype=str(dt.newton_schulz), precision=pol.to_dict(), per_epoch=per_epoch,
+        ns_dtype=str(dt["newton_schulz"]), precision=pol.to_dict(), per_epoch=per_epoch,
         data=run.data, recipe_params=r.to_dict(), error=out.error, **times)
     if out.predictions is not None:
         rec["_predictions"] = out.predictions

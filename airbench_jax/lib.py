@@ -212,7 +212,7 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
     k_net, k_state = jax.random.split(jax.random.PRNGKey(seed))
     # the device's default policy (resolved once here), in `dtype` where given
     policy = prec.resolve(None, dtype=dtype, ns_dtype=ns_dtype)
-    dtype = prec.dtypes(policy).compute
+    dtype = prec.dtypes(policy)["compute"]
     with jax.default_device(loader.device or jax.devices()[0]):
         net = (V.check_instance("make_net()", make_net(), CifarNet, "a CifarNet")
                if make_net is not None

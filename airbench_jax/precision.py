@@ -11,7 +11,6 @@ how its parts map onto JAX.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,17 +38,10 @@ def resolve(policy=None, *, device=None, dtype=None, param_dtype=None, bn_dtype=
                      ns_dtype=dtype_name(ns_dtype), tf32=tf32)
 
 
-class Dtypes(NamedTuple):
-    """The JAX dtypes of a policy's parts."""
-    params: Any
-    compute: Any
-    batchnorm: Any
-    newton_schulz: Any
-
-
-def dtypes(p: P.Precision) -> Dtypes:
+def dtypes(p: P.Precision) -> dict:
     """The JAX dtypes of a policy's parts (the one map from its part names to JAX dtypes)."""
-    return Dtypes(*(jnp.dtype(getattr(p, part)) for part in Dtypes._fields))
+    return dict(params=jnp.dtype(p.params), compute=jnp.dtype(p.compute),
+                batchnorm=jnp.dtype(p.batchnorm), newton_schulz=jnp.dtype(p.newton_schulz))
 
 
 def matmul_context(p: P.Precision):

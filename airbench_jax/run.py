@@ -45,7 +45,7 @@ def start_run(run: Run, seed: int, watch: Stopwatch) -> tuple[RunStart, float]:
     """A run's set-up: upload, normalisation, init (not upstream's timed work) and the whitening
     (timed, as upstream times it, in `watch`'s whiten part) -> (RunStart, set-up seconds)."""
     r, (tr_x, tr_y), (te_x, _) = run.recipe, run.train, run.test
-    dtype = prec.dtypes(run.policy).compute
+    dtype = prec.dtypes(run.policy)["compute"]
     k_init, k_flip, k_epochs = seed_keys(seed)
     t0 = time.perf_counter()
     train_x = jnp.asarray(tr_x)

@@ -187,7 +187,7 @@ def iter_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, t
                       precision=precision, dtype=dtype, param_dtype=param_dtype,
                       ns_dtype=ns_dtype, tf32=tf32, conv_impl=conv_impl, data=data)
     r, (tr_x, tr_y) = run.recipe, run.train
-    dtype = prec.dtypes(run.policy).compute
+    dtype = prec.dtypes(run.policy)["compute"]
     init = dict(conv_impl=run.impl, precision=run.policy)
     with prec.run_context(run.policy, run.device):
         t0 = time.perf_counter()

@@ -70,7 +70,7 @@ def build_state(recipe: Recipe, n_train: int, key, policy: Precision, *, net=Non
     where it starts). `net_dtypes`: a given `net` keeps its own dtypes and the proxy net follows
     them, not the policy's (the optimizer's Newton-Schulz dtype is the policy's either way)."""
     dt = prec.dtypes(policy)
-    pkw = dict(dtype=dt.compute, param_dtype=dt.params, tf32=policy.tf32)
+    pkw = dict(dtype=dt["compute"], param_dtype=dt["params"], tf32=policy.tf32)
     if net_dtypes:
         pkw = dict(dtype=net.dtype, param_dtype=getattr(net, "param_dtype", net.dtype),
                    tf32=getattr(net, "tf32", "off"))
@@ -81,7 +81,7 @@ def build_state(recipe: Recipe, n_train: int, key, policy: Precision, *, net=Non
     if whiten:
         set_whitening(net, whiten_images, recipe.whiten_eps, whiten_kernel)
     graphdef, params, rest = split_net(net)
-    tx = build_optimizer(recipe, n_train, params, ns_dtype=dt.newton_schulz)
+    tx = build_optimizer(recipe, n_train, params, ns_dtype=dt["newton_schulz"])
     total = recipe.total_steps(n_train)
     ema = la = None
     if recipe.lookahead:
@@ -95,7 +95,7 @@ def build_state(recipe: Recipe, n_train: int, key, policy: Precision, *, net=Non
         if whiten:
             set_whitening(pnet, whiten_images, recipe.whiten_eps, whiten_kernel)
         pg, pp, pr = split_net(pnet)
-        ptx = build_optimizer(recipe, n_train, pp, ns_dtype=dt.newton_schulz,
+        ptx = build_optimizer(recipe, n_train, pp, ns_dtype=dt["newton_schulz"],
                               stride=recipe.proxy_train_every, freeze_whiten_bias=True)
         state.update(proxy_params=pp, proxy_rest=pr, proxy_opt_state=ptx.init(pp),
                      proxy_graphdef=pg, proxy_tx=ptx)
