@@ -11,5 +11,6 @@ from .lib import (CifarLoader, evaluate, infer, load_checkpoint, make_net93, mak
                   make_net95, make_net96, save_checkpoint, train, train93, train94, train95,
                   train96, train94_muon, train96_faster, warmup93, warmup94, warmup95, warmup96)
 from .model import CifarNet, make_net  # noqa: F401
-from .train import (TrainState, init_train_state, net_from_state, run_recipe,  # noqa: F401
-                    run_recipe_with_state, train_epoch, train_step, warmup)
+from .loop import train_epoch  # noqa: F401
+from .run import run_recipe, run_recipe_with_state, warmup  # noqa: F401
+from .state import TrainState, init_train_state, net_from_state, train_step  # noqa: F401

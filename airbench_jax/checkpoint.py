@@ -26,18 +26,13 @@ from airbench_common.files import atomic_write_bytes
 from airbench_common.recipes import Recipe, get_recipe
 
 from .convert import from_torch_arrays, to_torch_arrays
-from .model import CifarNet, make_net as _make_net
+from .model import CifarNet, make_net as _make_net, split_net
 
 ZIP_MAGIC = b"PK\x03\x04"   # an .npz is a zip archive
 
 
 class CheckpointError(UsageError):
     """A checkpoint that cannot be loaded into the given net."""
-
-
-def _split(net: CifarNet):
-    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
-    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
 
 def save_checkpoint(net: CifarNet, path) -> None:
@@ -51,7 +46,7 @@ def save_checkpoint(net: CifarNet, path) -> None:
         np.savez(buf, **to_torch_arrays(net))
         blob = buf.getvalue()
     else:
-        _, p, r = _split(net)
+        _, p, r = split_net(net)
         blob = serialization.msgpack_serialize({"params": p, "rest": r})
     atomic_write_bytes(path, lambda f: f.write(blob))
 
@@ -82,7 +77,7 @@ def load_checkpoint(path, net: CifarNet | str | Recipe = "airbench94") -> CifarN
                                       "BatchNorm scale is frozen at 1); not an airbench net")
         return from_torch_arrays(net, arrays)
     state = _read_msgpack(blob, path)
-    g, p, r = _split(net)
+    g, p, r = split_net(net)
     want = {("params",) + k: v for k, v in traverse_util.flatten_dict(p).items()}
     want.update({("rest",) + k: v for k, v in traverse_util.flatten_dict(r).items()})
     _check(path, "msgpack state", _flat_shapes(want), state)

@@ -21,15 +21,20 @@ import numpy as np
 
 from airbench_common import validate as V
 from airbench_common.data import load_cifar10
+from airbench_common.outcome import EVAL_BATCH_ACCELERATOR
 from airbench_common.recipes import Recipe, get_recipe
 from airbench_common.table import Table
 from airbench_common.validate import check_tta_level
 
 from . import augment as aug
 from . import model as _model
-from .model import CifarNet, make_net
-from .train import (_split, default_dtype, infer_arrays, init_train_state, net_from_state,
-                    resolve_device, train_step)
+from . import precision as prec
+from .evaluation import infer_arrays
+from .finish import conclude
+from .loop import loss_verdict
+from .model import CifarNet, make_net, split_net
+from .prepare import resolve_device
+from .state import build_state, net_from_state, train_step
 
 
 def _draw_seed() -> int:
@@ -167,7 +172,7 @@ def infer(model: CifarNet, loader: CifarLoader, tta_level: int = 0):
     """Logits for all of the loader's images (in stored order), with test-time augmentation
     (`tta_level` 0, 1 or 2; anything else is a UsageError)."""
     tta_level = check_tta_level(tta_level)
-    g, p, r = _split(model)
+    g, p, r = split_net(model)
     return infer_arrays(g, p, r, aug.normalize(loader.images), tta_level)
 
 
@@ -205,15 +210,16 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
     loader.epoch = 0
     seed = _draw_seed() if seed is None else int(seed)
     k_net, k_state = jax.random.split(jax.random.PRNGKey(seed))
-    dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
+    # the device's default policy (resolved once here), in `dtype` where given
+    policy = prec.resolve(None, dtype=dtype, ns_dtype=ns_dtype)
+    dtype = prec.dtypes(policy)["compute"]
     with jax.default_device(loader.device or jax.devices()[0]):
         net = (V.check_instance("make_net()", make_net(), CifarNet, "a CifarNet")
                if make_net is not None
                else _model.make_net(r, k_net, conv_impl=conv_impl, dtype=dtype,
                                     param_dtype=dtype))
-        state = init_train_state(r, len(loader.images), k_state,
-                                 whiten_images=loader.normalize(loader.images[:r.whiten_images]),
-                                 net=net, ns_dtype=ns_dtype, conv_impl=conv_impl, dtype=dtype)
+        state = build_state(r, len(loader.images), k_state, policy, net=net, conv_impl=conv_impl,
+                            whiten_images=loader.normalize(loader.images[:r.whiten_images]))
         if run in (-1, "warmup"):
             for inputs, labels in loader:
                 state, _ = train_step(state, inputs, labels)
@@ -223,10 +229,13 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
 
 
 def _fit(state, loader, test_loader, r: Recipe, run, verbose) -> CifarNet:
-    total, steps, seconds = state.total_steps, 0, 0.0
+    """The loader-driven loop (upstream's order of batches and augmentation): train_step per
+    batch, the per-epoch table when verbose; a FloatingPointError on the end-of-run verdict
+    (airbench_jax.finish.conclude) where the run diverged, as upstream's library raises."""
+    total, steps, seconds, error = state.total_steps, 0, 0.0, None
     if verbose:
         if test_loader is None:
-            test_loader = CifarLoader(loader.path, train=False, batch_size=2000,
+            test_loader = CifarLoader(loader.path, train=False, batch_size=EVAL_BATCH_ACCELERATOR,
                                       device=loader.device)
         if run == 0:
             Table().head()
@@ -239,9 +248,9 @@ def _fit(state, loader, test_loader, r: Recipe, run, verbose) -> CifarNet:
                 break
         loss = float(loss)                        # waits for the epoch's last step
         seconds += time.perf_counter() - t0
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"{r.name}: non-finite training loss {loss} in epoch "
-                                     f"{epoch}; try a lower learning rate")
+        error = loss_verdict(epoch, [loss])
+        if error:
+            break
         if verbose:
             net = net_from_state(state)
             used = r.filter_keep or len(labels)
@@ -251,6 +260,9 @@ def _fit(state, loader, test_loader, r: Recipe, run, verbose) -> CifarNet:
                         time_seconds=seconds)
         if steps >= total:
             break
+    verdict = conclude(state, error=error)
+    if verdict.error:
+        raise FloatingPointError(f"{r.name}: {verdict.error}; try a lower learning rate")
     net = net_from_state(state)
     if verbose:
         Table().row(final=True, epoch="eval", tta_val_acc=evaluate(net, test_loader, r.tta_level),
@@ -260,7 +272,7 @@ def _fit(state, loader, test_loader, r: Recipe, run, verbose) -> CifarNet:
 
 def evaluate_arrays(net: CifarNet, inputs, labels) -> float:
     """Accuracy on already normalized NHWC inputs (the table's train_acc on the last batch)."""
-    g, p, rest = _split(net)
+    g, p, rest = split_net(net)
     return float((infer_arrays(g, p, rest, inputs, 0).argmax(1) == labels).mean())
 
 

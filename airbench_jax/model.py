@@ -252,6 +252,14 @@ class CifarNet(nnx.Module):
         return logits * jnp.asarray(self.head_scale, self.dtype)
 
 
+def split_net(net: CifarNet):
+    """(graphdef, params, rest) of a net: its structure, its trained `nnx.Param` leaves and the
+    rest of its state (BatchNorm statistics, the whitening kernel, counters), both as pure dicts,
+    the form the train state, the evaluation and checkpoints keep them in."""
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
 def make_net(recipe: Recipe | str = "airbench94", key=None, *, conv_impl: str = "auto",
              dtype=jnp.float32, proxy: bool = False, param_dtype=jnp.float32,
              tf32: str = "off") -> CifarNet:

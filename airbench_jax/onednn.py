@@ -329,10 +329,18 @@ def warn_fallback() -> None:
               f"convolutions, ~1.5x slower", file=sys.stderr)
 
 
+def padding_amounts(kh: int, kw: int, padding: str):
+    """((top, bottom), (left, right)) zero padding of a stride-1 convolution: none for 'VALID';
+    for 'SAME' as PyTorch's padding='same' (the extra row/column at the end for even kernels).
+    The rule of every lowering (airbench_jax.conv's im2col too, which imports this module)."""
+    if padding == "VALID":
+        return (0, 0), (0, 0)
+    return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+
+
 def pads(kernel_hw: tuple[int, int], padding: str) -> dict[str, int]:
-    """The custom calls' padding attributes for 'VALID' or 'SAME' (airbench_jax.conv's rule)."""
-    from .conv import _pads  # at call time: conv imports this module
-    (pt, pb), (pl, pr) = _pads(kernel_hw[0], kernel_hw[1], padding)
+    """The custom calls' padding attributes for 'VALID' or 'SAME' (`padding_amounts`)."""
+    (pt, pb), (pl, pr) = padding_amounts(kernel_hw[0], kernel_hw[1], padding)
     return dict(pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr)
 
 

@@ -20,6 +20,7 @@ from airbench_common.params import group_lr, group_of
 from airbench_common.recipes import Recipe, lr_schedules, param_groups
 
 from .convert import upstream_name
+from .precision import dtype_name
 
 
 def lr_array(group, schedules, stride: int = 1) -> jnp.ndarray:
@@ -64,7 +65,7 @@ def build_optimizer(recipe: Recipe, n_train: int, params, *, ns_dtype=jnp.float3
     instead of recompiling."""
     labels = labels_for(params, recipe)
     leaves, treedef = jax.tree_util.tree_flatten(labels)
-    return _build_optimizer(recipe, n_train, jnp.dtype(ns_dtype).name, stride, freeze_whiten_bias,
+    return _build_optimizer(recipe, n_train, dtype_name(ns_dtype), stride, freeze_whiten_bias,
                             treedef, tuple(leaves))
 
 

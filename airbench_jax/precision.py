@@ -10,6 +10,8 @@ how its parts map onto JAX.
 """
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
@@ -21,19 +23,23 @@ def on_accelerator(device=None) -> bool:
     return platform != "cpu"
 
 
+def dtype_name(d) -> str | None:
+    """The name of a dtype given as a JAX/numpy dtype, a type or a name (None stays None)."""
+    return None if d is None else jnp.dtype(d).name
+
+
 def resolve(policy=None, *, device=None, dtype=None, param_dtype=None, bn_dtype=None,
             ns_dtype=None, tf32=None) -> P.Precision:
     """The run's Precision: `policy` (a name, a Precision, None: the device's default) with parts
-    overridden; dtypes may be given as JAX dtypes or names."""
-    def name(d):
-        return None if d is None else jnp.dtype(d).name
-    return P.resolve(policy, accelerator=on_accelerator(device), dtype=name(dtype),
-                     param_dtype=name(param_dtype), bn_dtype=name(bn_dtype),
-                     ns_dtype=name(ns_dtype), tf32=tf32)
+    overridden; dtypes may be given as JAX dtypes or names. A run resolves it once, where it
+    starts, and passes the Precision down."""
+    return P.resolve(policy, accelerator=on_accelerator(device), dtype=dtype_name(dtype),
+                     param_dtype=dtype_name(param_dtype), bn_dtype=dtype_name(bn_dtype),
+                     ns_dtype=dtype_name(ns_dtype), tf32=tf32)
 
 
 def dtypes(p: P.Precision) -> dict:
-    """The JAX dtypes of a policy's parts."""
+    """The JAX dtypes of a policy's parts (the one map from its part names to JAX dtypes)."""
     return dict(params=jnp.dtype(p.params), compute=jnp.dtype(p.compute),
                 batchnorm=jnp.dtype(p.batchnorm), newton_schulz=jnp.dtype(p.newton_schulz))
 
@@ -43,3 +49,11 @@ def matmul_context(p: P.Precision):
     Newton-Schulz in float32): TF32 only with tf32='on' (PyTorch's matmuls do not use TF32 by
     default, and upstream leaves that as it is)."""
     return jax.default_matmul_precision("tensorfloat32" if p.tf32 == "on" else "highest")
+
+
+@contextlib.contextmanager
+def run_context(policy: P.Precision, device=None):
+    """What a run computes under: its device as JAX's default (None: JAX's own default) and its
+    policy's matmul precision (`matmul_context`)."""
+    with jax.default_device(device), matmul_context(policy):
+        yield

@@ -5,12 +5,15 @@ keys split from PRNGKey(s) (init, altflip's pre-flip, epochs), hence the same in
 the same per-epoch order and the same crops, flips and cutouts. What is shared is what does not
 depend on the seed: the normalized, reflect-padded training set is held once (K seeds cost one
 copy, not K); each seed's random pre-flip (altflip) is a bool per image applied as batches are
-gathered (`train._train_epoch(..., preflip=...)`), the same pixels as a flipped copy.
+gathered (`loop.epoch_scan(..., preflip=...)`), the same pixels as a flipped copy.
 
 The stacked program computes the same functions as K separate runs; XLA may order a batched
 reduction differently, so seed k matches its sequential run to float32 rounding over the first
 steps (tests/test_seeds.py), after which training's chaos takes over and whole runs are compared
 as distributions.
+
+A group trains through the one epoch loop (airbench_jax.loop.run_epochs) and each seed ends in
+the one end-of-run block (airbench_jax.finish.finish_run), as a sequential run does.
 
 Groups are chunked: `group_size` seeds at a time (None: as many as fit in about half the memory
 the device has, measured from the compiled one-seed program, see `auto_group_size`). Each seed
@@ -22,24 +25,26 @@ records out, never mix the two.
 """
 from __future__ import annotations
 
-import math
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from airbench_common import outcome
 from airbench_common.errors import UsageError
 from airbench_common import validate as V
+from airbench_common.precision import Precision
 from airbench_common.timing import Stopwatch
 
 from . import augment as aug
 from . import precision as prec
 from .compile_clock import compile_clock
-from .train import (_finite_state, _train_epoch, accuracy, compile_eval, init_train_state,
-                    last_batch_row, predict_both, prepare_run, run_record)
+from .evaluation import accuracy, compile_evals
+from .finish import finish_run
+from .loop import epoch_scan, run_epochs, unstack_state
+from .prepare import Run, prepare_run, seed_keys
+from .state import build_state
 
 # the fraction of the device's memory a group may plan to use (the rest: XLA's own buffers,
 # evaluation, the other process on a shared machine)
@@ -55,11 +60,6 @@ def check_seed_list(seeds) -> list[int]:
     return V.check_seed_list(seeds)
 
 
-def seed_keys(seed: int):
-    """(init, pre-flip, epochs) keys of a run: the split `train.run_recipe_with_state` makes."""
-    return jax.random.split(jax.random.PRNGKey(seed), 3)
-
-
 # ----------------------------------------------------------------------------- stacking
 def stack_states(states):
     """K TrainStates of one recipe -> one TrainState whose array leaves have a leading seed
@@ -68,11 +68,6 @@ def stack_states(states):
     leaves = [jax.tree.leaves(s) for s in states]
     treedef = jax.tree.structure(states[0])
     return jax.tree.unflatten(treedef, [jnp.stack(xs) for xs in zip(*leaves)])
-
-
-def unstack_state(state, k: int):
-    """Seed k's TrainState out of a stacked one."""
-    return jax.tree.map(lambda v: v[k], state)
 
 
 def preflip_mask(recipe, key, n: int):
@@ -84,7 +79,7 @@ def preflip_mask(recipe, key, n: int):
 
 
 def _group_epoch(state, padded, labels, epoch, keys, preflip):
-    return jax.vmap(_train_epoch, in_axes=(0, None, None, None, 0, 0))(
+    return jax.vmap(epoch_scan, in_axes=(0, None, None, None, 0, 0))(
         state, padded, labels, epoch, keys, preflip)
 
 
@@ -92,12 +87,14 @@ group_epoch = jax.jit(_group_epoch)
 
 
 def init_group(recipe, n_train: int, seeds: Sequence[int], whiten_src, *, conv_impl, precision):
-    """(stacked TrainState, stacked epoch keys, stacked pre-flip masks or None) of `seeds`."""
+    """(stacked TrainState, stacked epoch keys, stacked pre-flip masks or None) of `seeds`.
+    `precision`: the run's resolved Precision (a policy name is resolved here)."""
+    policy = precision if isinstance(precision, Precision) else prec.resolve(precision)
     states, keys, flips = [], [], []
     for s in seeds:
         k_init, k_flip, k_epochs = seed_keys(s)
-        states.append(init_train_state(recipe, n_train, k_init, whiten_images=whiten_src,
-                                       conv_impl=conv_impl, precision=precision))
+        states.append(build_state(recipe, n_train, k_init, policy, whiten_images=whiten_src,
+                                  conv_impl=conv_impl))
         keys.append(k_epochs)
         flips.append(preflip_mask(recipe, k_flip, n_train))
     pre = None if flips[0] is None else jnp.stack(flips)
@@ -151,7 +148,7 @@ def run_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, tr
               precision=None, param_dtype=None, tf32=None,
               eval_every_epoch: bool = True, group_size: int | None = None,
               predictions: bool = False, log: Callable = print,
-              verbose: bool = False) -> list[dict]:
+              verbose: bool = False, data: dict | None = None) -> list[dict]:
     """One run record per seed (in the order of `seeds`), trained `group_size` seeds at a time
     as one vmapped program (None: automatic, by memory)."""
     return list(iter_seeds(recipe, seeds, overrides=overrides, data_dir=data_dir,
@@ -159,7 +156,16 @@ def run_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, tr
                            ns_dtype=ns_dtype, conv_impl=conv_impl, dtype=dtype,
                            precision=precision, param_dtype=param_dtype, tf32=tf32,
                            eval_every_epoch=eval_every_epoch, group_size=group_size,
-                           predictions=predictions, log=log, verbose=verbose))
+                           predictions=predictions, log=log, verbose=verbose, data=data))
+
+
+class Shared(NamedTuple):
+    """What every group of a run shares on the device: the training set normalized and padded
+    (not pre-flipped), its labels, the normalized test images, the whitening's source images."""
+    padded: Any
+    train_y: Any
+    test_x: Any
+    whiten_src: Any
 
 
 def iter_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, train_data=None,
@@ -167,135 +173,84 @@ def iter_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, t
                precision=None, param_dtype=None, tf32=None,
                eval_every_epoch: bool = True, group_size: int | None = None,
                predictions: bool = False, log: Callable = print,
-               verbose: bool = False) -> Iterator[dict]:
+               verbose: bool = False, data: dict | None = None) -> Iterator[dict]:
     """run_seeds as a generator: a group's records are yielded as soon as the group ends (so a
-    caller can write them before the next group starts)."""
-    from .model import resolve_impl
+    caller can write them before the next group starts). `data`: the records' `data` field as
+    is (None: airbench_common.records.data_identity of the images used)."""
     seeds = check_seed_list(seeds)
     if group_size is not None:
         group_size = V.integer("group_size", group_size)
         if group_size < 1:
             raise SeedsError(f"group_size {group_size} must be at least 1 (seeds trained at once)")
-    overrides = dict(overrides or {})
     # recipe, data, device and precision policy exactly as a sequential run resolves them
-    r, (tr_x, tr_y), (te_x, te_y), total, dev, pol = prepare_run(
-        recipe, overrides, data_dir, train_data, test_data, device, precision=precision,
-        dtype=dtype, param_dtype=param_dtype, ns_dtype=ns_dtype, tf32=tf32)
-    n_train = len(tr_x)
-    dtype = jnp.dtype(pol.compute)
-    impl = resolve_impl(conv_impl)
-
-    with jax.default_device(dev), prec.matmul_context(pol):
+    run = prepare_run(recipe, overrides, data_dir, train_data, test_data, device,
+                      precision=precision, dtype=dtype, param_dtype=param_dtype,
+                      ns_dtype=ns_dtype, tf32=tf32, conv_impl=conv_impl, data=data)
+    r, (tr_x, tr_y) = run.recipe, run.train
+    dtype = prec.dtypes(run.policy)["compute"]
+    init = dict(conv_impl=run.impl, precision=run.policy)
+    with prec.run_context(run.policy, run.device):
         t0 = time.perf_counter()
         train_x = jnp.asarray(tr_x)
-        train_y = jnp.asarray(tr_y.astype(np.int32))
-        test_x = aug.normalize(jnp.asarray(te_x), dtype)
-        whiten_src = aug.normalize(train_x[:r.whiten_images])
         # the training set once for every seed: normalized and padded, not pre-flipped
-        padded = aug.pad_reflect(aug.normalize(train_x, dtype), r.translate)
-        jax.block_until_ready(padded)
+        shared = Shared(aug.pad_reflect(aug.normalize(train_x, dtype), r.translate),
+                        jnp.asarray(tr_y.astype(np.int32)),
+                        aug.normalize(jnp.asarray(run.test[0]), dtype),
+                        aug.normalize(train_x[:r.whiten_images]))
+        jax.block_until_ready(shared.padded)
         data_seconds = time.perf_counter() - t0
-        init = dict(conv_impl=impl, precision=pol)
-
-        compile_seconds = 0.0
+        probe_seconds = 0.0
         if group_size is None:
             tc = time.perf_counter()
-            one = init_group(r, n_train, seeds[:1], whiten_src, **init)
-            lowered = group_epoch.lower(one[0], padded, train_y, 0, one[1], one[2])
+            one = init_group(r, len(tr_x), seeds[:1], shared.whiten_src, **init)
+            lowered = group_epoch.lower(one[0], shared.padded, shared.train_y, 0, one[1], one[2])
             k = auto_group_size(len(seeds), per_seed_bytes(lowered.compile()),
-                                device_memory_bytes(dev))
-            compile_seconds += time.perf_counter() - tc
+                                device_memory_bytes(run.device))
+            probe_seconds += time.perf_counter() - tc
         else:
             k = min(int(group_size), len(seeds))
-        for g in range(0, len(seeds), k):
-            yield from _run_group(r, overrides, seeds[g:g + k], padded, train_y, test_x, te_y,
-                                  whiten_src, init, total, dev, data_dir, eval_every_epoch,
-                                  predictions, log, verbose, data_seconds,
-                                  compile_seconds if g == 0 else 0.0,
-                                  arrays=train_data is not None)
+    for g in range(0, len(seeds), k):
+        yield from _run_group(run, seeds[g:g + k], shared, init, eval_every_epoch, predictions,
+                              log, verbose, data_seconds, probe_seconds if g == 0 else 0.0)
 
 
-def _run_group(r, overrides, seeds, padded, train_y, test_x, te_y, whiten_src, init, total, dev,
-               data_dir, eval_every_epoch, predictions, log, verbose, data_seconds,
-               probe_seconds, *, arrays: bool):
-    K = len(seeds)
-    n_train = padded.shape[0]
-    t0 = time.perf_counter()
-    state, keys, pre = init_group(r, n_train, seeds, whiten_src, **init)
-    jax.block_until_ready(state)
-    setup_seconds = data_seconds + time.perf_counter() - t0
-
-    tc = time.perf_counter()
-    compiled = group_epoch.lower(state, padded, train_y, 0, keys, pre).compile()
-    compile_seconds = probe_seconds + time.perf_counter() - tc
-    one = unstack_state(state, 0)
-    levels = sorted({r.tta_level} | ({0} if eval_every_epoch else set()))
-    eval_compile_seconds = sum(compile_eval(one.graphdef, one.params, one.rest, len(te_y), lv,
-                                            dtype=test_x.dtype) for lv in levels)
-    compile_seconds += eval_compile_seconds
-
-    # airbench_common.timing, for a group: its epochs are one timed part, shared by its seeds (the
-    # whitening is inside init_group, in setup_seconds); each seed's evaluation is its own
-    watch = Stopwatch(compile_clock=compile_clock)
-    per_epoch = [[] for _ in seeds]
-    # per seed, once its loss is non-finite: the reason and its step count then. A diverged seed
-    # goes on computing inside the group (vmap has no per-seed early exit; its NaNs stay its
-    # own), but its record is what its sequential run records: that epoch's row, then stop.
-    diverged = [None] * K
-    diverged_at = [None] * K
-    if verbose:
-        log(f"seeds {seeds[0]}..{seeds[-1]}: {K} trained at once (vmapped)")
-    for epoch in range(math.ceil(r.epochs)):
-        before = watch.seconds["epochs"]
-        with watch.part("epochs"):
-            state, (losses, correct, active) = compiled(state, padded, train_y, epoch, keys, pre)
-            losses, correct, active = jax.device_get((losses, correct, active))
-        dt = watch.seconds["epochs"] - before
-        for j in range(K):
-            if diverged[j]:
-                continue
-            act = active[j]
-            row = last_batch_row(r, epoch, losses[j], correct[j], act, seconds=dt)
-            if not np.all(np.isfinite(losses[j][act])):
-                diverged[j] = f"non-finite training loss in epoch {epoch}"
-                diverged_at[j] = int(state.step[j])
-            elif eval_every_epoch:
-                row["val_acc"] = accuracy(unstack_state(state, j), test_x, jnp.asarray(te_y), 0)
-            per_epoch[j].append(row)
-        if int(state.step[0]) >= total:
-            break
-
+def _run_group(run: Run, seeds, shared: Shared, init: dict, eval_every_epoch, predictions, log,
+               verbose, data_seconds, probe_seconds):
+    """One group: trained on the run's device (the epochs one timed part, shared by its seeds;
+    the whitening is inside init_group, in setup_seconds), then each seed's end of run (its own
+    evaluation), outside the run's device context, as a sequential run ends."""
+    r, k = run.recipe, len(seeds)
+    with prec.run_context(run.policy, run.device):
+        t0 = time.perf_counter()
+        state, keys, pre = init_group(r, shared.padded.shape[0], seeds, shared.whiten_src, **init)
+        jax.block_until_ready(state)
+        setup_seconds = data_seconds + time.perf_counter() - t0
+        tc = time.perf_counter()
+        compiled = group_epoch.lower(state, shared.padded, shared.train_y, 0, keys, pre).compile()
+        eval_compile_seconds = compile_evals(unstack_state(state, 0), len(run.test[1]),
+                                             r.tta_level, eval_every_epoch, shared.test_x.dtype)
+        compile_seconds = probe_seconds + time.perf_counter() - tc
+        watch = Stopwatch(compile_clock=compile_clock)
+        if verbose:
+            log(f"seeds {seeds[0]}..{seeds[-1]}: {k} trained at once (vmapped)")
+        trained = run_epochs(
+            r, lambda st, e: compiled(st, shared.padded, shared.train_y, e, keys, pre), state,
+            watch=watch, seeds=k,
+            validate=(lambda st: accuracy(st, shared.test_x, run.test[1], 0))
+            if eval_every_epoch else None)
     train_seconds = watch.seconds["epochs"]
-    group = dict(group_size=K, seeds=list(seeds), group_train_seconds=train_seconds,
-                 per_seed_train_seconds=train_seconds / K)
+    group = dict(group_size=k, seeds=list(seeds), group_train_seconds=train_seconds,
+                 per_seed_train_seconds=train_seconds / k)
     for j, seed in enumerate(seeds):
-        st = unstack_state(state, j)
-        status, error, acc, acc_tta, preds, eval_seconds = "ok", diverged[j], None, None, None, None
-        c0 = compile_clock()
-        if error is None:
-            te = time.perf_counter()
-            plain, preds = predict_both(st, test_x, r.tta_level)
-            eval_seconds = time.perf_counter() - te
-            acc_tta = float((preds == te_y).mean())
-            acc = float((plain == te_y).mean())
-            error = outcome.collapse_reason(preds)
-            if error is None and not _finite_state(st):
-                error = "non-finite weights after training"
-        if error:
-            status = outcome.DIVERGED
-        rec = run_record(r, overrides, seed, dev, init["precision"], init["conv_impl"],
-                         acc=acc, acc_tta=acc_tta, train_seconds=train_seconds,
-                         eval_seconds=eval_seconds,
-                         steps=int(st.step) if diverged_at[j] is None else diverged_at[j],
-                         status=status,
-                         compile_seconds=compile_seconds,
-                         eval_compile_seconds=eval_compile_seconds, per_epoch=per_epoch[j],
-                         data_dir=data_dir, n_train=n_train, n_test=len(te_y),
-                         setup_seconds=setup_seconds, arrays=arrays, error=error,
-                         timed_compile_seconds=watch.timed_compile + compile_clock() - c0)
+        rec, out = finish_run(run, seed, unstack_state(trained.state, j), shared.test_x, watch,
+                              error=trained.errors[j], steps=trained.steps[j],
+                              per_epoch=trained.per_epoch[j], setup_seconds=setup_seconds,
+                              compile_seconds=compile_seconds,
+                              eval_compile_seconds=eval_compile_seconds)
+        preds = rec.pop("_predictions", None)
         rec["vmapped"] = dict(group)
         if predictions and preds is not None:
             rec["_predictions"] = preds
-        if verbose and status == "ok":
-            log(f"seed {seed}: acc {acc:.4f} acc_tta {acc_tta:.4f}")
+        if verbose and out.status == "ok":
+            log(f"seed {seed}: acc {out.acc:.4f} acc_tta {out.acc_tta:.4f}")
         yield rec

@@ -80,7 +80,7 @@ class JaxTrainer(W.Trainer):
 
     def net(self):
         """The Flax net of the current weights."""
-        from .train import net_from_state
+        from .state import net_from_state
         return net_from_state(self.state)
 
     def arrays(self):
@@ -99,8 +99,9 @@ class JaxTrainer(W.Trainer):
     def with_arrays(self, arrays, step: int = 0, ema_arrays=None) -> "JaxTrainer":
         """A Trainer of the same static parts (so the jitted step is reused) holding `arrays`,
         fresh optimizer state with counters at `step`."""
-        jax, jnp = _jax()
-        from .train import _split as split_net  # TEMP until jaxloop merges
+        _, jnp = _jax()
+        from .model import split_net
+        from .state import float_only
         t = self.state
         net = self.net()
         load_net_arrays(net, arrays)
@@ -111,8 +112,7 @@ class JaxTrainer(W.Trainer):
             ema_net = self.net()
             load_net_arrays(ema_net, arrays if ema_arrays is None else ema_arrays)
             _, p2, r2 = split_net(ema_net)
-            kw["ema"] = (p2, jax.tree.map(
-                lambda v: v if jnp.issubdtype(v.dtype, jnp.floating) else None, r2))
+            kw["ema"] = (p2, float_only(r2))
         return JaxTrainer(t.replace(**kw))
 
     def load_arrays(self, arrays):
@@ -121,7 +121,7 @@ class JaxTrainer(W.Trainer):
     def load_proxy_arrays(self, arrays) -> None:
         """The proxy net's weights, with a fresh proxy optimizer state."""
         from flax import nnx
-        from .train import _split as split_net  # TEMP until jaxloop merges
+        from .model import split_net
         s = self.state
         pnet = nnx.merge(s.proxy_graphdef, s.proxy_params, s.proxy_rest)
         load_net_arrays(pnet, arrays)
@@ -131,7 +131,8 @@ class JaxTrainer(W.Trainer):
     def forward(self, x, y, train):
         jax, jnp = _jax()
         from flax import nnx
-        from .train import _split as split_net, per_example_loss  # TEMP
+        from .model import split_net
+        from .state import per_example_loss
         graphdef, params, rest = split_net(self.net())
         r = self.state.recipe
 
@@ -155,7 +156,7 @@ class JaxTrainer(W.Trainer):
 
     def step(self, x, y):
         _, jnp = _jax()
-        from .train import train_step
+        from .state import train_step
         self.state, loss = train_step(self.state, jnp.asarray(x), jnp.asarray(y))
         return float(loss)
 
@@ -163,7 +164,8 @@ class JaxTrainer(W.Trainer):
         """One jitted `train_step` per call (or, with scan_steps=k, k steps as one `lax.scan`
         program, as inside an epoch), compiled ahead."""
         _, jnp = _jax()
-        from .train import train_step, train_steps
+        from .loop import train_steps
+        from .state import train_step
         x, yj = jnp.asarray(x), jnp.asarray(np.asarray(y).astype(np.int32))
         t = time.perf_counter()
         if scan_steps:
@@ -178,7 +180,7 @@ class JaxTrainer(W.Trainer):
         return step, compile_seconds
 
     def logits(self, x, tta_level):
-        from .train import infer_arrays
+        from .evaluation import infer_arrays
         s = self.state
         return np.asarray(infer_arrays(s.graphdef, s.params, s.rest, x, tta_level,
                                        batch=len(x)))
@@ -207,7 +209,7 @@ class JaxWorkload(W.Workload):
         return dict(conv_impl=args.conv_impl, group_size=args.group_size)
 
     def devices(self):
-        from .train import available_devices
+        from .prepare import available_devices
         return available_devices()
 
     def check(self, options):
@@ -223,7 +225,7 @@ class JaxWorkload(W.Workload):
 
     def precision(self, options):
         from .precision import resolve
-        from .train import resolve_device
+        from .prepare import resolve_device
         return resolve(options.precision, device=resolve_device(options.device),
                        **options.parts)
 
@@ -233,34 +235,32 @@ class JaxWorkload(W.Workload):
                     test_data=o.test_data, device=o.device, precision=self.precision(o),
                     conv_impl=o.extra.get("conv_impl", "auto"),
                     eval_every_epoch=o.eval_every_epoch, predictions=o.predictions,
-                    verbose=o.verbose, log=o.log)
+                    verbose=o.verbose, log=o.log, data=o.data)
 
     def run(self, options, seed):
-        from .train import run_recipe
-        rec = run_recipe(options.recipe, seed, run_label=options.run_label,
-                         **self._kwargs(options))
-        return _with_data(rec, options.data)
+        from .run import run_recipe
+        return run_recipe(options.recipe, seed, run_label=options.run_label,
+                          **self._kwargs(options))
 
     def run_seeds(self, options, seeds):
         """The seeds trained together as one vmapped program, `group_size` at a time (None: as
         many as fit in half the device's memory)."""
         from .seeds import iter_seeds
-        for rec in iter_seeds(options.recipe, list(seeds),
+        yield from iter_seeds(options.recipe, list(seeds),
                               group_size=options.extra.get("group_size"),
-                              **self._kwargs(options)):
-            yield _with_data(rec, options.data)
+                              **self._kwargs(options))
 
     def warmup(self, options):
-        from .train import warmup
+        from .run import warmup
         kw = self._kwargs(options)
-        for k in ("data_dir", "predictions", "verbose", "log"):
+        for k in ("data_dir", "predictions", "verbose", "log", "data"):
             kw.pop(k)
         warmup(options.recipe, **kw)
 
     def from_arrays(self, recipe, n_train, arrays, *, precision="float32", ns_dtype="float32",
                     step=0, ema_arrays=None, proxy_arrays=None, template=None, **extra):
         _, jnp = _jax()
-        from .train import init_train_state
+        from .state import init_train_state
         conv_impl = _only(extra, "conv_impl", "matmul", self)
         r = get_recipe(recipe)
         if template is None:
@@ -278,7 +278,7 @@ class JaxWorkload(W.Workload):
 
     def from_init(self, recipe, n_train, images, seed=0, **extra):
         jax, jnp = _jax()
-        from .train import init_train_state
+        from .state import init_train_state
         conv_impl = _only(extra, "conv_impl", "auto", self)
         return JaxTrainer(init_train_state(get_recipe(recipe), n_train, jax.random.PRNGKey(seed),
                                            whiten_images=jnp.asarray(images[:64]),
@@ -296,12 +296,6 @@ def _only(extra: dict, name: str, default, wl: W.Workload):
         raise OptionError(f"the {wl.name} workload's trainers take {name}, not "
                           f"{', '.join(other)}")
     return extra.get(name, default)
-
-
-def _with_data(rec: dict, data) -> dict:
-    if data is not None:
-        rec["data"] = dict(data)
-    return rec
 
 
 WORKLOAD = JaxWorkload()

@@ -37,7 +37,7 @@ def conv_flops(widths, batch):
 def bench_jax(impl, widths, batch, iters):
     from airbench_common import get_recipe
     from airbench_jax import augment as aug
-    from airbench_jax.train import init_train_state, train_step
+    from airbench_jax.state import init_train_state, train_step
     r = get_recipe("airbench94", widths=widths, batch_size=batch)
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)

@@ -28,7 +28,9 @@ from airbench_common.files import write_json_atomic
 from airbench_common.recipes import get_recipe
 from airbench_jax import augment as aug
 from airbench_jax import seeds as S
-from airbench_jax.train import init_train_state, prepare_data, train_epoch
+from airbench_jax.loop import train_epoch
+from airbench_jax.prepare import prepare_data
+from airbench_jax.state import init_train_state
 
 
 def _timed(fn):

@@ -330,7 +330,7 @@ from flax import nnx
 from airbench_common.recipes import get_recipe
 from airbench_jax import load_checkpoint, save_checkpoint
 import importlib
-jtrain = importlib.import_module('airbench_jax.train')
+jtrain = importlib.import_module('airbench_jax.run')
 from airbench_jax.model import make_net
 W = Path(%r)
 for name, content in (("empty", b""), ("truncated .npz", b"PK\x03\x04garbage"),

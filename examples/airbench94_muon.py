@@ -49,7 +49,7 @@ from airbench_jax import precision as prec
 from airbench_jax.model import set_whitening
 from airbench_jax.muon import muon
 from airbench_jax.optim import labels_for, lr_array, sgd_group
-from airbench_jax.train import per_example_loss
+from airbench_jax.state import per_example_loss
 
 RECIPE = "airbench94_muon"
 

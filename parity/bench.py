@@ -114,7 +114,7 @@ def jax_stepper(r, n_train: int, x_nhwc, y, policy, conv_impl: str, scan_steps: 
     import jax.numpy as jnp
     from airbench_jax import init_train_state, train_step
     from airbench_jax.precision import matmul_context
-    from airbench_jax.train import train_steps
+    from airbench_jax.loop import train_steps
     x, yj = jnp.asarray(x_nhwc), jnp.asarray(np.asarray(y).astype(np.int32))
     with matmul_context(policy):
         box = [init_train_state(r, n_train, jax.random.PRNGKey(0), whiten_images=x[:64],

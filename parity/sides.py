@@ -137,7 +137,7 @@ def jax_forward(jnet, r, x_nhwc, y, train: bool):
     import jax
     import jax.numpy as jnp
     from flax import nnx
-    from airbench_jax.train import per_example_loss
+    from airbench_jax.state import per_example_loss
     graphdef, params, rest = nnx.split(jnet, nnx.Param, ...)
     params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
@@ -213,7 +213,7 @@ def jax_state_from(template, arrays, step=0, ema_arrays=None):
     `step` (keeps the template's static parts, so the jitted train_step is reused)."""
     import jax.numpy as jnp
     from flax import nnx
-    from airbench_jax.train import net_from_state
+    from airbench_jax.state import net_from_state
     net = net_from_state(template)
     convert.jax_from_arrays(net, arrays)
     _, params, rest = nnx.split(net, nnx.Param, ...)
@@ -238,7 +238,7 @@ def jax_float_only(tree):
 
 
 def jax_state_arrays(st) -> dict:
-    from airbench_jax.train import net_from_state
+    from airbench_jax.state import net_from_state
     return convert.jax_to_arrays(net_from_state(st))
 
 
@@ -427,7 +427,7 @@ class JaxSide(Side):
         import time
         import jax.numpy as jnp
         from airbench_jax import train_step
-        from airbench_jax.train import train_steps
+        from airbench_jax.loop import train_steps
         x, yj = jnp.asarray(x_nhwc), jnp.asarray(np.asarray(y).astype(np.int32))
         t = time.perf_counter()
         if scan_steps:
@@ -442,7 +442,7 @@ class JaxSide(Side):
         return step, compile_seconds
 
     def logits(self, x_nhwc, tta_level) -> np.ndarray:
-        from airbench_jax.train import infer_arrays
+        from airbench_jax.evaluation import infer_arrays
         s = self.state
         return np.asarray(infer_arrays(s.graphdef, s.params, s.rest, x_nhwc, tta_level,
                                        batch=min(2000, len(x_nhwc))))

@@ -15,19 +15,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("airbench_common", "airbench_jax", "airbench_torch", "parity")
 
-# Cycles outside parity/study that others of the redesign (issue 24) remove; the lead deletes an
-# entry once its cycle is gone (test_known_cycles_are_still_there says when). Key: the modules of
-# the cycle's strongly connected component.
-KNOWN_CYCLES: dict[frozenset, str] = {
-    # train.run_recipe imports seeds.run_seeds inside a function, seeds imports train's step
-    # functions: helper "jaxloop" (train.py split by role) removes it
-    frozenset({"airbench_jax.seeds", "airbench_jax.train"}): "jaxloop",
-    # onednn imports conv's padding helper inside a function, conv imports onednn: outside every
-    # helper's files (the lead)
-    frozenset({"airbench_jax.conv", "airbench_jax.onednn"}): "lead",
-}
-
-
 def project_modules() -> dict[str, Path]:
     """module name -> its file, for every .py file of the packages (a package is its
     __init__)."""
@@ -170,25 +157,13 @@ def test_the_cycle_finder_names_a_cycle():
 
 def test_no_import_cycles():
     graph = import_graph()
-    found = [describe(graph, c) for c in components(graph) if frozenset(c) not in KNOWN_CYCLES]
+    found = [describe(graph, c) for c in components(graph)]
     assert not found, "import cycles: " + "; ".join(found)
-
-
-def test_known_cycles_are_still_there():
-    """An entry of KNOWN_CYCLES whose cycle is gone is stale: delete it."""
-    present = {frozenset(c) for c in components(import_graph())}
-    stale = [sorted(k) for k in KNOWN_CYCLES if k not in present]
-    assert not stale, f"no longer cycles, remove from KNOWN_CYCLES: {stale}"
 
 
 # ----------------------------------------------------------------- what may import what
 FRAMEWORK_PACKAGES = ("airbench_jax", "airbench_torch")
 WORKLOADS = {"airbench_jax.workload", "airbench_torch.workload"}
-
-
-# modules importing another's private name until helper "jaxloop" lands (it removes them)
-KNOWN_PRIVATE = {"airbench_jax.lib", "airbench_jax.onednn", "airbench_jax.seeds",
-                 "airbench_jax.workload"}
 
 
 def _private_imports():
@@ -211,8 +186,7 @@ def _private_imports():
 
 
 def test_no_module_imports_a_private_name_of_another():
-    found = [f"{m} imports {src}.{n}" for m, src, n in _private_imports()
-             if m not in KNOWN_PRIVATE]
+    found = [f"{m} imports {src}.{n}" for m, src, n in _private_imports()]
     assert not found, "private names imported: " + "; ".join(found)
 
 

@@ -25,7 +25,7 @@ def trained():
     statistics and weights move away from their init."""
     import jax.numpy as jnp
     from airbench_jax import augment as aug
-    from airbench_jax.train import init_train_state, net_from_state, train_step
+    from airbench_jax.state import init_train_state, net_from_state, train_step
     rng = np.random.default_rng(0)
     x = aug.normalize(jnp.asarray(rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)))
     y = jnp.asarray(rng.integers(0, 10, 96).astype(np.int32))

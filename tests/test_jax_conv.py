@@ -1,6 +1,6 @@
 """Every conv implementation computes the same convolution and the same gradients; the choice is
-overridable; the oneDNN custom calls build, cache and fail cleanly; the CPU description parses
-/proc/cpuinfo."""
+overridable; the oneDNN custom calls build, cache and fail cleanly; the CPU description reads
+/proc/cpuinfo's model and features."""
 import importlib.metadata as md
 import os
 
@@ -11,7 +11,7 @@ import pytest
 
 from airbench_common.errors import UsageError
 from airbench_jax import conv, onednn
-from airbench_jax.cpu import parse_cpuinfo
+from airbench_jax import cpu
 
 
 def _onednn_installed() -> bool:
@@ -154,15 +154,25 @@ def test_onednn_build_is_cached_and_failures_are_one_line(tmp_path, monkeypatch)
         onednn.build()
 
 
-def test_parse_cpuinfo_reports_features():
-    text = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
-            "flags\t\t: fpu avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\n"
-            "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: fpu\n")
-    info = parse_cpuinfo(text)
-    assert info["model"] == "Intel(R) Xeon(R) Platinum 8481C"
-    assert info["logical_cpus"] == 2
-    assert info["features"] == ["AVX2", "FMA", "AVX-512", "AVX512-BF16", "AMX", "AMX-BF16"]
-    assert parse_cpuinfo("processor : 0\nflags : sse2\n")["features"] == []
+def test_cpu_info_reports_features(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                    "flags\t\t: fpu amx_bf16 avx2 fma avx512f avx512_bf16 amx_tile amx_int8\n\n"
+                    "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                    "flags\t\t: fpu\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(
+        info if p == "/proc/cpuinfo" else p, *a, **k))
+    cpu.cpu_info.cache_clear()
+    try:
+        got = cpu.cpu_info()
+        assert got["model"] == "Intel(R) Xeon(R) Platinum 8481C"
+        assert got["logical_cpus"] == cpu.logical_cpus() >= 1
+        assert got["features"] == ["AVX2", "FMA", "AVX-512", "AVX512-BF16", "AMX", "AMX-BF16"]
+        assert cpu.describe().startswith("Intel(R) Xeon(R) Platinum 8481C, ")
+    finally:
+        cpu.cpu_info.cache_clear()
+    assert cpu.reported_features(["sse2"]) == []
 
 
 def test_cli_offers_every_conv_lowering():
@@ -178,10 +188,11 @@ def test_evaluation_keeps_onednn_and_runs_im2col_nets_with_the_native_conv(monke
     from flax import nnx
     from airbench_common import get_recipe
     from airbench_jax.model import make_net
-    from airbench_jax.train import _eval_graphdef, _eval_impl
-    assert [_eval_impl(t, "auto") for t in ("onednn", "native", "matmul", "hybrid")] == [
+    from airbench_jax.conv import eval_impl
+    from airbench_jax.evaluation import eval_graphdef
+    assert [eval_impl(t, "auto") for t in ("onednn", "native", "matmul", "hybrid")] == [
         "onednn", "native", "native", "native"]
-    assert _eval_impl("onednn", "matmul") == "matmul"        # $AIRBENCH_JAX_EVAL_CONV forces
+    assert eval_impl("onednn", "matmul") == "matmul"        # $AIRBENCH_JAX_EVAL_CONV forces
     monkeypatch.delenv("AIRBENCH_JAX_EVAL_CONV", raising=False)
     r = get_recipe("airbench94", widths=(8, 8, 8))
     for trained, want in (("matmul", "native"), ("onednn", "onednn")):
@@ -189,12 +200,12 @@ def test_evaluation_keeps_onednn_and_runs_im2col_nets_with_the_native_conv(monke
             require_onednn()
         g, p, rest = nnx.split(make_net(r, jax.random.PRNGKey(0), conv_impl=trained),
                                nnx.Param, ...)
-        net = nnx.merge(_eval_graphdef(g, p, rest), p, rest)
+        net = nnx.merge(eval_graphdef(g, p, rest), p, rest)
         assert net.conv_impl == want and net.group1.conv1.impl == want
 
 
 def test_an_installed_but_unusable_onednn_is_said_once_and_recorded(monkeypatch, capsys):
-    from airbench_jax.train import _onednn_flag
+    from airbench_jax.finish import onednn_flag
     monkeypatch.delenv(conv.ENV_VAR, raising=False)
     monkeypatch.setattr(onednn, "status", lambda: onednn.Status(False, "compiling x failed"))
     monkeypatch.setattr(onednn, "find_onednn", lambda: ("inc", "lib"))
@@ -206,7 +217,7 @@ def test_an_installed_but_unusable_onednn_is_said_once_and_recorded(monkeypatch,
             err = capsys.readouterr().err.splitlines()
             assert err == ["airbench_jax: oneDNN convolutions unavailable (compiling x failed); "
                            "JAX uses im2col convolutions, ~1.5x slower"]
-            assert _onednn_flag("matmul") == {"onednn": "unavailable: compiling x failed"}
+            assert onednn_flag("matmul") == {"onednn": "unavailable: compiling x failed"}
         # not installed at all: im2col is the documented default, nothing to say
         onednn.warn_fallback.cache_clear()
         monkeypatch.setattr(onednn, "find_onednn", lambda: None)
@@ -217,9 +228,9 @@ def test_an_installed_but_unusable_onednn_is_said_once_and_recorded(monkeypatch,
 
 
 def test_run_records_name_the_onednn_that_ran():
-    from airbench_jax.train import _onednn_flag
+    from airbench_jax.finish import onednn_flag
     require_onednn()
-    assert _onednn_flag("onednn") == {"onednn": onednn.status().onednn_version}
+    assert onednn_flag("onednn") == {"onednn": onednn.status().onednn_version}
     assert onednn.status().onednn_version.split(" ")[0].count(".") == 2
 
 
@@ -246,7 +257,7 @@ def test_tta_logits_with_onednn_match_the_native_convolution():
     from flax import nnx
     from airbench_common import get_recipe
     from airbench_jax.model import make_net
-    from airbench_jax.train import _eval_logits
+    from airbench_jax.evaluation import eval_logits
     require_onednn()
     r = get_recipe("airbench94")
     x = jax.random.normal(jax.random.PRNGKey(0), (32, 32, 32, 3), jnp.float32)
@@ -254,6 +265,6 @@ def test_tta_logits_with_onednn_match_the_native_convolution():
     for impl in ("native", "onednn"):
         g, p, rest = nnx.split(make_net(r, jax.random.PRNGKey(0), conv_impl=impl),
                                nnx.Param, ...)
-        out[impl] = jax.jit(_eval_logits, static_argnums=(0, 4))(g, p, rest, x, 2)[1]
+        out[impl] = jax.jit(eval_logits, static_argnums=(0, 4))(g, p, rest, x, 2)[1]
     np.testing.assert_allclose(out["onednn"], out["native"], rtol=1e-4,
                                atol=1e-4 * float(jnp.abs(out["native"]).max()))

@@ -10,10 +10,11 @@ from airbench_common import get_recipe, lr_schedules, param_groups
 from airbench_jax import augment as aug
 from airbench_jax.conv import conv_matmul, conv_native
 from airbench_jax.convert import from_torch_arrays, to_torch_arrays
+from airbench_jax.loop import train_epoch
 from airbench_jax.model import make_net, patch_covariance, whitening_kernel
 from airbench_jax.muon import muon, newton_schulz
 from airbench_jax.optim import build_optimizer, lr_array, sgd_group
-from airbench_jax.train import init_train_state, train_epoch, train_step
+from airbench_jax.state import init_train_state, train_step
 
 KEY = jax.random.PRNGKey(0)
 TINY = dict(widths=(8, 16, 16), batch_size=32, epochs=2)
@@ -235,7 +236,7 @@ def test_init_is_pytorch_like():
 
 def test_proxy_filtering_keeps_the_highest_loss_examples():
     from flax import nnx
-    from airbench_jax.train import per_example_loss
+    from airbench_jax.state import per_example_loss
     r = get_recipe("airbench96_faster", widths=(8, 16, 16), proxy_widths=(8, 8, 8),
                    batch_size=32, filter_keep=16, epochs=1)
     imgs, labels = _imgs(64)
@@ -363,3 +364,29 @@ def test_cifar_loader_reads_the_given_path_and_arrays(tmp_path):
     (bad / "train.npz").write_bytes(b"not a zip")
     with pytest.raises(DatasetError):
         CifarLoader(str(bad), train=True)
+
+
+def test_library_train_raises_on_the_end_of_run_verdict():
+    """train9x raises where a run records `diverged`, with the same reason (finish.conclude):
+    a non-finite loss stops training at that epoch. The verdict without test images also
+    refuses non-finite weights (here NaN BatchNorm statistics, which no training loss reads)."""
+    from airbench_jax import CifarLoader, make_net94, train94
+    from airbench_jax.finish import conclude
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32))
+
+    def poisoned():
+        net = make_net94(widths=(4, 8, 8), conv_impl="matmul")
+        net.head[...] = jnp.full_like(net.head[...], jnp.nan)
+        return net
+    loader = CifarLoader(train=True, batch_size=16, data=data, seed=0)
+    with pytest.raises(FloatingPointError,
+                       match=r"^airbench94: non-finite training loss in epoch 0; try a lower"):
+        train94(loader, epochs=1, make_net=poisoned, verbose=False, seed=0)
+    r = get_recipe("airbench94", widths=(4, 8, 8), batch_size=16)
+    st = init_train_state(r, 32, 0, conv_impl="matmul")
+    assert conclude(st).error is None and conclude(st, error="x").error == "x"
+    bad = st.replace(rest=jax.tree.map(lambda v: jnp.full_like(v, jnp.nan)
+                                       if jnp.issubdtype(v.dtype, jnp.floating) else v, st.rest))
+    assert conclude(bad).error == "non-finite weights after training"
+    assert conclude(bad).status == "diverged" and not conclude(bad).evaluated

@@ -69,8 +69,8 @@ def test_a_bad_tta_level_is_refused_and_never_answers_for_another_level():
     import airbench_jax as ab
     from airbench_common.errors import UsageError
     from airbench_jax import augment as aug
-    import importlib
-    T = importlib.import_module("airbench_jax.train")  # the module (the package exports train())
+    from airbench_jax import evaluation as T
+    from airbench_jax.model import split_net
 
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
@@ -83,7 +83,7 @@ def test_a_bad_tta_level_is_refused_and_never_answers_for_another_level():
         assert repr(bad) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(UsageError, match="tta_level 7 is not one of 0, 1, 2"):
         ab.evaluate(net, loader, 7)
-    g, p, r = T._split(net)
+    g, p, r = split_net(net)
     images = aug.normalize(loader.images)
     for call in (lambda: T.infer_arrays(g, p, r, images, 1.5),
                  lambda: T.infer_both(g, p, r, images, 3),
@@ -95,7 +95,7 @@ def test_a_bad_tta_level_is_refused_and_never_answers_for_another_level():
             call()
     level1 = np.asarray(ab.infer(net, loader, np.int64(1)))       # numpy ints are ints
     level2 = np.asarray(ab.infer(net, loader, 2))
-    want1 = np.asarray(jax.jit(T._eval_logits, static_argnums=(0, 4))(g, p, r, images, 1)[1])
+    want1 = np.asarray(jax.jit(T.eval_logits, static_argnums=(0, 4))(g, p, r, images, 1)[1])
     np.testing.assert_allclose(level1, want1, rtol=1e-5, atol=1e-5)
     assert not np.allclose(level1, level2)
     np.testing.assert_array_equal(np.asarray(ab.infer(net, loader, 1)), level1)

@@ -64,7 +64,7 @@ def test_scan_program_takes_the_same_steps_as_train_step():
     import jax.numpy as jnp
     import numpy as np
     import airbench_jax as aj
-    from airbench_jax.train import train_steps
+    from airbench_jax.loop import train_steps
     r = get_recipe("airbench94_muon", widths=(8, 16, 16), batch_size=16, epochs=100)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((16, 32, 32, 3), dtype=np.float32))

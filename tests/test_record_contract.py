@@ -53,7 +53,7 @@ def test_both_sides_evaluate_in_the_same_batches():
 
     from airbench_common import get_recipe
     from airbench_common.outcome import eval_batch
-    from airbench_jax.train import _eval_batches, default_eval_batch
+    from airbench_jax.evaluation import default_eval_batch, eval_batches
     from airbench_torch.loader import CifarLoader
     from airbench_torch.net import net_for_recipe
     from airbench_torch.train import infer_both
@@ -68,4 +68,4 @@ def test_both_sides_evaluate_in_the_same_batches():
     net.register_forward_hook(lambda m, inp, out: seen.append(len(inp[0])))
     infer_both(net, loader, tta_level=0)
     assert seen == [b, b, 7]
-    assert _eval_batches(n, default_eval_batch()) == (b, 3)
+    assert eval_batches(n, default_eval_batch()) == (b, 3)

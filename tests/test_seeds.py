@@ -17,9 +17,10 @@ def _data(n=96, seed=0):
 
 
 def _sequential(r, seed, x, y):
-    """What train.run_recipe_with_state does for one seed, for one epoch."""
+    """What run.run_recipe_with_state does for one seed, for one epoch."""
     from airbench_jax import augment as aug
-    from airbench_jax.train import init_train_state, prepare_data, train_epoch
+    from airbench_jax import init_train_state, train_epoch
+    from airbench_jax.prepare import prepare_data
     k_init, k_flip, k_epochs = jax.random.split(jax.random.PRNGKey(seed), 3)
     xs = jnp.asarray(x)
     st = init_train_state(r, len(x), k_init, whiten_images=aug.normalize(xs[:r.whiten_images]),
@@ -54,7 +55,7 @@ def test_vmapped_seed_equals_sequential_run_over_first_steps(recipe):
     x, y = _data()
     seeds = [3, 0, 11]
     vst, vloss = _vmapped(r, seeds, x, y)
-    from airbench_jax.seeds import unstack_state
+    from airbench_jax.loop import unstack_state
     for k, s in enumerate(seeds):
         st, loss = _sequential(r, s, x, y)
         np.testing.assert_allclose(np.asarray(vloss[k]), np.asarray(loss), rtol=1e-5, atol=1e-4)
@@ -105,12 +106,16 @@ def test_run_seeds_records_one_per_seed_marked_vmapped():
     assert [r["vmapped"]["group_size"] for r in recs] == [2, 2, 1]
     assert recs[0]["vmapped"]["seeds"] == [4, 5] and recs[2]["vmapped"]["seeds"] == [6]
     assert all(r["steps"] == 3 for r in recs)
-    seq = run_recipe("airbench94", 4, overrides=over, **data)
+    # `data` given: the record's data field as is (the CLI's, compare's label and checksums)
+    ident = dict(label="tiny arrays", dir=None, n_train=48, n_test=32, images_sha256="x")
+    seq = run_recipe("airbench94", 4, overrides=over, data=ident, **data)
     assert recs[0]["status"] == seq["status"]       # random labels: may collapse, on both alike
     assert set(recs[0]) - set(seq) == {"vmapped"} and set(seq) <= set(recs[0])
+    assert recs[0]["data"] == dict(label="user-supplied arrays", dir=None, n_train=48,
+                                   n_test=32) and seq["data"] == ident
     # seed 4 alone through run_recipe(seeds=...) is the library's spelling of the same thing
-    again = run_recipe("airbench94", None, seeds=[4], overrides=over, **data)
-    assert len(again) == 1 and again[0]["seed"] == 4
+    again = run_recipe("airbench94", None, seeds=[4], overrides=over, data=ident, **data)
+    assert len(again) == 1 and again[0]["seed"] == 4 and again[0]["data"] == ident
     # at most one test image apart (a group of 1 and a group of 2 may round differently)
     assert again[0]["acc_tta"] == pytest.approx(recs[0]["acc_tta"], abs=1.01 / len(test[1]))
 

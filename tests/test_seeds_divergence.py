@@ -2,8 +2,7 @@
 `diverged` record its sequential run writes, and the other seeds' records are as they are without
 it. No learning rate can target one seed of a group, so the test poisons one seed's initial
 weights with NaN: a test-only wrapper around `seeds.init_group` (what the group trains from)
-and, for the sequential run, around `train.init_train_state`."""
-import importlib
+and, for the sequential run, around `run.build_state` (what a sequential run trains from)."""
 
 import jax
 import jax.numpy as jnp
@@ -40,13 +39,12 @@ def _nan_floats(tree, index=None):
 @pytest.fixture(scope="module")
 def runs():
     from airbench_jax import run_recipe, seeds as S
-    T = importlib.import_module("airbench_jax.train")   # the module (the package's `train` is
-                                                       # the library function)
+    from airbench_jax import run as R
     data = dict(train_data=_data(64, 0), test_data=_data(40, 1), device="cpu",
                 conv_impl="matmul", precision="float32")
     clean = run_recipe(RECIPE, None, seeds=SEEDS, group_size=3, overrides=OVER, **data)
     mp = pytest.MonkeyPatch()
-    real_group, real_state = S.init_group, T.init_train_state
+    real_group, real_state = S.init_group, R.build_state
 
     def poisoned_group(recipe, n_train, seeds, whiten_src, **kw):
         state, keys, pre = real_group(recipe, n_train, seeds, whiten_src, **kw)
@@ -59,7 +57,7 @@ def runs():
         mp.setattr(S, "init_group", poisoned_group)
         group = run_recipe(RECIPE, None, seeds=SEEDS, group_size=3, overrides=OVER, **data)
         mp.setattr(S, "init_group", real_group)
-        mp.setattr(T, "init_train_state", poisoned_state)
+        mp.setattr(R, "build_state", poisoned_state)
         sequential = run_recipe(RECIPE, SEEDS[BAD], overrides=OVER, **data)
     finally:
         mp.undo()

@@ -88,7 +88,7 @@ def runs(out: Path, deadline: float, train, test, data_ident: dict, overrides: d
     the next pair is expected to end before `deadline` (from the slowest pair so far)."""
     import importlib
     # by module path: both packages export a function named `train` that hides the submodule
-    jt = importlib.import_module("airbench_jax.train")
+    jt = importlib.import_module("airbench_jax.run")
     tt = importlib.import_module("airbench_torch.train")
     path = out / "runs.jsonl"
     first = next_seed(path)   # a later invocation (--stages runs) continues the seeds

@@ -114,7 +114,7 @@ def check_tta(rep: Report, name, tnet, r, x, impls):
     import torch
     from flax import nnx
     from airbench_torch.train import infer_images
-    from airbench_jax.train import infer_arrays
+    from airbench_jax.evaluation import infer_arrays
     xc = torch.from_numpy(to_nchw(x))                 # already normalized
     arrays = convert.torch_to_arrays(tnet)
     for level in (0, 1, 2):

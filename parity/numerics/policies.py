@@ -133,7 +133,7 @@ def _torch_logits_dtype(state, x_nhwc) -> str:
 
 def _jax_logits_dtype(state, x_nhwc) -> str:
     import jax.numpy as jnp
-    from airbench_jax.train import net_from_state
+    from airbench_jax.state import net_from_state
     return str(net_from_state(state)(jnp.asarray(x_nhwc[:2])).dtype)
 
 
@@ -257,7 +257,7 @@ def run_policy(policy: str | P.Precision, *, recipe="airbench94_muon", width_sca
 
 
 def _jax_net(state):
-    from airbench_jax.train import net_from_state
+    from airbench_jax.state import net_from_state
     return net_from_state(state)
 
 
