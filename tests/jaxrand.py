@@ -1,6 +1,6 @@
 """Random test inputs drawn the quick way: jax.random.normal(key, shape, dtype) drawn flat and
-reshaped gives the same values (threefry counts over the flattened index) but XLA:CPU compiles a
-flat draw in about a second, where a small 3- to 5-D draw such as (4, 9, 9, 5) takes 5-20 s."""
+reshaped gives the same values (threefry counts over the flattened index), but XLA:CPU compiles a
+flat draw far faster than a small 3- to 5-D one such as (4, 9, 9, 5)."""
 import math
 
 import jax
