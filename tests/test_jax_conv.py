@@ -12,6 +12,7 @@ import pytest
 from airbench_common.errors import UsageError
 from airbench_jax import conv, onednn
 from airbench_jax import cpu
+from jaxrand import normal
 
 
 def _onednn_installed() -> bool:
@@ -45,8 +46,8 @@ def test_impl_matches_native_value_and_grads(impl, hw, k, padding):
     if impl == "onednn":
         require_onednn()
     kx, kw = jax.random.split(jax.random.PRNGKey(0))
-    x = jax.random.normal(kx, (3, hw, hw, 5), jnp.float32)
-    w = jax.random.normal(kw, (k, k, 5, 7), jnp.float32) * 0.3
+    x = normal(kx, (3, hw, hw, 5), jnp.float32)
+    w = normal(kw, (k, k, 5, 7), jnp.float32) * 0.3
     ref = conv.conv_native(x, w, padding)
     np.testing.assert_allclose(conv._CONVS[impl](x, w, padding), ref, rtol=1e-5, atol=1e-5)
     g_ref = jax.grad(_loss("native", padding), argnums=(0, 1))(x, w)
@@ -109,8 +110,8 @@ def test_onednn_used_directly_in_a_fresh_process_registers_itself():
 def test_onednn_runs_under_vmap_jit_and_falls_back_for_float64():
     require_onednn()
     kx, kw = jax.random.split(jax.random.PRNGKey(1))
-    x = jax.random.normal(kx, (3, 2, 5, 5, 4), jnp.float32)      # 3 "seeds" of a batch of 2
-    w = jax.random.normal(kw, (3, 3, 3, 4, 6), jnp.float32) * 0.3
+    x = normal(kx, (3, 2, 5, 5, 4), jnp.float32)      # 3 "seeds" of a batch of 2
+    w = normal(kw, (3, 3, 3, 4, 6), jnp.float32) * 0.3
     f = lambda x, w: jnp.sum(jnp.sin(conv.conv_onednn(x, w)))
     val, (gx, gw) = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(0, 1))))(x, w)
     for i in range(3):
@@ -239,8 +240,8 @@ def test_onednn_convolutions_xla_runs_side_by_side_give_the_same_results():
     same time on XLA's threads; each must still compute its own convolution."""
     require_onednn()
     ks = jax.random.split(jax.random.PRNGKey(3), 5)
-    xs = [jax.random.normal(k, (16, 15, 15, 32), jnp.float32) for k in ks[:4]]
-    w = jax.random.normal(ks[4], (3, 3, 32, 32), jnp.float32) * 0.1
+    xs = [normal(k, (16, 15, 15, 32), jnp.float32) for k in ks[:4]]
+    w = normal(ks[4], (3, 3, 32, 32), jnp.float32) * 0.1
 
     @jax.jit
     def four(a, b, c, d, w):
@@ -260,7 +261,7 @@ def test_tta_logits_with_onednn_match_the_native_convolution():
     from airbench_jax.evaluation import eval_logits
     require_onednn()
     r = get_recipe("airbench94")
-    x = jax.random.normal(jax.random.PRNGKey(0), (32, 32, 32, 3), jnp.float32)
+    x = normal(jax.random.PRNGKey(0), (32, 32, 32, 3), jnp.float32)
     out = {}
     for impl in ("native", "onednn"):
         g, p, rest = nnx.split(make_net(r, jax.random.PRNGKey(0), conv_impl=impl),

@@ -15,6 +15,7 @@ from airbench_jax.model import make_net, patch_covariance, whitening_kernel
 from airbench_jax.muon import muon, newton_schulz
 from airbench_jax.optim import build_optimizer, lr_array, sgd_group
 from airbench_jax.state import init_train_state, train_step
+from jaxrand import normal
 
 KEY = jax.random.PRNGKey(0)
 TINY = dict(widths=(8, 16, 16), batch_size=32, epochs=2)
@@ -52,7 +53,7 @@ def test_cutout_zeroes_exactly_square():
 
 
 def test_altflip_flips_every_other_epoch():
-    x = jax.random.normal(KEY, (8, 32, 32, 3))
+    x = normal(KEY, (8, 32, 32, 3))
     e0 = aug.augment_batch(KEY, x, 0, flip=True, altflip=True, cutout_size=0)
     e1 = aug.augment_batch(KEY, x, 1, flip=True, altflip=True, cutout_size=0)
     e2 = aug.augment_batch(KEY, x, 2, flip=True, altflip=True, cutout_size=0)
@@ -83,10 +84,10 @@ def test_newton_schulz_singular_values():
 @pytest.mark.parametrize("pad,k", [("SAME", 3), ("VALID", 2)])
 def test_matmul_conv_matches_native(pad, k):
     kx, kw, kg = jax.random.split(KEY, 3)
-    x = jax.random.normal(kx, (4, 9, 9, 5))
-    w = jax.random.normal(kw, (k, k, 5, 7))
+    x = normal(kx, (4, 9, 9, 5))
+    w = normal(kw, (k, k, 5, 7))
     np.testing.assert_allclose(conv_matmul(x, w, pad), conv_native(x, w, pad), rtol=1e-4, atol=1e-4)
-    ct = jax.random.normal(kg, conv_native(x, w, pad).shape)
+    ct = normal(kg, conv_native(x, w, pad).shape)
     f = lambda impl: jax.grad(lambda a, b: jnp.sum(impl(a, b, pad) * ct), argnums=(0, 1))(x, w)
     for a, b in zip(f(conv_matmul), f(conv_native)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -111,12 +112,12 @@ def test_sgd_group_matches_hand_computation():
 
 def test_muon_matches_hand_computation():
     kp, kg1, kg2 = jax.random.split(KEY, 3)
-    p = jax.random.normal(kp, (3, 3, 4, 6))
+    p = normal(kp, (3, 3, 4, 6))
     tx = muon(jnp.array([0.1, 0.05]), momentum=0.6, ns_steps=3)
     st = tx.init(p)
     pn, buf = np.asarray(p, np.float64), np.zeros(p.shape)
     for t, kg in enumerate([kg1, kg2]):
-        g = jax.random.normal(kg, p.shape)
+        g = normal(kg, p.shape)
         u, st = tx.update(g, st, p)
         p = optax.apply_updates(p, u)
         buf = 0.6 * buf + np.asarray(g)
@@ -333,7 +334,7 @@ def test_maxpool_gradient_goes_to_first_tied_maximum_like_pytorch():
     np.testing.assert_array_equal(np.asarray(g).ravel(), [1, 0, 0, 0])
     # floor mode with k=3 on 7x7 (the last row/column is dropped and gets no gradient),
     # and equal to lax.reduce_window's gradient (also first-max) on untied random data
-    z = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, 3))
+    z = normal(jax.random.PRNGKey(0), (2, 7, 7, 3))
     ours = jax.grad(lambda v: (maxpool(v, 3) ** 2).sum())(z)
     ref = jax.grad(lambda v: (jax.lax.reduce_window(v[:, :6, :6], -jnp.inf, jax.lax.max,
                                                      (1, 3, 3, 1), (1, 3, 3, 1), "VALID") ** 2).sum())(z)

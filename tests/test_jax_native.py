@@ -284,7 +284,11 @@ except UsageError as e:
 """
 
 
-@pytest.mark.parametrize("case", ["cxx-true", "compile-error", "cache-is-a-file"])
+# one fresh process in the default suite; each cause's message is checked in process above
+# (test_a_compile_error_..., test_a_compiler_that_writes_nothing_..., test_a_cache_path_...)
+@pytest.mark.parametrize("case", ["cxx-true",
+                                  pytest.param("compile-error", marks=pytest.mark.slow),
+                                  pytest.param("cache-is-a-file", marks=pytest.mark.slow)])
 def test_auto_falls_back_with_one_line_and_explicit_onednn_is_a_usage_error(tmp_path, case):
     _require_onednn()
     env = {"AIRBENCH_JAX_CACHE": str(tmp_path / "cache"), "AIRBENCH_JAX_CONV": ""}

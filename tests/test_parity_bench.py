@@ -59,6 +59,9 @@ def test_bench_times_the_scan_program_and_reports_cpu_and_load():
         assert dnnl["available"] or dnnl["reason"]
 
 
+# slow suite: train_steps (one lax.scan program of k steps) serves only the benchmark's --scan
+# timing (the workloads' stepper, for the benchmark), not training, which runs train_epoch
+@pytest.mark.slow
 def test_scan_program_takes_the_same_steps_as_train_step():
     import jax
     import jax.numpy as jnp
