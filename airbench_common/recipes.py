@@ -88,7 +88,8 @@ class Recipe:
         if n_train < self.batch_size:
             raise RecipeError(
                 f"{self.name}: batch_size {self.batch_size} is larger than the {n_train} training "
-                "images; lower batch_size (e.g. --set batch_size=256) or use more data")
+                f"images; lower batch_size to at most {n_train} (--set batch_size=N) or use more "
+                "data")
         return n_train // self.batch_size
 
     def loader_aug(self) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def test_recipe_messages_and_edges():
     with pytest.raises(recipes.RecipeError) as e:
         r.steps_per_epoch(15)
     assert str(e.value) == ("airbench94: batch_size 16 is larger than the 15 training images; "
-                            "lower batch_size (e.g. --set batch_size=256) or use more data")
+                            "lower batch_size to at most 15 (--set batch_size=N) or use more data")
     describe = recipes._describe
     assert describe((0, False, float("inf"), False)) == "a positive finite number"
     assert describe((0, True, float("inf"), False)) == "a finite number >= 0"
