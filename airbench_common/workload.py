@@ -10,8 +10,14 @@ benchmarks) reaches the framework only through its workload, so a framework is d
 * the machine: `devices()`, and the precision policy a run would use (`precision(options)`);
 * the model, for the shared-weight checks: `from_arrays` / `from_init` give a `Trainer` holding
   a train state (upstream-named arrays in and out, forward with gradients, one optimizer step, a
-  compiled stepper with its compile time apart, evaluation logits), float64 included;
-  `whitening_filters` the recipe's first-layer filters from images.
+  compiled stepper with its compile time apart, evaluation logits, the dtypes it holds), float64
+  and any precision policy included; `whitening_filters` the recipe's first-layer filters from
+  images;
+* the optimizer's pieces on their own, for the numerics: `newton_schulz`, `muon_step` (one Muon
+  update of one filter), `learning_rates` (what each group is given at every step of a run);
+* the backend: `conv_impls` / `conv_impl` (the convolution lowerings there are, which run here,
+  what 'auto' picks), `set_precision` (a policy's process-wide switches), `backend_info` (what a
+  benchmark records about the device).
 
 Inputs are NHWC float32 arrays (normalized images) and integer labels on every side; arrays are
 keyed by upstream's PyTorch state-dict names (parity's convert module maps them).
@@ -85,13 +91,25 @@ class Trainer:
         """One optimizer step (schedules, freezing and lookahead included); the loss."""
         raise NotImplementedError
 
-    def stepper(self, x, y) -> tuple[Callable[[], None], float | None]:
-        """(a function running one step on x, y and waiting for it, its compile seconds or None):
-        for timing with compilation kept apart."""
+    def stepper(self, x, y) -> tuple[Callable[..., None], float | None]:
+        """(a function `run(n=1)` running n steps on x, y and then waiting for the device once,
+        as a run's loop does; its compile seconds or None): for timing with compilation kept
+        apart."""
         raise NotImplementedError
 
     def logits(self, x, tta_level: int) -> np.ndarray:
         """Evaluation logits (test-time augmentation `tta_level`)."""
+        raise NotImplementedError
+
+    def proxy_arrays(self) -> dict[str, np.ndarray] | None:
+        """The proxy net's weights by upstream name (None: the recipe filters no data)."""
+        raise NotImplementedError
+
+    def dtypes(self, x) -> dict:
+        """The dtypes this train state holds and computes in, as names ('float32', 'bfloat16'):
+        {'stored': {upstream name: dtype} of every float tensor, 'activations': the dtype of
+        the net's eval-mode output on the NHWC batch `x`, 'newton_schulz': the dtype Muon's
+        Newton-Schulz multiplies in (None: no Muon)}."""
         raise NotImplementedError
 
 
@@ -146,24 +164,73 @@ class Workload:
         raise NotImplementedError
 
     # -- the model, for the shared-weight checks
-    def from_arrays(self, recipe, n_train: int, arrays: Mapping, *, precision: str = "float32",
+    def from_arrays(self, recipe, n_train: int, arrays: Mapping, *, precision="float32",
                     ns_dtype: str = "float32", step: int = 0, ema_arrays=None,
                     proxy_arrays=None, template: Trainer | None = None,
                     **extra) -> Trainer:
-        """A Trainer whose net holds `arrays` (upstream names), optimizer state fresh with its
-        counters at `step`; precision 'float64' for the float64 reference (Newton-Schulz then in
-        float64 too). `template`: a Trainer of the same recipe whose compiled step may be reused;
+        """A Trainer on the CPU whose net holds `arrays` (upstream names), optimizer state fresh
+        with its counters at `step`. `precision`: 'float32'; 'float64' for the float64
+        reference (Newton-Schulz then in float64 too, inputs cast to float64); or an airbench_common.precision.Precision, the train state
+        built in that policy (weights rounded to its params dtype, `ns_dtype` then the
+        policy's). `template`: a Trainer of the same recipe whose compiled step may be reused;
         `proxy_arrays`: the proxy net's weights (data-filtering recipes); `ema_arrays`: the
         lookahead's slow weights (default: `arrays`)."""
         raise NotImplementedError
 
-    def from_init(self, recipe, n_train: int, images, seed: int = 0, **extra) -> Trainer:
-        """A Trainer from the package's own initialisation (whitening from the normalized NHWC
-        `images`)."""
+    def from_init(self, recipe, n_train: int, images, seed: int = 0, *, device=None,
+                  precision=None, whiten_all: bool = False, **extra) -> Trainer:
+        """A Trainer from the package's own initialisation (seeded by `seed`, whitening from the
+        normalized NHWC `images`: their first 64, or all of them with `whiten_all`), on `device`
+        (None: the CPU) in the Precision `precision` (None: float32, as from_arrays); its
+        inputs are cast to the policy's compute dtype."""
         raise NotImplementedError
 
     def whitening_filters(self, images, kernel_size: int, eps: float) -> np.ndarray:
         """The whitening layer's filters (OIHW) computed from normalized NHWC `images`."""
+        raise NotImplementedError
+
+    # -- the optimizer's pieces on their own
+    def newton_schulz(self, g: np.ndarray, steps: int, eps: float, dtype: str) -> np.ndarray:
+        """Muon's Newton-Schulz of the 2-D matrix `g`, computed in `dtype` ('float32',
+        'bfloat16'), as float32."""
+        raise NotImplementedError
+
+    def muon_step(self, param: np.ndarray, grad: np.ndarray, lr: float,
+                  momentum: float) -> np.ndarray:
+        """One filter (OIHW) after one Muon step with gradient `grad` from fresh momentum."""
+        raise NotImplementedError
+
+    def learning_rates(self, recipe, n_train: int) -> dict[str, np.ndarray]:
+        """The learning rate each param_groups() group is given at every step of a run on
+        n_train images, as this framework's train state applies it."""
+        raise NotImplementedError
+
+    # -- the backend
+    def conv_impls(self) -> dict[str, str]:
+        """The convolution lowerings there are (no 'auto'), each mapped to '' where it runs here,
+        else to why not; {}: the framework has no choice of lowering."""
+        return {}
+
+    def conv_impl(self, name: str | None = "auto") -> str | None:
+        """The lowering `name` resolves to here ('auto': what training uses); None: no choice."""
+        return None
+
+    def compile_clock(self) -> float:
+        """Seconds this framework has spent compiling in this process so far (read around a
+        timed part, as airbench_common.timing's Stopwatch does)."""
+        raise NotImplementedError
+
+    def set_precision(self, policy) -> None:
+        """A Precision's process-wide switches (TF32, default matmul precision) set in this
+        process."""
+        raise NotImplementedError
+
+    def backend_info(self, device=None, conv_impl: str | None = None, recipe=None,
+                     batch: int | None = None) -> dict:
+        """What a benchmark records about where this framework runs: {'device': its name, ...}
+        (JAX: 'cpu', 'summary', 'onednn' with its kernels for the recipe's first 3x3 conv at
+        `batch` where conv_impl is 'onednn'; PyTorch: 'channels_last', the device's memory
+        format policy)."""
         raise NotImplementedError
 
 

@@ -3,8 +3,8 @@ reach the JAX implementation.
 
 Runs go to `run_recipe` / `iter_seeds` (the seeds trained together, vmapped) / `warmup` with
 the precision policy resolved once, here. Trainers wrap a `TrainState` (a pytree: `step`
-replaces it) built from upstream-named arrays; float64 Trainers must be built and used inside
-`jax.enable_x64(True)`.
+replaces it) built from upstream-named arrays; float64 Trainers (airbench_jax.trainer64) run
+every call inside `jax.enable_x64(True)` themselves.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import numpy as np
 from airbench_common import workload as W
 from airbench_common.recipes import get_recipe
 from airbench_common.validate import OptionError
+
+from .trainer64 import X64Calls, x64
 
 
 def _jax():
@@ -58,25 +60,17 @@ def _net(recipe, arrays, conv_impl, float64=False):
 
 
 def _set_counts(tree, t: int):
-    """Every `count` field of an optax state tree set to t (momentum buffers untouched)."""
-    _, jnp = _jax()
-    if hasattr(tree, "_fields"):
-        vals = {f: _set_counts(getattr(tree, f), t) for f in tree._fields}
-        if "count" in tree._fields:
-            vals["count"] = jnp.full_like(tree.count, t)
-        return type(tree)(**vals)
-    if isinstance(tree, dict):
-        return type(tree)({k: _set_counts(v, t) for k, v in tree.items()})
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_set_counts(v, t) for v in tree)
-    return tree
+    """Every `count` field of an optax state tree set to t (probe.set_counts)."""
+    from .probe import set_counts
+    return set_counts(tree, t)
 
 
 class JaxTrainer(W.Trainer):
     """A JAX TrainState behind the Trainer interface."""
 
-    def __init__(self, state):
+    def __init__(self, state, policy=None):
         self.state = state
+        self.policy = policy   # a Precision to compile under (its matmul precision), or None
 
     def net(self):
         """The Flax net of the current weights."""
@@ -161,29 +155,54 @@ class JaxTrainer(W.Trainer):
         return float(loss)
 
     def stepper(self, x, y, scan_steps: int = 0):
-        """One jitted `train_step` per call (or, with scan_steps=k, k steps as one `lax.scan`
-        program, as inside an epoch), compiled ahead."""
-        _, jnp = _jax()
+        """One jitted `train_step` per step (or, with scan_steps=k, k steps as one `lax.scan`
+        program per step, as inside an epoch), compiled ahead (under the trainer's policy's
+        matmul precision); `run(n)` waits for the state once, after its n calls."""
+        import contextlib
+        jax, jnp = _jax()
         from .loop import train_steps
+        from .precision import matmul_context
         from .state import train_step
         x, yj = jnp.asarray(x), jnp.asarray(np.asarray(y).astype(np.int32))
-        t = time.perf_counter()
-        if scan_steps:
-            run = train_steps.lower(self.state, x, yj, scan_steps).compile()
-        else:
-            run = train_step.lower(self.state, x, yj).compile()
-        compile_seconds = time.perf_counter() - t
+        with matmul_context(self.policy) if self.policy else contextlib.nullcontext():
+            t = time.perf_counter()
+            if scan_steps:
+                program = train_steps.lower(self.state, x, yj, scan_steps).compile()
+            else:
+                program = train_step.lower(self.state, x, yj).compile()
+            compile_seconds = time.perf_counter() - t
 
-        def step():
-            self.state, loss = run(self.state, x, yj)
-            loss.block_until_ready()
-        return step, compile_seconds
+        def run(n: int = 1):
+            for _ in range(n):
+                self.state, _ = program(self.state, x, yj)
+            jax.block_until_ready(self.state)
+        return run, compile_seconds
 
     def logits(self, x, tta_level):
         from .evaluation import infer_arrays
         s = self.state
         return np.asarray(infer_arrays(s.graphdef, s.params, s.rest, x, tta_level,
                                        batch=len(x)))
+
+
+    def proxy_arrays(self):
+        from flax import nnx
+        s = self.state
+        if s.proxy_graphdef is None:
+            return None
+        return net_arrays(nnx.merge(s.proxy_graphdef, s.proxy_params, s.proxy_rest))
+
+    def dtypes(self, x):
+        _, jnp = _jax()
+        from .probe import ns_dtype, stored_dtypes
+        s = self.state
+        return dict(stored=stored_dtypes(s), activations=str(self.net()(jnp.asarray(x[:2])).dtype),
+                    newton_schulz=ns_dtype(s) if s.recipe.optimizer == "muon" else None)
+
+
+class JaxTrainer64(X64Calls, JaxTrainer):
+    """A JaxTrainer whose state is float64 (weights, activations, optimizer, Newton-Schulz),
+    every call inside JAX's float64 mode (airbench_jax.trainer64)."""
 
 
 class JaxWorkload(W.Workload):
@@ -263,30 +282,118 @@ class JaxWorkload(W.Workload):
         from .state import init_train_state
         conv_impl = _only(extra, "conv_impl", "matmul", self)
         r = get_recipe(recipe)
-        if template is None:
-            float64 = precision == "float64"
-            ns = jnp.float64 if float64 else getattr(jnp, ns_dtype)
-            t = JaxTrainer(init_train_state(r, n_train, 0, net=_net(r, arrays, conv_impl, float64),
-                                            ns_dtype=ns, conv_impl=conv_impl))
+        if not isinstance(precision, str):
+            t = JaxTrainer(_policy_state(r, n_train, arrays, precision, conv_impl))
+        elif template is not None:
+            t = template.with_arrays(arrays, step, ema_arrays)
+        else:
+            t = (_trainer64(r, n_train, arrays, conv_impl) if precision == "float64" else
+                 JaxTrainer(init_train_state(r, n_train, 0, net=_net(r, arrays, conv_impl),
+                                             ns_dtype=getattr(jnp, ns_dtype),
+                                             conv_impl=conv_impl)))
             if step or ema_arrays is not None:
                 t = t.with_arrays(arrays, step, ema_arrays)
-        else:
-            t = template.with_arrays(arrays, step, ema_arrays)
         if proxy_arrays is not None and t.state.proxy_graphdef is not None:
             t.load_proxy_arrays(proxy_arrays)
         return t
 
-    def from_init(self, recipe, n_train, images, seed=0, **extra):
+    def from_init(self, recipe, n_train, images, seed=0, *, device=None, precision=None,
+                  whiten_all=False, **extra):
+        """`device`: JAX runs on its default backend, so only None is taken."""
+        import contextlib
         jax, jnp = _jax()
+        from .precision import matmul_context
         from .state import init_train_state
         conv_impl = _only(extra, "conv_impl", "auto", self)
-        return JaxTrainer(init_train_state(get_recipe(recipe), n_train, jax.random.PRNGKey(seed),
-                                           whiten_images=jnp.asarray(images[:64]),
-                                           conv_impl=conv_impl))
+        if device is not None:
+            raise OptionError("the jax workload's trainers run on JAX's default backend; "
+                              "give no device")
+        x = jnp.asarray(images if whiten_all else images[:64])
+        with matmul_context(precision) if precision else contextlib.nullcontext():
+            state = init_train_state(get_recipe(recipe), n_train, jax.random.PRNGKey(seed),
+                                     whiten_images=x, precision=precision, conv_impl=conv_impl)
+        return JaxTrainer(state, precision)
 
     def whitening_filters(self, images, kernel_size, eps):
         from .model import whitening_kernel
         return np.asarray(whitening_kernel(images, kernel_size, eps)).transpose(3, 2, 0, 1)
+
+
+    # -- the optimizer's pieces on their own
+    def newton_schulz(self, g, steps, eps, dtype):
+        _, jnp = _jax()
+        from .muon import newton_schulz
+        return np.asarray(newton_schulz(jnp.asarray(g), steps, eps,
+                                        getattr(jnp, dtype)).astype(jnp.float32))
+
+    def muon_step(self, param, grad, lr, momentum):
+        _, jnp = _jax()
+        import optax
+        from .muon import muon
+        p, g = jnp.asarray(param.transpose(2, 3, 1, 0)), jnp.asarray(grad.transpose(2, 3, 1, 0))
+        tx = muon(lr, momentum)
+        u, _ = tx.update(g, tx.init(p), p)
+        return np.asarray(optax.apply_updates(p, u)).transpose(3, 2, 0, 1)
+
+    def learning_rates(self, recipe, n_train):
+        from .probe import learning_rates
+        return learning_rates(get_recipe(recipe), n_train)
+
+    # -- the backend
+    def conv_impls(self):
+        jax, _ = _jax()
+        from . import onednn
+        from .conv import IMPLS
+        st = onednn.status()
+        why = {"onednn": ("runs on the CPU only" if jax.default_backend() != "cpu" else
+                          "" if st.available else st.reason)}
+        return {impl: why.get(impl, "") for impl in IMPLS if impl != "auto"}
+
+    def conv_impl(self, name="auto"):
+        from .conv import resolve_impl
+        return resolve_impl(name)
+
+    def compile_clock(self):
+        from .compile_clock import compile_clock
+        return compile_clock()
+
+    def set_precision(self, policy):
+        jax, _ = _jax()
+        jax.config.update("jax_default_matmul_precision",
+                          "tensorfloat32" if policy.tf32 == "on" else "highest")
+
+    def backend_info(self, device=None, conv_impl=None, recipe=None, batch=None):
+        jax, _ = _jax()
+        from . import onednn
+        from .cpu import cpu_info, describe
+        if device is not None:
+            raise OptionError("the jax workload runs on JAX's default backend; give no device")
+        st = onednn.status()
+        dnnl = dict(available=st.available, reason=st.reason, version=st.onednn_version)
+        if conv_impl == "onednn":
+            dnnl["kernels_first_conv"] = onednn.kernels(
+                (batch, 31, 31, 24), (3, 3, 24, get_recipe(recipe).widths[0]))
+        return dict(device=str(jax.devices()[0]), cpu=cpu_info(), summary=describe(),
+                    onednn=dnnl)
+
+
+def _trainer64(r, n_train, arrays, conv_impl):
+    """The float64 reference trainer (airbench_jax.trainer64: built and used in x64 mode)."""
+    _, jnp = _jax()
+    from .state import init_train_state
+    with x64():
+        return JaxTrainer64(init_train_state(r, n_train, 0, net=_net(r, arrays, conv_impl, True),
+                                             ns_dtype=jnp.float64, conv_impl=conv_impl))
+
+
+def _policy_state(r, n_train, arrays, policy, conv_impl):
+    """A TrainState built in the Precision `policy` holding `arrays` (cast to its dtypes)."""
+    from .model import make_net
+    from .state import init_train_state
+    net = make_net(r, 0, conv_impl=conv_impl, dtype=policy.compute, param_dtype=policy.params,
+                   tf32=policy.tf32)
+    load_net_arrays(net, arrays)
+    return init_train_state(r, n_train, 0, net=net, precision=policy, conv_impl=conv_impl)
 
 
 def _only(extra: dict, name: str, default, wl: W.Workload):

@@ -16,15 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from airbench_common import workload as W
-from airbench_common.recipes import get_recipe
+from airbench_common.recipes import get_recipe, param_groups
 from airbench_common.validate import OptionError
 
 from . import convert
-from .device import (NS_DTYPES, available_devices, resolve_precision, to_memory_format,
-                     uses_channels_last)
+from .device import (NS_DTYPES, apply_precision, apply_tf32, available_devices, compile_clock,
+                     dtype_name, resolve_device, resolve_precision, synchronize,
+                     to_memory_format, uses_channels_last)
 from .net import net_for_recipe, whitening_filters
 from .train import infer_images, make_train_state, run_recipe, train_step, warmup
-from .optim import Lookahead
+from .optim import Lookahead, Muon, newton_schulz, set_learning_rates
 
 
 def nchw(x_nhwc) -> torch.Tensor:
@@ -75,14 +76,36 @@ class TorchTrainer(W.Trainer):
         return float(train_step(self.state, *self._inputs(x, y)))
 
     def stepper(self, x, y):
+        """`run(n)`: n train steps that do not wait (check=False, as a run's loop), then one
+        wait for the device; the inputs are on the device in the net's dtype beforehand."""
+        st = self.state
         xt, yt = self._inputs(x, y)
-        return (lambda: train_step(self.state, xt, yt)), None
+        xt, yt = xt.to(st.device, st.net[0].weight.dtype), yt.to(st.device)
+
+        def run(n: int = 1):
+            for _ in range(n):
+                train_step(st, xt, yt, check=False)
+            synchronize(st.device)
+        return run, None
 
     def logits(self, x, tta_level):
         xt = nchw(x)                                      # already normalized
         if next(self.state.net.parameters()).dtype == torch.float64:
             xt = xt.double()
         return infer_images(self.state.net, xt, tta_level)[1].numpy()
+
+
+    def proxy_arrays(self):
+        return None if self.state.proxy is None else convert.to_arrays(self.state.proxy.net)
+
+    def dtypes(self, x):
+        net = copy.deepcopy(self.state.net).eval()
+        with torch.no_grad():
+            act = dtype_name(net(nchw(x[:2])).dtype)
+        ns = next((dtype_name(o.param_groups[0]["ns_dtype"]) for o in self.state.optimizers
+                   if isinstance(o, Muon)), None)
+        return dict(stored={k: dtype_name(v.dtype) for k, v in self.state.net.state_dict().items()
+                            if v.is_floating_point()}, activations=act, newton_schulz=ns)
 
 
 class TorchWorkload(W.Workload):
@@ -143,6 +166,10 @@ class TorchWorkload(W.Workload):
         r = get_recipe(recipe)
         net = net_for_recipe(r)
         convert.load_arrays(arrays, net)
+        if not isinstance(precision, str):   # a Precision: the state built in that policy
+            net = apply_precision(net, torch.device("cpu"), precision=precision)
+            st = make_train_state(r, n_train, None, net=net, precision=precision, device="cpu")
+            return TorchTrainer(st)
         ns = NS_DTYPES[ns_dtype]
         if precision == "float64":
             net, ns = net.double(), torch.float64
@@ -156,19 +183,56 @@ class TorchWorkload(W.Workload):
             convert.load_arrays(proxy_arrays, st.proxy.net)
         return TorchTrainer(st)
 
-    def from_init(self, recipe, n_train, images, seed=0, **extra):
+    def from_init(self, recipe, n_train, images, seed=0, *, device=None, precision=None,
+                  whiten_all=False, **extra):
         unknown = sorted(set(extra) - {"channels_last"})
         if unknown:
             raise OptionError(f"the torch workload's trainers take channels_last, not "
                               f"{', '.join(unknown)}")
-        cl = uses_channels_last(torch.device("cpu"), extra.get("channels_last"))
+        dev = resolve_device(device or "cpu")
+        cl = uses_channels_last(dev, extra.get("channels_last"))
         fmt = lambda t: to_memory_format(t, cl)  # noqa: E731
-        st = make_train_state(get_recipe(recipe), n_train, fmt(nchw(images))[:64], seed=seed,
-                              device="cpu", channels_last=cl)
+        x = fmt(nchw(images)).to(dev)
+        st = make_train_state(get_recipe(recipe), n_train, x if whiten_all else x[:64],
+                              seed=seed, device=dev, channels_last=cl, precision=precision)
         return TorchTrainer(st, fmt)
 
     def whitening_filters(self, images, kernel_size, eps):
         return whitening_filters(nchw(images), kernel_size, eps).numpy()
+
+    # -- the optimizer's pieces on their own
+    def newton_schulz(self, g, steps, eps, dtype):
+        return newton_schulz(torch.from_numpy(g), steps, eps, NS_DTYPES[dtype]).float().numpy()
+
+    def muon_step(self, param, grad, lr, momentum):
+        p = torch.nn.Parameter(torch.from_numpy(np.array(param)))
+        p.grad = torch.from_numpy(np.asarray(grad))
+        Muon([p], lr=lr, momentum=momentum).step()
+        return p.detach().numpy()
+
+    def learning_rates(self, recipe, n_train):
+        """What train_step sets on each param group (set_learning_rates) at every step."""
+        r = get_recipe(recipe)
+        st = make_train_state(r, n_train, None, net=net_for_recipe(r), device="cpu")
+        total = r.total_steps(n_train)
+        out = {g.name: np.zeros(total) for g in param_groups(r, n_train)}
+        for t in range(total):
+            set_learning_rates(st.optimizers, st.schedules, t)
+            for opt in st.optimizers:
+                for pg in opt.param_groups:
+                    out[pg["spec"].name][t] = pg["lr"]
+        return out
+
+    # -- the backend
+    def compile_clock(self):
+        return compile_clock()
+
+    def set_precision(self, policy):
+        apply_tf32(policy)
+
+    def backend_info(self, device=None, conv_impl=None, recipe=None, batch=None):
+        dev = resolve_device(device)
+        return dict(device=str(dev), channels_last=uses_channels_last(dev))
 
 
 WORKLOAD = TorchWorkload()

@@ -117,14 +117,14 @@ def jax_profile(recipe, x, y, steps: int, conv_impl: str):
     import jax.numpy as jnp
     from airbench_jax import train_step
     from airbench_jax.conv import resolve_impl
-    from parity.sides import JaxSide
+    from airbench_common.workload import get_workload
     batch = len(x)
-    side = JaxSide.from_init(recipe, batch * 50, x, conv_impl=conv_impl)
+    trainer = get_workload("jax").from_init(recipe, batch * 50, x, conv_impl=conv_impl)
     impl = resolve_impl(conv_impl)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
-    compiled = train_step.lower(side.state, xj, yj).compile()
+    compiled = train_step.lower(trainer.state, xj, yj).compile()
     instrs, roots = parse_hlo(compiled.as_text())
-    state = side.state
+    state = trainer.state
     for _ in range(2):
         state, loss = compiled(state, xj, yj)
     loss.block_until_ready()
@@ -175,8 +175,8 @@ def part_of(what: str) -> str:
 
 def torch_profile(recipe, x, y, steps: int):
     from torch.profiler import ProfilerActivity, profile
-    from parity.sides import TorchSide
-    step, _ = TorchSide.from_init(recipe, len(x) * 50, x).stepper(x, y)
+    from airbench_common.workload import get_workload
+    step, _ = get_workload("torch").from_init(recipe, len(x) * 50, x).stepper(x, y)
     for _ in range(2):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

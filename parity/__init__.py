@@ -2,5 +2,6 @@
 
 The only package that imports both. `python -m parity.compare` runs both frameworks for many
 seeds and compares accuracy distributions and timings (parity.study).
-Frameworks are imported lazily (parity.runners), so this package imports without either.
+Frameworks are reached only through their workloads (airbench_common.workload), imported
+lazily, so this package imports without either.
 """

@@ -8,9 +8,14 @@ AIRBENCH_TRACEBACK=1), and nothing is written or created by a command that faile
 from __future__ import annotations
 
 from airbench_common import validate as V
-from airbench_common.recipes import Recipe, get_recipe, parse_overrides, recipe_names
+from airbench_common.recipes import Recipe, parse_overrides, recipe_names
+
+from .numerics.inputs import scaled_recipe
 
 SEED_HIGH = V.SEED_LIMIT - 1
+# the JAX workload's conv lowerings with 'auto' (airbench_jax.conv.IMPLS), written out so that
+# --help imports no jax (a test keeps them equal)
+CONV_IMPLS = ("auto", "onednn", "native", "matmul", "hybrid")
 
 
 def parser(prog: str, description: str, **kw):
@@ -40,12 +45,7 @@ def check_recipe(name, width_scale: float = 1.0, sets=(), option: str = "--recip
     if str(name) not in recipe_names():
         raise V.OptionError(f"{option} {name!r} is not a recipe; choose one of: "
                             f"{', '.join(recipe_names())}")
-    r = get_recipe(name, **parse_overrides(list(sets)))
-    if width_scale != 1.0:
-        w = tuple(max(1, int(round(x * width_scale))) for x in r.widths)
-        pw = tuple(max(1, int(round(x * width_scale))) for x in r.proxy_widths)
-        r = get_recipe(r, widths=w, proxy_widths=pw)
-    return r
+    return scaled_recipe(name, width_scale, **parse_overrides(list(sets)))
 
 
 def count(option: str, value, low: int = 1, high: int | None = None) -> int | None:

@@ -6,9 +6,8 @@ throughput benchmark (`python -m parity.gpu_check`'s throughput stage calls `ben
                            [--json out.json]
 
 Both frameworks take full optimizer steps (forward, backward, optimizer, schedules) of the
-recipe's net on the same random normalized batch, through their public low-level APIs
-(`airbench_torch.make_train_state/train_step`, `airbench_jax.init_train_state/train_step`), each on
-its default device (PyTorch: CUDA if there is one) in that device's default precision policy.
+recipe's net on the same random normalized batch, through their workloads' trainers
+(airbench_common.workload: `from_init`, then `stepper`), each on its default device (PyTorch: CUDA if there is one) in that device's default precision policy.
 JAX's step is compiled first and its compile time reported separately, and every stepper's first
 call (cuDNN's algorithm choice, allocators) is timed apart; the frameworks alternate rep by rep so
 machine noise hits both alike, and each rep runs its steps as a run's loop does, waiting for the
@@ -40,9 +39,9 @@ from airbench_common import get_recipe, parse_overrides
 from airbench_common.env import machine_info, package_versions
 from airbench_common.errors import cli_main
 from airbench_common.validate import OptionError
-from airbench_jax.conv import IMPLS
+from airbench_common.workload import RunOptions, get_workload
 
-from .numerics.batches import to_nchw
+from .args import CONV_IMPLS
 
 
 def forward_flops(recipe) -> float:
@@ -79,62 +78,32 @@ TORCH_CHANNELS_LAST = ("auto", "on", "off", "both")
 MAX_BATCH = 10000  # images per step; five times the default, far past what a benchmark needs
 
 
-def torch_formats(choice: str, device=None) -> dict:
-    """{stepper name: channels_last} for --torch-channels-last on `device` (None: the CPU);
-    "torch" is always there."""
-    import torch
-    from airbench_torch.device import uses_channels_last
+def torch_formats(choice: str, policy: bool) -> dict:
+    """{stepper name: channels_last} for --torch-channels-last, where `policy` is the device's
+    own memory format (channels_last or not); "torch" is always there."""
     if choice not in TORCH_CHANNELS_LAST:
         raise ValueError(f"torch_channels_last {choice!r} is not one of "
                          f"{', '.join(TORCH_CHANNELS_LAST)}")
     if choice != "both":
         return {"torch": {"auto": None, "on": True, "off": False}[choice]}
-    policy = uses_channels_last(torch.device("cpu") if device is None else device)
     return {"torch": policy, "torch_" + ("contiguous" if policy else "channels_last"): not policy}
 
 
 def torch_stepper(r, n_train: int, x_nhwc, y, device, policy, channels_last):
     """A function running n PyTorch train steps on (x, y), then waiting for the device: as a
-    run's loop, nothing waits inside (train_step's check=False)."""
-    import torch
-    import airbench_torch as at
-    from airbench_torch.device import synchronize, to_memory_format, torch_dtype
-    x = to_memory_format(torch.from_numpy(to_nchw(x_nhwc)), channels_last).to(device)
-    state = at.make_train_state(r, n_train, x[:64], seed=0, device=device, precision=policy,
-                                channels_last=channels_last)
-    x = x.to(torch_dtype(policy.compute))
-    yt = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            at.train_step(state, x, yt, check=False)
-        synchronize(device)
-    return run
+    run's loop, nothing waits inside (Trainer.stepper)."""
+    trainer = get_workload("torch").from_init(r, n_train, x_nhwc, seed=0, device=device,
+                                              precision=policy, channels_last=channels_last)
+    return trainer.stepper(x_nhwc, y)[0]
 
 
 def jax_stepper(r, n_train: int, x_nhwc, y, policy, conv_impl: str, scan_steps: int = 0):
     """(a function running n calls of JAX's compiled train_step on (x, y), then waiting for the
     device; its compile seconds). scan_steps=k: each call is k steps as one `lax.scan` program,
     as `train_epoch` runs them."""
-    import jax
-    import jax.numpy as jnp
-    from airbench_jax import init_train_state, train_step
-    from airbench_jax.precision import matmul_context
-    from airbench_jax.loop import train_steps
-    x, yj = jnp.asarray(x_nhwc), jnp.asarray(np.asarray(y).astype(np.int32))
-    with matmul_context(policy):
-        box = [init_train_state(r, n_train, jax.random.PRNGKey(0), whiten_images=x[:64],
-                                precision=policy, conv_impl=conv_impl)]
-        t = time.perf_counter()
-        program = (train_steps.lower(box[0], x, yj, scan_steps) if scan_steps
-                   else train_step.lower(box[0], x, yj)).compile()
-        compile_seconds = time.perf_counter() - t
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            box[0], _ = program(box[0], x, yj)
-        jax.block_until_ready(box[0])
-    return run, compile_seconds
+    trainer = get_workload("jax").from_init(r, n_train, x_nhwc, seed=0, precision=policy,
+                                            conv_impl=conv_impl)
+    return trainer.stepper(x_nhwc, y, scan_steps=scan_steps)
 
 
 def bench(recipe="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto",
@@ -144,20 +113,17 @@ def bench(recipe="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto
     `device`: PyTorch's (None: CUDA if there is one, else the CPU; JAX runs on its default
     backend). scan=True also times JAX as one `lax.scan` program of `steps` steps per rep
     ("jax_scan"), the way `train_epoch` runs, beside the per-step `train_step` calls ("jax")."""
-    import jax
-    from airbench_jax.conv import resolve_impl
-    from airbench_jax.cpu import cpu_info
-    from airbench_jax.precision import resolve as jax_policy
-    from airbench_torch.device import apply_tf32, resolve_device, resolve_precision
+    jax_wl, torch_wl = get_workload("jax"), get_workload("torch")
     r = get_recipe(recipe, **(overrides or {}), batch_size=batch, epochs=1000)
     n_train = batch * 50                # long enough a schedule that steps never run out
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
     labels = rng.integers(0, 10, batch)
-    dev = resolve_device(device)
-    tpol, jpol = resolve_precision(None, dev), jax_policy()
-    apply_tf32(tpol)
-    formats = torch_formats(torch_channels_last, dev)
+    torch_info = torch_wl.backend_info(device)
+    dev = torch_info["device"]
+    tpol, jpol = torch_wl.precision(RunOptions(device=dev)), jax_wl.precision(RunOptions())
+    torch_wl.set_precision(tpol)
+    formats = torch_formats(torch_channels_last, torch_info["channels_last"])
     steppers = {name: torch_stepper(r, n_train, images, labels, dev, tpol, cl)
                 for name, cl in formats.items()}
     steppers["jax"], compile_seconds = jax_stepper(r, n_train, images, labels, jpol, conv_impl)
@@ -187,7 +153,8 @@ def bench(recipe="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto
     med = {k: statistics.median(v) for k, v in rates.items()}
     peak = matmul_peak_gflops()
     flops = 3 * forward_flops(r)
-    impl = resolve_impl(conv_impl)
+    impl = jax_wl.conv_impl(conv_impl)
+    jax_info = jax_wl.backend_info(conv_impl=impl, recipe=r, batch=batch)
     extra = {}
     if scan:
         extra["ratio_jax_scan_over_step"] = med["jax_scan"] / med["jax"]
@@ -197,17 +164,17 @@ def bench(recipe="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto
     return dict(
         recipe=recipe if isinstance(recipe, str) else r.name, widths=list(r.widths), batch=batch,
         steps_per_rep=steps, reps=reps, dtype=tpol.compute,
-        data="synthetic normal(0, 1) images", device=str(dev), jax_device=str(jax.devices()[0]),
+        data="synthetic normal(0, 1) images", device=dev, jax_device=jax_info["device"],
         precision=dict(torch=tpol.to_dict(), jax=jpol.to_dict()),
         torch_channels_last=formats, **extra,
-        conv_impl=impl, onednn=onednn_info(impl, r, batch), images_per_second=med,
+        conv_impl=impl, onednn=jax_info["onednn"], images_per_second=med,
         all_rates=rates, page_faults_per_step={k: statistics.median(v) for k, v in faults.items()},
         ratio_jax_over_torch=med["jax"] / med["torch"],
         ratios_jax_over={k: med["jax"] / v for k, v in med.items() if k.startswith("torch")},
         jax_compile_seconds=compile_seconds, compile_seconds=compile_all,
         first_call_seconds=first_call,
         rate_spread={k: (max(v) - min(v)) / statistics.median(v) for k, v in rates.items()},
-        load_average=dict(before=load_before, after=load_after), cpu=cpu_info(),
+        load_average=dict(before=load_before, after=load_after), cpu=jax_info["cpu"],
         XLA_FLAGS=os.environ.get("XLA_FLAGS", ""),
         timing="frameworks alternate rep by rep; each rep runs steps_per_rep train steps and then "
                "waits for the device (torch.cuda.synchronize / jax.block_until_ready); compile "
@@ -218,17 +185,6 @@ def bench(recipe="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto
         machine=machine_info())
 
 
-def onednn_info(impl: str, recipe, batch: int) -> dict:
-    """oneDNN's status and version, and where JAX used it, its kernels for the first 3x3 conv."""
-    from airbench_jax import onednn
-    st = onednn.status()
-    info = dict(available=st.available, reason=st.reason, version=st.onednn_version)
-    if impl == "onednn":
-        info["kernels_first_conv"] = onednn.kernels((batch, 31, 31, 24),
-                                                    (3, 3, 24, recipe.widths[0]))
-    return info
-
-
 @cli_main
 def main(argv=None) -> int:
     from . import args as A  # noqa: PLC0415
@@ -237,7 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2000, help=f"images per step (1 to {MAX_BATCH})")
     p.add_argument("--steps", type=int, default=3, help="steps per timed rep")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--conv-impl", default="auto", choices=IMPLS,
+    p.add_argument("--conv-impl", default="auto", choices=CONV_IMPLS,
                    help="JAX convolution lowering (default: $AIRBENCH_JAX_CONV, else per backend)")
     p.add_argument("--scan", action="store_true",
                    help="also time JAX's steps as one lax.scan program (as train_epoch runs)")
@@ -261,8 +217,8 @@ def main(argv=None) -> int:
     res = bench(a.recipe, a.batch, a.steps, a.reps, a.conv_impl, overrides,
                 torch_channels_last=a.torch_channels_last, scan=a.scan)
     ips = res["images_per_second"]
-    from airbench_jax.cpu import describe
-    print(f"{a.recipe} batch {a.batch} {res['precision']['torch']['name']} on {describe()}")
+    summary = get_workload("jax").backend_info()["summary"]
+    print(f"{a.recipe} batch {a.batch} {res['precision']['torch']['name']} on {summary}")
     la = res["load_average"]
     print(f"  load average (1 min) {la['before'][0]:.1f} before, {la['after'][0]:.1f} after "
           f"the timed reps; XLA_FLAGS={res['XLA_FLAGS']!r}")

@@ -34,9 +34,8 @@ from airbench_common.errors import cli_main
 
 from .numerics.lockstep import plot, run, summarize, summary_table
 from .numerics.setting import setup_precision
+from .args import CONV_IMPLS
 
-# airbench_jax.conv.IMPLS, written out so that --help imports no jax (a test keeps them equal)
-CONV_IMPLS = ("auto", "onednn", "native", "matmul", "hybrid")
 
 
 @cli_main

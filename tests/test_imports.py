@@ -190,16 +190,6 @@ def test_no_module_imports_a_private_name_of_another():
     assert not found, "private names imported: " + "; ".join(found)
 
 
-# parity modules still reaching into a framework package, until the numerics go through the
-# workloads (helper "rewire" empties this; an entry whose import is gone fails below)
-KNOWN_DIRECT = {
-    "parity.bench", "parity.numerics.__main__",
-    "parity.numerics.checks", "parity.numerics.convert", "parity.numerics.lockstep",
-    "parity.numerics.lr", "parity.numerics.policies", "parity.numerics.setting",
-    "parity.numerics.steps", "parity.sides", "parity.study.upstream_runner",
-}
-
-
 def test_parity_reaches_the_frameworks_only_through_their_workloads():
     """parity/ imports airbench_jax / airbench_torch only as airbench_{jax,torch}.workload
     (airbench_common.workload.get_workload imports those by name)."""
@@ -207,8 +197,5 @@ def test_parity_reaches_the_frameworks_only_through_their_workloads():
     found = {m: [t for t in sorted(edges)
                  if t.split(".")[0] in FRAMEWORK_PACKAGES and t not in WORKLOADS]
              for m, edges in sorted(graph.items()) if m.split(".")[0] == "parity"}
-    found = {m: ts for m, ts in found.items() if ts}
-    new = [f"{m} -> {', '.join(ts)}" for m, ts in found.items() if m not in KNOWN_DIRECT]
-    assert not new, "parity imports framework modules directly: " + "; ".join(new)
-    stale = sorted(KNOWN_DIRECT - set(found))
-    assert not stale, f"no longer direct, remove from KNOWN_DIRECT: {stale}"
+    found = [f"{m} -> {', '.join(ts)}" for m, ts in found.items() if ts]
+    assert not found, "parity imports framework modules directly: " + "; ".join(found)

@@ -14,9 +14,10 @@ pytest.importorskip("torch")
 pytest.importorskip("flax")
 
 from airbench_common import recipe_names  # noqa: E402
-from parity import sides  # noqa: E402
-from parity.numerics import checks, convert, lr, steps  # noqa: E402
-from parity.numerics.batches import BatchStream, normalize, synthetic_images, to_nchw  # noqa: E402
+from airbench_common.workload import get_workload  # noqa: E402
+from parity.numerics import checks, lr, steps  # noqa: E402
+from parity.numerics.batches import BatchStream, normalize, synthetic_images  # noqa: E402
+from parity.numerics.inputs import reference_weights, scaled_recipe  # noqa: E402
 from parity.numerics.rows import Report  # noqa: E402
 from parity.numerics.setting import setup_precision  # noqa: E402
 from parity.numerics.tolerances import compare  # noqa: E402
@@ -38,12 +39,11 @@ def data():
 
 def _setup(name, data, **over):
     imgs, labs = data
-    r = sides.scaled_recipe(name, SCALE, **over)
+    r = scaled_recipe(name, SCALE, **over)
     s = BatchStream(imgs, labs, batch_size=BATCH, seed=0, flip=r.flip, altflip=r.altflip,
                     translate=r.translate, cutout=r.cutout, total_steps=2)
     w = normalize(imgs)
-    tnet = sides.reference_torch_net(r, w, seed=0)
-    return r, tnet, s.batch(0), s.batch(1), w
+    return r, reference_weights(r, w, seed=0), s.batch(0), s.batch(1), w
 
 
 def _assert_ok(rep):
@@ -67,10 +67,10 @@ SAME_NET_AS = {"airbench93": "airbench94", "airbench95": "airbench94",
                                   if n in SAME_NET_AS or n == "airbench94_muon"
                                   else n for n in recipe_names()])
 def test_forward_backward(name, data):
-    r, tnet, (x, y), _, _ = _setup(name, data, filter_keep=0)
+    r, arrays, (x, y), _, _ = _setup(name, data, filter_keep=0)
     rep = Report()
     impls = ("native", "matmul") if name == "airbench94" else ("matmul",)
-    checks.check_forward(rep, name, tnet, r, x, y, impls)
+    checks.check_forward(rep, name, arrays, r, x, y, impls)
     seen = {row.check for row in rep.rows}
     assert {"logits train mode", "logits eval mode", "grad 7.weight", "grad 0.bias"} <= seen
     _assert_ok(rep)
@@ -90,27 +90,27 @@ def test_slow_forward_recipes_share_a_default_recipes_net():
 
 @pytest.mark.parametrize("name", recipe_names())
 def test_lr_schedules_whole_run(name, data):
-    r, tnet, _, _, _ = _setup(name, data, filter_keep=0)
+    r, _, _, _, _ = _setup(name, data, filter_keep=0)
     rep = Report()
-    lr.check_lrs(rep, name, r, tnet, n_train=50000)
+    lr.check_lrs(rep, name, r, n_train=50000)
     _assert_ok(rep)
 
 
 def test_tta_levels(data):
-    r, tnet, (x, y), _, _ = _setup("airbench94", data)
+    r, arrays, (x, y), _, _ = _setup("airbench94", data)
     rep = Report()
-    checks.check_tta(rep, "airbench94", tnet, r, x, ("matmul",))
+    checks.check_tta(rep, "airbench94", arrays, r, x, ("matmul",))
     assert len(rep.rows) == 3
     _assert_ok(rep)
 
 
 def test_muon_steps_freeze_renorm(data):
-    r, tnet, (x, y), (x2, y2), _ = _setup("airbench94_muon", data)
+    r, arrays, (x, y), (x2, y2), _ = _setup("airbench94_muon", data)
     rep = Report()
-    jt = sides.jax_state(r, 50000, convert.torch_to_arrays(tnet), "matmul", "float32")
-    steps.check_steps(rep, r.name, tnet, r, 50000, x, y, x2, y2, jtemplate=jt)
-    steps.check_freeze(rep, r.name, tnet, r, 50000, x, y, jt)
-    steps.check_renorm(rep, r.name, tnet, r)
+    jt = get_workload("jax").from_arrays(r, 50000, arrays)
+    steps.check_steps(rep, r.name, arrays, r, 50000, x, y, x2, y2, jtemplate=jt)
+    steps.check_freeze(rep, r.name, arrays, r, 50000, x, y, jt)
+    steps.check_renorm(rep, r.name, arrays, r)
     groups = {row.check.split("[")[1].split("]")[0] for row in rep.rows if "delta [" in row.check}
     assert groups == {"whiten_bias", "norm_biases", "head", "filters"}
     # each side's float64 run is float64 throughout (BatchNorm, head, loss, Newton-Schulz): with
@@ -121,11 +121,11 @@ def test_muon_steps_freeze_renorm(data):
 
 
 def test_sgd_steps_and_lookahead(data):
-    r, tnet, (x, y), (x2, y2), _ = _setup("airbench94", data)
+    r, arrays, (x, y), (x2, y2), _ = _setup("airbench94", data)
     rep = Report()
-    jt = sides.jax_state(r, 50000, convert.torch_to_arrays(tnet), "matmul", "float32")
-    steps.check_steps(rep, r.name, tnet, r, 50000, x, y, x2, y2, jtemplate=jt)
-    steps.check_lookahead(rep, r.name, tnet, r, 50000, x, y, jt)
+    jt = get_workload("jax").from_arrays(r, 50000, arrays)
+    steps.check_steps(rep, r.name, arrays, r, 50000, x, y, x2, y2, jtemplate=jt)
+    steps.check_lookahead(rep, r.name, arrays, r, 50000, x, y, jt)
     assert any("lookahead" in row.check for row in rep.rows)
     _assert_ok(rep)
 
@@ -140,12 +140,12 @@ def test_newton_schulz_and_whitening(data):
 
 def test_a_real_difference_is_caught(data):
     """The checks have teeth: a one-ulp-scale change passes, a 1e-3 change of one weight fails."""
-    r, tnet, (x, y), _, _ = _setup("airbench94", data)
-    arrays = convert.torch_to_arrays(tnet)
-    j = sides.jax_forward(sides.jax_net(r, arrays, "matmul"), r, x, y, train=False)
+    r, arrays, (x, y), _, _ = _setup("airbench94", data)
+    jax_wl = get_workload("jax")
+    t = get_workload("torch").from_arrays(r, 50000, arrays).forward(x, y, train=False)
+    j = jax_wl.from_arrays(r, 50000, arrays).forward(x, y, train=False)
     arrays["7.weight"] = arrays["7.weight"] * np.float32(1.001)
-    j_bad = sides.jax_forward(sides.jax_net(r, arrays, "matmul"), r, x, y, train=False)
-    t = sides.torch_forward(tnet, r, to_nchw(x), y, train=False)
+    j_bad = jax_wl.from_arrays(r, 50000, arrays).forward(x, y, train=False)
     assert compare(j["logits"], t["logits"], "logits_eval")["ok"]
     assert not compare(j_bad["logits"], t["logits"], "logits_eval")["ok"]
 
@@ -159,10 +159,23 @@ def _names_shapes(r):
     return {k: tuple(v.shape) for k, v in net_for_recipe(r).state_dict().items()}
 
 
+@pytest.mark.parametrize("name", ["airbench94", "airbench96", "airbench94_muon"])
+def test_net_shapes_are_the_torch_nets_state_dict(name):
+    """The shared weights' names, shapes and order (the order the reference draws follow) are
+    those of airbench_torch's net, and the trainable ones those it trains."""
+    from airbench_torch.net import net_for_recipe
+    from parity.numerics.groups import trainable_names
+    r = scaled_recipe(name, 1 / 8)
+    net = net_for_recipe(r)
+    assert list(ni.net_shapes(r).items()) == list(_names_shapes(r).items())
+    assert trainable_names(ni.net_shapes(r), r) == [k for k, p in net.named_parameters()
+                                                     if p.requires_grad]
+
+
 def test_inputs_do_not_depend_on_eigh_signs_or_last_bits(data, monkeypatch):
     """What differs between machines (an eigenvector's sign, float64 last bits of a reduction)
     must not reach the inputs."""
-    r = sides.scaled_recipe("airbench96", SCALE)
+    r = scaled_recipe("airbench96", SCALE)
     w = normalize(data[0])
     shapes = _names_shapes(r)
     ref = ni.reference_arrays(r, w, shapes, seed=0)
@@ -211,7 +224,7 @@ SYNTH_SHA = {
 
 @pytest.mark.parametrize("name", sorted(SYNTH_SHA))
 def test_inputs_hash_is_the_committed_one(name, data):
-    r = sides.scaled_recipe(name, SCALE)
+    r = scaled_recipe(name, SCALE)
     w = normalize(data[0])
     arrays = ni.reference_arrays(r, w, _names_shapes(r), seed=0)
     s = BatchStream(data[0], data[1], batch_size=BATCH, seed=0, flip=r.flip, altflip=r.altflip,

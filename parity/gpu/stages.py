@@ -86,23 +86,23 @@ def runs(out: Path, deadline: float, train, test, data_ident: dict, overrides: d
          max_pairs: int, log=print) -> dict:
     """airbench94_muon runs, JAX then PyTorch per seed, each record appended as it ends, while
     the next pair is expected to end before `deadline` (from the slowest pair so far)."""
-    import importlib
-    # by module path: both packages export a function named `train` that hides the submodule
-    jt = importlib.import_module("airbench_jax.run")
-    tt = importlib.import_module("airbench_torch.train")
+    from airbench_common.workload import RunOptions, get_workload
+    workloads = {name: get_workload(name) for name in ("jax", "torch")}
     path = out / "runs.jsonl"
     first = next_seed(path)   # a later invocation (--stages runs) continues the seeds
-    common = dict(overrides=overrides, train_data=train, test_data=test, eval_every_epoch=False)
+    options = RunOptions(recipe=RECIPE, overrides=overrides, train_data=train, test_data=test,
+                         eval_every_epoch=False)
     done, pair_seconds = {"jax": [], "torch": []}, []
     t0 = time.perf_counter()
-    tt.warmup(RECIPE, overrides=overrides, test_data=test)   # first-call work, outside the runs
+    # first-call work, outside the runs
+    workloads["torch"].warmup(RunOptions(recipe=RECIPE, overrides=overrides, test_data=test))
     warm = time.perf_counter() - t0
     for seed in range(first, first + max_pairs):
         if pair_seconds and time.time() + 1.2 * max(pair_seconds) > deadline:
             break
         tp = time.perf_counter()
-        for name, fn in (("jax", jt.run_recipe), ("torch", tt.run_recipe)):
-            rec = fn(RECIPE, seed, **common)
+        for name, workload in workloads.items():
+            rec = workload.run(options, seed)
             rec["data"] = {**rec.get("data", {}), **data_ident,
                            "label": f"{data_ident.get('source')}"}
             rec["preset"] = "gpu_check"

@@ -60,10 +60,10 @@ def check_impls(text) -> tuple[str, ...] | None:
             raise OptionError(f"--impls: {impl!r} is not a JAX conv lowering; give "
                               f"comma-separated names among {', '.join(known)}")
     if "onednn" in impls:
-        from airbench_jax import onednn  # noqa: PLC0415
-        st = onednn.status()
-        if not st.available:
-            raise OptionError(f"--impls onednn: oneDNN is not available here ({st.reason}); "
+        from airbench_common.workload import get_workload  # noqa: PLC0415 - imports jax
+        why = get_workload("jax").conv_impls()["onednn"]
+        if why:
+            raise OptionError(f"--impls onednn: oneDNN does not run here ({why}); "
                               f"give {', '.join(IMPLS)}")
     return impls
 

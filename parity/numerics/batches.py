@@ -28,6 +28,7 @@ batch does not depend on which batches were built before it.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -191,3 +192,25 @@ def synthetic_images(n: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray,
     raw = rng.integers(0, 256, size=(n, size + 2, size + 2, 3)).astype(np.float32)
     smooth = (raw[:, :-2, :-2] + raw[:, 1:-1, 1:-1] + raw[:, 2:, 2:] + raw[:, 1:-1, :-2]) / 4
     return smooth.astype(np.uint8), rng.integers(0, 10, size=n).astype(np.int64)
+
+
+def load_images(n: int, data: str = "auto", seed: int = 0, n_test: int = 0,
+                tag: str = "numerics"):
+    """(uint8 NHWC training images, labels, test images, test labels, source label): the first
+    n CIFAR-10 training images (and n_test test images) if a dataset is configured
+    (data='auto'/'real'), else synthetic ones (one draw of n + n_test, split); `tag` names the
+    command in the message saying it fell back to synthetic images."""
+    if data in ("auto", "real"):
+        try:
+            from airbench_common.data import dataset_label, load_cifar10
+            tr = load_cifar10("train", download=False)
+            te = load_cifar10("test", download=False) if n_test else (tr[0][:0], tr[1][:0])
+            return (tr[0][:n], tr[1][:n].astype(np.int64), te[0][:n_test],
+                    te[1][:n_test].astype(np.int64), dataset_label())
+        except Exception as exc:  # noqa: BLE001 - any missing/corrupt dataset -> synthetic
+            if data == "real":
+                raise
+            print(f"[{tag}] no dataset ({type(exc).__name__}); using synthetic images",
+                  file=sys.stderr)
+    xi, yi = synthetic_images(n + n_test, seed)
+    return xi[:n], yi[:n], xi[n:], yi[n:], "synthetic"

@@ -4,7 +4,6 @@ logits, and `run_recipe_checks`, which runs them with the optimizer-step checks 
 learning rates (lr) on one recipe's shared weights and batches."""
 from __future__ import annotations
 
-import copy
 import sys
 import time
 
@@ -12,66 +11,57 @@ import numpy as np
 
 from airbench_common import get_recipe
 from airbench_common.recipes import Recipe
+from airbench_common.workload import get_workload
 
 from . import convert, inputs
-from .batches import BatchStream, normalize, to_nchw
+from .batches import BatchStream, load_images, normalize
+from .inputs import scaled_recipe
 from .lr import check_lrs
 from .rows import Report
 from .steps import check_freeze, check_lookahead, check_renorm, check_steps
-from ..sides import (jax_forward, jax_net, jax_net64, jax_state, load_images,
-                     reference_torch_net, scaled_recipe, torch_forward)
 
 IMPLS = ("native", "matmul")
+N_TRAIN = 50000   # the run length the trainers' schedules assume (a whole CIFAR-10 epoch set)
 
 
 def default_impls() -> tuple[str, ...]:
-    """The lowerings checked: native and matmul always, and oneDNN where JAX runs on the CPU and
-    it is available."""
-    import jax
-    from airbench_jax import onednn
-    on_cpu = jax.default_backend() == "cpu"
-    return IMPLS + (("onednn",) if on_cpu and onednn.status().available else ())
+    """The lowerings checked: native and matmul always, and oneDNN where it runs here (JAX on
+    the CPU, oneDNN installed)."""
+    runs = get_workload("jax").conv_impls()
+    return IMPLS + (("onednn",) if runs.get("onednn") == "" else ())
 
 
 # ---------------------------------------------------------------------- the checks
-def check_roundtrip(rep: Report, name: str, tnet, r: Recipe):
+def check_roundtrip(rep: Report, name: str, arrays, r: Recipe):
     """The weights through the conversion both ways and through the local map: bit-exact."""
-    import torch
-    arrays = convert.torch_to_arrays(tnet)
-    jnet = jax_net(r, arrays, IMPLS[0])
-    bad = convert.bitwise_equal(arrays, convert.jax_to_arrays(jnet))
+    jt = get_workload("jax").from_arrays(r, N_TRAIN, arrays, conv_impl=IMPLS[0])
+    j_arrays = jt.arrays()
+    bad = convert.bitwise_equal(arrays, j_arrays)
     rep.add_exact(name, "convert torch->jax->arrays bitwise", not bad, ", ".join(bad[:3]))
-    t2 = copy.deepcopy(tnet)
-    with torch.no_grad():
-        for p in t2.state_dict().values():
-            p.zero_()
-    convert.jax_to_torch(jnet, t2)
-    bad = convert.bitwise_equal(arrays, convert.torch_to_arrays(t2))
+    tt = get_workload("torch").from_arrays(r, N_TRAIN, {k: np.zeros_like(v)
+                                                        for k, v in arrays.items()})
+    tt.load_arrays(j_arrays)
+    bad = convert.bitwise_equal(arrays, tt.arrays())
     rep.add_exact(name, "convert torch->jax->torch bitwise", not bad, ", ".join(bad[:3]))
-    bad = convert.bitwise_equal(arrays, convert.local_to_torch_arrays(jnet))
+    bad = convert.bitwise_equal(arrays, convert.local_to_torch_arrays(jt.net()))
     rep.add_exact(name, "convert local map == airbench_jax map", not bad, ", ".join(bad[:3]))
 
 
-def check_forward(rep: Report, name, tnet, r, x, y, impls, tag="", allow_floor=True,
+def check_forward(rep: Report, name, arrays, r, x, y, impls, tag="", allow_floor=True,
                   f64_tol="forward_f64_ties"):
     """Logits, loss, every gradient and BatchNorm running stats after one forward, in train and eval
     mode, for each JAX conv impl; float64 forwards of both sides set each row's noise floor."""
-    import jax
-    xc = to_nchw(x)
-    arrays = convert.torch_to_arrays(tnet)
-    t_train = torch_forward(tnet, r, xc, y, train=True)
-    t_eval = torch_forward(tnet, r, xc, y, train=False)
-    t64 = copy.deepcopy(tnet).double()
-    r_train = torch_forward(t64, r, xc, y, train=True)
-    r_eval = torch_forward(t64, r, xc, y, train=False)
+    jax_wl, torch_wl = get_workload("jax"), get_workload("torch")
+    tt = torch_wl.from_arrays(r, N_TRAIN, arrays)
+    t_train, t_eval = tt.forward(x, y, train=True), tt.forward(x, y, train=False)
+    t64 = torch_wl.from_arrays(r, N_TRAIN, arrays, precision="float64")
+    r_train, r_eval = t64.forward(x, y, train=True), t64.forward(x, y, train=False)
     stat_keys = [k for k in arrays if k.endswith(("running_mean", "running_var"))]
     for impl in impls:
-        j_train = jax_forward(jax_net(r, arrays, impl), r, x, y, train=True)
-        j_eval = jax_forward(jax_net(r, arrays, impl), r, x, y, train=False)
-        with jax.enable_x64(True):
-            x64 = np.asarray(x, np.float64)
-            q_train = jax_forward(jax_net64(r, arrays, impl), r, x64, y, train=True)
-            q_eval = jax_forward(jax_net64(r, arrays, impl), r, x64, y, train=False)
+        jt = jax_wl.from_arrays(r, N_TRAIN, arrays, conv_impl=impl)
+        j_train, j_eval = jt.forward(x, y, train=True), jt.forward(x, y, train=False)
+        j64 = jax_wl.from_arrays(r, N_TRAIN, arrays, conv_impl=impl, precision="float64")
+        q_train, q_eval = j64.forward(x, y, train=True), j64.forward(x, y, train=False)
 
         def add(check, j, t, ref, q, tol):
             rep.add(name, check + tag, j, t, tol, impl, ref64=ref, jax64=q,
@@ -110,29 +100,20 @@ def check_forward(rep: Report, name, tnet, r, x, y, impls, tag="", allow_floor=T
     return t_train
 
 
-def check_tta(rep: Report, name, tnet, r, x, impls):
-    import torch
-    from flax import nnx
-    from airbench_torch.train import infer_images
-    from airbench_jax.evaluation import infer_arrays
-    xc = torch.from_numpy(to_nchw(x))                 # already normalized
-    arrays = convert.torch_to_arrays(tnet)
+def check_tta(rep: Report, name, arrays, r, x, impls):
+    """Evaluation logits with test-time augmentation levels 0 to 2, each framework's own."""
+    tt = get_workload("torch").from_arrays(r, N_TRAIN, arrays)
     for level in (0, 1, 2):
-        tl = infer_images(copy.deepcopy(tnet), xc, level)[1].numpy()
+        tl = tt.logits(x, level)                    # x: already normalized
         for impl in impls[-1:]:
-            g, p, rest = nnx.split(jax_net(r, arrays, impl), nnx.Param, ...)
-            p, rest = nnx.to_pure_dict(p), nnx.to_pure_dict(rest)
-            jl = np.asarray(infer_arrays(g, p, rest, x, level, batch=len(x)))
-            rep.add(name, f"TTA logits level {level}", jl, tl, "tta", impl)
+            jt = get_workload("jax").from_arrays(r, N_TRAIN, arrays, conv_impl=impl)
+            rep.add(name, f"TTA logits level {level}", jt.logits(x, level), tl, "tta", impl)
 
 
 def whitening_compare(rep: Report, name, r, w_nhwc):
-    import torch
-    from airbench_torch.net import whitening_filters
-    from airbench_jax.model import whitening_kernel
     k = r.whiten_kernel
-    tw = whitening_filters(torch.from_numpy(to_nchw(w_nhwc)), k, r.whiten_eps).numpy()
-    jw = np.asarray(whitening_kernel(w_nhwc, k, r.whiten_eps)).transpose(3, 2, 0, 1)  # -> OIHW
+    tw = get_workload("torch").whitening_filters(w_nhwc, k, r.whiten_eps)
+    jw = get_workload("jax").whitening_filters(w_nhwc, k, r.whiten_eps)     # both OIHW
     half = tw.shape[0] // 2
     a = jw.reshape(tw.shape[0], -1).astype(np.float64)
     b = tw.reshape(tw.shape[0], -1).astype(np.float64)
@@ -188,24 +169,23 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
     else:
         note = ""
     impls = default_impls() if impls is None else impls
-    imgs, labs, src = load_images(max(whiten_n, 4 * batch), data, seed)
+    imgs, labs, _, _, src = load_images(max(whiten_n, 4 * batch), data, seed)
     stream = BatchStream(imgs, labs, batch_size=batch, seed=seed, flip=r.flip, altflip=r.altflip,
                          translate=r.translate, cutout=r.cutout, total_steps=2)
     (x, y), (x2, y2) = stream.batch(0), stream.batch(1)
     w_imgs = normalize(imgs[:whiten_n])
-    tnet = reference_torch_net(r, w_imgs, seed)
+    arrays = inputs.reference_weights(r, w_imgs, seed)
     xd = inputs.well_conditioned(x, seed)
     rep.meta.setdefault("recipes", {})[name] = dict(
         widths=r.widths, depth=r.depth, batch=batch, data=src, whiten_images=len(w_imgs),
-        note=note, inputs_sha256=inputs.inputs_sha256(convert.torch_to_arrays(tnet), x, y, x2, y2,
-                                                      xd))
+        note=note, inputs_sha256=inputs.inputs_sha256(arrays, x, y, x2, y2, xd))
     timer = _Timer(name, log)
     first_row = len(rep.rows)
-    check_roundtrip(rep, name, tnet, r)
+    check_roundtrip(rep, name, arrays, r)
     whitening_compare(rep, name, r, w_imgs)
     timer("roundtrip+whitening")
     n0 = len(rep.rows)
-    check_forward(rep, name, tnet, r, x, y, impls)
+    check_forward(rep, name, arrays, r, x, y, impls)
     for row in rep.rows[n0:]:
         if row.via == "floor":
             row.note = ("ill-conditioned input: real images tie max-pool windows exactly, and "
@@ -215,34 +195,33 @@ def run_recipe_checks(rep: Report, name: str, *, width_scale=1.0, batch=32, seed
     # results must agree to float64 rounding ("float64 both", tight); a float32 row may still need
     # the floor, where float32 itself loses digits (conv weights behind BatchNorm)
     n1 = len(rep.rows)
-    check_forward(rep, name, tnet, r, xd, y, impls, tag=" [well-conditioned]",
+    check_forward(rep, name, arrays, r, xd, y, impls, tag=" [well-conditioned]",
                   f64_tol="forward_f64")
     for row in rep.rows[n1:]:
         if row.via == "floor":
             row.note = ("float32 conditioning, no ties: one framework's float32 result is this far "
                         "from float64 by rounding alone; the float64 results agree (float64 both)")
     timer("forward/grad")
-    check_tta(rep, name, tnet, r, x, impls)
+    check_tta(rep, name, arrays, r, x, impls)
     timer("tta")
     if steps:
-        from airbench_jax.conv import resolve_impl
-        arrays0 = convert.torch_to_arrays(tnet)
-        impl = resolve_impl("auto")  # the steps run with the lowering training uses here
-        jt = jax_state(r, n_train, arrays0, impl, "float32")
-        check_steps(rep, name, tnet, r, n_train, x, y, x2, y2, impl=impl, jtemplate=jt)
-        check_freeze(rep, name, tnet, r, n_train, x, y, jt)
+        jax_wl = get_workload("jax")
+        impl = jax_wl.conv_impl("auto")  # the steps run with the lowering training uses here
+        jt = jax_wl.from_arrays(r, n_train, arrays, conv_impl=impl)
+        check_steps(rep, name, arrays, r, n_train, x, y, x2, y2, impl=impl, jtemplate=jt)
+        check_freeze(rep, name, arrays, r, n_train, x, y, jt)
         if r.lookahead:
-            check_lookahead(rep, name, tnet, r, n_train, x, y, jt)
+            check_lookahead(rep, name, arrays, r, n_train, x, y, jt)
         if r.optimizer == "muon":
-            check_renorm(rep, name, tnet, r)
+            check_renorm(rep, name, arrays, r)
             if bf16:
-                jb = jax_state(r, n_train, arrays0, impl, "bfloat16")
-                check_steps(rep, name, tnet, r, n_train, x, y, x2, y2, ns_dtype="bfloat16",
+                jb = jax_wl.from_arrays(r, n_train, arrays, conv_impl=impl, ns_dtype="bfloat16")
+                check_steps(rep, name, arrays, r, n_train, x, y, x2, y2, ns_dtype="bfloat16",
                             impl=impl, jtemplate=jb, groups_only=("filters",), tag=" bf16 NS",
                             n_steps=1)
         timer("steps")
     if lrs:
-        check_lrs(rep, name, r, tnet)
+        check_lrs(rep, name, r)
         timer("lrs")
     if log:
         rep.flush_failures(first_row)

@@ -1,22 +1,18 @@
-"""PyTorch state dict <-> Flax NNX CifarNet, both ways, exactly.
+"""The weight conversion's cross-check: an independent map between upstream's state-dict names
+and the Flax NNX CifarNet, and bit-exact comparison of two sets of named arrays.
 
 Names are upstream airbench's state-dict keys (``0.weight``, ``2.conv1.weight``,
-``2.norm1.{weight,bias,running_mean,running_var,num_batches_tracked}``, ..., ``7.weight``), so an
-upstream ``airbench`` state dict converts too (its float16 conv/linear weights widen to float32
-exactly; converting back casts to the target tensor's dtype, exact again for values that came from
-float16).
-
+``2.norm1.{weight,bias,running_mean,running_var,num_batches_tracked}``, ..., ``7.weight``).
 Layouts: conv OIHW (torch) <-> HWIO (Flax), transpose (2, 3, 1, 0); Linear (out, in) <-> head
 kernel (in, out); BatchNorm bias/running_mean/running_var copied; num_batches_tracked int64 <->
 int32 counter; BatchNorm weight: frozen at 1 in both frameworks, absent from the Flax module (a
 torch weight that is not all ones cannot be represented and is refused).
 
-The array mappings are the packages' own: airbench_jax.convert's (``from_torch_arrays`` /
-``to_torch_arrays``) and airbench_torch.convert's (torch tensors <-> numpy); this file adds a strict
-key/shape check on the JAX side (the expected key set comes from ``local_to_torch_arrays``), the
-conversions both ways, and an independent mapping (``local_from_torch_arrays`` /
-``local_to_torch_arrays``) written against the Flax module tree, a cross-check of
-airbench_jax.convert's (parity.numerics' "convert local map" row, tests/test_parity_convert.py).
+The conversions the checks use are the packages' own, behind their workloads' trainers
+(`Trainer.arrays` / `load_arrays`: airbench_torch.convert, airbench_jax.convert); the map here
+(``local_from_torch_arrays`` / ``local_to_torch_arrays``) is written against the Flax module
+tree instead, a cross-check of airbench_jax.convert's (parity.numerics' "convert local map" row,
+tests/test_parity_convert.py), on the net a JAX trainer holds (`JaxTrainer.net()`).
 """
 from __future__ import annotations
 
@@ -24,19 +20,6 @@ import re
 from typing import Mapping
 
 import numpy as np
-
-
-# ---------------------------------------------------------------------- torch side
-def torch_to_arrays(net_or_state) -> dict[str, np.ndarray]:
-    """A torch module or state dict -> {name: numpy array} (airbench_torch.convert.to_arrays)."""
-    from airbench_torch.convert import to_arrays
-    return to_arrays(net_or_state)
-
-
-def arrays_to_torch(arrays: Mapping[str, np.ndarray], net) -> None:
-    """{name: array} into a torch module in place, strictly (airbench_torch.convert.load_arrays)."""
-    from airbench_torch.convert import load_arrays
-    load_arrays(arrays, net)
 
 
 # ---------------------------------------------------------------------- JAX side (local map)
@@ -115,53 +98,6 @@ def local_to_torch_arrays(net) -> dict[str, np.ndarray]:
                 norm.num_batches_tracked[...]).astype(np.int64)
     out["7.weight"] = np.asarray(net.head[...]).T
     return {k: np.array(v, order="C") for k, v in out.items()}  # (ascontiguousarray makes 0-d 1-d)
-
-
-def jax_from_arrays(net, arrays: Mapping[str, np.ndarray]) -> None:
-    """Load upstream-named arrays into a Flax NNX CifarNet in place. Strict: the key set must be
-    exactly the net's (a depth-3 state dict does not load into a depth-2 net)."""
-    expected = set(local_to_torch_arrays(net))
-    missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
-    if missing or extra:
-        raise KeyError(f"state-dict keys differ from the Flax net's: missing {missing}, "
-                       f"unexpected {extra}")
-    from airbench_jax import convert as jconv
-    jconv.from_torch_arrays(net, dict(arrays))
-
-
-def jax_to_arrays(net) -> dict[str, np.ndarray]:
-    from airbench_jax import convert as jconv
-    return {k: np.asarray(v) for k, v in jconv.to_torch_arrays(net).items()}
-
-
-# ---------------------------------------------------------------------- both
-def torch_to_jax(torch_net_or_state, jax_net) -> None:
-    """Copy a torch CifarNet (or an upstream state dict) into a Flax NNX CifarNet, in place."""
-    jax_from_arrays(jax_net, torch_to_arrays(torch_net_or_state))
-
-
-def jax_to_torch(jax_net, torch_net) -> None:
-    """Copy a Flax NNX CifarNet into a torch CifarNet, in place."""
-    arrays_to_torch(jax_to_arrays(jax_net), torch_net)
-
-
-def widths_depth_of(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[int, int, int], int]:
-    """(widths, depth) of an upstream-named state dict."""
-    widths = tuple(int(np.shape(arrays[f"{i}.conv1.weight"])[0]) for i in (2, 3, 4))
-    depth = 3 if "2.conv3.weight" in arrays else 2
-    return widths, depth
-
-
-def jax_net_like(recipe, arrays: Mapping[str, np.ndarray], conv_impl: str = "auto", key=0):
-    """A Flax NNX CifarNet shaped like the given arrays (widths/depth read from them), loaded with
-    them. `recipe` supplies the rest (BatchNorm momentum/eps, head scale)."""
-    from airbench_common import get_recipe
-    from airbench_jax import make_net
-    widths, depth = widths_depth_of(arrays)
-    r = get_recipe(recipe, widths=widths, depth=depth)
-    net = make_net(r, key, conv_impl=conv_impl)
-    jax_from_arrays(net, arrays)
-    return net
 
 
 def bitwise_equal(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> list[str]:

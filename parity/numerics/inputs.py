@@ -26,7 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
-from airbench_common.recipes import Recipe
+from airbench_common.recipes import Recipe, get_recipe
 
 KEEP_BITS = 20
 """Significant bits kept of every float64 input value before it becomes float32 (float32 has 24):
@@ -83,6 +83,42 @@ def _conv_init(rng, shape, dirac: bool) -> np.ndarray:
         w[:n] = 0.0
         w[np.arange(n), np.arange(n), shape[2] // 2, shape[3] // 2] = 1.0
     return w
+
+
+def scaled_recipe(name, width_scale: float = 1.0, **overrides) -> Recipe:
+    """The recipe `name` with `overrides`, its widths and proxy widths scaled by width_scale
+    (rounded, at least 1): the small nets the checks run on."""
+    r = get_recipe(name, **overrides)
+    if width_scale != 1.0:
+        w = tuple(max(1, int(round(x * width_scale))) for x in r.widths)
+        pw = tuple(max(1, int(round(x * width_scale))) for x in r.proxy_widths)
+        r = get_recipe(r, widths=w, proxy_widths=pw)
+    return r
+
+
+def net_shapes(r: Recipe) -> dict[str, tuple]:
+    """The upstream state-dict names and shapes of the recipe's net, in state-dict order: the
+    whitening conv (2 x 3 x k x k filters of 3 x k x k), per group its convs each followed by a
+    BatchNorm, the head Linear(width, 10) without bias."""
+    k = r.whiten_kernel
+    out = {"0.weight": (2 * 3 * k * k, 3, k, k), "0.bias": (2 * 3 * k * k,)}
+    c_in = 2 * 3 * k * k
+    for idx, width in zip((2, 3, 4), r.widths):
+        for j in range(1, r.depth + 1):
+            out[f"{idx}.conv{j}.weight"] = (width, c_in if j == 1 else width, 3, 3)
+            for field in ("weight", "bias", "running_mean", "running_var"):
+                out[f"{idx}.norm{j}.{field}"] = (width,)
+            out[f"{idx}.norm{j}.num_batches_tracked"] = ()
+        c_in = width
+    out["7.weight"] = (10, r.widths[-1])
+    return out
+
+
+def reference_weights(r: Recipe, whiten_images_nhwc: np.ndarray, seed: int = 0
+                      ) -> dict[str, np.ndarray]:
+    """The shared weights of the recipe's net (reference_arrays over net_shapes): the same
+    values on every machine, whitening from the normalized NHWC images."""
+    return reference_arrays(r, whiten_images_nhwc, net_shapes(r), seed)
 
 
 def reference_arrays(r: Recipe, whiten_images_nhwc: np.ndarray, names_shapes: Mapping[str, tuple],

@@ -4,14 +4,15 @@ the plot."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import numpy as np
 
-from . import convert
-from .batches import BatchStream, normalize, synthetic_images, to_nchw
-from ..sides import JaxSide, TorchSide, scaled_recipe
+from airbench_common.workload import get_workload
+
+from .batches import BatchStream, load_images, normalize
+from .groups import trainable_names
+from .inputs import scaled_recipe
 
 THRESHOLDS = (1e-4, 1e-3, 1e-2, 1e-1)
 PAIRS = ("cross", "self_torch", "self_jax")
@@ -39,22 +40,6 @@ def rel_distances(a: dict, b: dict, names) -> tuple[dict, float, float]:
         den += n2
     glob = math.sqrt(num) / math.sqrt(den) if den > 0 else 0.0
     return per, glob, max(per.values()) if per else 0.0
-
-
-def load_data(n_train: int, n_test: int, data: str = "auto", seed: int = 0):
-    if data in ("auto", "real"):
-        try:
-            from airbench_common.data import dataset_label, load_cifar10
-            tr = load_cifar10("train", download=False)
-            te = load_cifar10("test", download=False)
-            return (tr[0][:n_train], tr[1][:n_train].astype(np.int64),
-                    te[0][:n_test], te[1][:n_test].astype(np.int64), dataset_label())
-        except Exception as exc:  # noqa: BLE001
-            if data == "real":
-                raise
-            print(f"[lockstep] no dataset ({type(exc).__name__}): synthetic images", file=sys.stderr)
-    xi, yi = synthetic_images(n_train + n_test, seed)
-    return xi[:n_train], yi[:n_train], xi[n_train:], yi[n_train:], "synthetic"
 
 
 def first_crossing(series, thr):
@@ -103,35 +88,31 @@ def run(recipe: str, steps: int | None = None, *, n_train: int | None = None, n_
         conv_impl: str = "auto", overrides: dict | None = None, early: int = 10,
         jump_factor: float = 100.0, self_baselines: bool = True, log=print,
         checkpoint=None, tta_levels=None) -> dict:
-    import torch
-    from airbench_jax.conv import resolve_impl
-    from airbench_torch.net import init_whitening, net_for_recipe
-    conv_impl = resolve_impl(conv_impl)  # recorded as what ran, not as 'auto'
+    jax_wl, torch_wl = get_workload("jax"), get_workload("torch")
+    conv_impl = jax_wl.conv_impl(conv_impl)  # recorded as what ran, not as 'auto'
     r = scaled_recipe(recipe, width_scale, **(overrides or {}))
-    xtr, ytr, xte, yte, src = load_data(n_train or 50000, n_test, data, seed)
+    xtr, ytr, xte, yte, src = load_images(n_train or 50000, data, seed, n_test=n_test,
+                                          tag="lockstep")
     n = len(xtr)
     total = r.total_steps(n)
     steps = total if steps is None else min(int(steps), total)
     stream = BatchStream.for_recipe(r, xtr, ytr, seed=seed, steps=steps)
-    torch.manual_seed(seed)
-    tnet = net_for_recipe(r)
-    init_whitening(tnet, torch.from_numpy(to_nchw(normalize(xtr[:r.whiten_images]))),
-                   r.whiten_eps)
-    arrays0 = convert.torch_to_arrays(tnet)
+    # the reference initial weights: torch's own init from `seed`, whitened on the first images
+    arrays0 = torch_wl.from_init(r, n, normalize(xtr[:r.whiten_images]), seed,
+                                 whiten_all=True, channels_last=False).arrays()
     arrays1 = perturb_ulp(arrays0)
-    names = [k for k, p in tnet.named_parameters() if p.requires_grad]
+    names = trainable_names(arrays0, r)
     t0 = time.time()
-    sides = {"torch_A": TorchSide.from_arrays(r, n, arrays0, ns_dtype, net=tnet)}
-    proxy0 = None
-    if r.filter_keep:  # the proxy net too starts from torch's weights
-        proxy0 = convert.torch_to_arrays(sides["torch_A"].state.proxy.net)
-    sides["jax_A"] = JaxSide.from_arrays(r, n, arrays0, ns_dtype, conv_impl, proxy0)
+    sides = {"torch_A": torch_wl.from_arrays(r, n, arrays0, ns_dtype=ns_dtype)}
+    proxy0 = sides["torch_A"].proxy_arrays()   # the proxy net too starts from torch's weights
+    sides["jax_A"] = jax_wl.from_arrays(r, n, arrays0, ns_dtype=ns_dtype, conv_impl=conv_impl,
+                                        proxy_arrays=proxy0)
     if self_baselines:
-        sides["torch_B"] = TorchSide.from_arrays(r, n, arrays1, ns_dtype, net=tnet)
-        if r.filter_keep:
-            convert.arrays_to_torch(proxy0, sides["torch_B"].state.proxy.net)
-        sides["jax_B"] = JaxSide.from_arrays(r, n, arrays1, ns_dtype, conv_impl, proxy0,
-                                 template=sides["jax_A"].state)
+        sides["torch_B"] = torch_wl.from_arrays(r, n, arrays1, ns_dtype=ns_dtype,
+                                                proxy_arrays=proxy0)
+        sides["jax_B"] = jax_wl.from_arrays(r, n, arrays1, ns_dtype=ns_dtype,
+                                            conv_impl=conv_impl, proxy_arrays=proxy0,
+                                            template=sides["jax_A"])
     pairs = {"cross": ("torch_A", "jax_A"), "self_torch": ("torch_A", "torch_B"),
              "self_jax": ("jax_A", "jax_B")}
     if not self_baselines:

@@ -37,7 +37,6 @@ side that silently computed in float32 would sit far below). The rows are parity
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -45,11 +44,12 @@ import numpy as np
 from airbench_common import param_groups
 from airbench_common import precision as P
 from airbench_common.recipes import NS_COEFFS
+from airbench_common.workload import get_workload
 
-from . import convert
-from .batches import BatchStream, normalize, synthetic_images, to_nchw
+from .batches import BatchStream, normalize, synthetic_images
+from .groups import group_names
+from .inputs import reference_weights, scaled_recipe
 from .rows import Report
-from ..sides import group_names, reference_torch_net, scaled_recipe
 
 FACTOR = 2.0      # bound = FACTOR x the expected error of one implementation (docstring)
 FLOOR = 1 / 16    # a 16-bit side's own step-1 error must exceed FLOOR x eps (see docstring)
@@ -90,83 +90,6 @@ def _rel(a: dict, b: dict, ref: dict, names) -> float:
     return math.sqrt(num) / max(math.sqrt(den), 1e-300)
 
 
-def _torch_side(r, n_train, tnet32, pol):
-    import torch
-    from airbench_torch.device import apply_precision
-    from airbench_torch.train import make_train_state
-    net = apply_precision(copy.deepcopy(tnet32), torch.device("cpu"), precision=pol)
-    return make_train_state(r, n_train, None, net=net, precision=pol, device="cpu")
-
-
-def _jax_side(r, n_train, arrays, pol, impl):
-    from airbench_jax import init_train_state, make_net
-    net = make_net(r, 0, conv_impl=impl, dtype=pol.compute, param_dtype=pol.params,
-                   tf32=pol.tf32)
-    convert.jax_from_arrays(net, arrays)  # cast to the net's (policy) dtypes
-    return init_train_state(r, n_train, 0, net=net, precision=pol, conv_impl=impl)
-
-
-def param_dtypes_torch(state) -> dict:
-    from airbench_torch.device import dtype_name
-    return {k: dtype_name(v.dtype) for k, v in state.net.state_dict().items()
-            if v.is_floating_point()}
-
-
-def param_dtypes_jax(state) -> dict:
-    import jax
-    import jax.numpy as jnp
-    from airbench_jax.convert import upstream_name
-    return {upstream_name(path): str(v.dtype)
-            for tree in (state.params, state.rest)
-            for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]
-            if jnp.issubdtype(v.dtype, jnp.floating)}
-
-
-def _torch_logits_dtype(state, x_nhwc) -> str:
-    """The dtype of the net's output in eval mode (the head's activations)."""
-    import torch
-    from airbench_torch.device import dtype_name
-    net = copy.deepcopy(state.net).eval()
-    with torch.no_grad():
-        return dtype_name(net(torch.from_numpy(to_nchw(x_nhwc[:2]))).dtype)
-
-
-def _jax_logits_dtype(state, x_nhwc) -> str:
-    import jax.numpy as jnp
-    from airbench_jax.state import net_from_state
-    return str(net_from_state(state)(jnp.asarray(x_nhwc[:2])).dtype)
-
-
-def torch_ns_dtype(state) -> str | None:
-    """The Newton-Schulz dtype PyTorch's Muon is configured with (None: no Muon)."""
-    from airbench_torch.device import dtype_name
-    from airbench_torch.optim import Muon
-    for opt in state.optimizers:
-        if isinstance(opt, Muon):
-            return dtype_name(opt.param_groups[0]["ns_dtype"])
-    return None
-
-
-def jax_ns_dtype(state) -> str | None:
-    """The dtype(s) of the matmuls in JAX's optimizer update, read from its jaxpr (only Muon's
-    Newton-Schulz multiplies matrices there); None: no matmul."""
-    import jax
-
-    def dots(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                yield from (str(v.aval.dtype) for v in eqn.invars)
-            for sub in jax.core.subjaxprs(eqn) if hasattr(jax.core, "subjaxprs") else ():
-                yield from dots(sub)
-            for v in eqn.params.values():
-                inner = getattr(v, "jaxpr", None)
-                if inner is not None:
-                    yield from dots(getattr(inner, "jaxpr", inner))
-    jp = jax.make_jaxpr(state.tx.update)(state.params, state.opt_state, state.params)
-    found = sorted(set(dots(jp.jaxpr)))
-    return ",".join(found) if found else None
-
-
 def expected_dtype(name: str, pol: P.Precision) -> str:
     """The dtype the policy stores an upstream-named float tensor in."""
     return pol.batchnorm if ".norm" in name else pol.params
@@ -177,10 +100,6 @@ def run_policy(policy: str | P.Precision, *, recipe="airbench94_muon", width_sca
                torch_policy=None) -> Report:
     """Both sides under `policy` (jax_policy/torch_policy: give one side another policy, to see
     the comparison fail): the rows, and in meta the policies and the set-up."""
-    import torch
-    import jax.numpy as jnp
-    from airbench_jax import train_step as j_step
-    from airbench_torch.train import make_train_state, train_step as t_step
     pol = P.resolve(policy) if not isinstance(policy, P.Precision) else policy
     jpol = P.resolve(jax_policy) if jax_policy else pol
     tpol = P.resolve(torch_policy) if torch_policy else pol
@@ -188,15 +107,13 @@ def run_policy(policy: str | P.Precision, *, recipe="airbench94_muon", width_sca
     imgs, labs = synthetic_images(max(512, batch * steps), seed=seed)
     stream = BatchStream(imgs, labs, batch_size=batch, seed=seed, flip=r.flip, altflip=r.altflip,
                          translate=r.translate, cutout=r.cutout, total_steps=steps)
-    tnet32 = reference_torch_net(r, normalize(imgs[:512]), seed)
-    ts = _torch_side(r, n_train, tnet32, tpol)
-    start = convert.torch_to_arrays(ts.net)       # the shared weights, rounded to the policy
-    js = _jax_side(r, n_train, start, jpol, impl)
-    ref_net = copy.deepcopy(tnet32)
-    convert.arrays_to_torch(start, ref_net)
-    ref = make_train_state(r, n_train, None, net=ref_net.double(), precision="float32",
-                           ns_dtype="float64", dtype="float64", device="cpu")
-    gnames = group_names(tnet32, r, n_train)
+    jax_wl, torch_wl = get_workload("jax"), get_workload("torch")
+    arrays = reference_weights(r, normalize(imgs[:512]), seed)
+    ts = torch_wl.from_arrays(r, n_train, arrays, precision=tpol)
+    start = ts.arrays()                           # the shared weights, rounded to the policy
+    js = jax_wl.from_arrays(r, n_train, start, precision=jpol, conv_impl=impl)
+    ref = torch_wl.from_arrays(r, n_train, start, precision="float64")
+    gnames = group_names(arrays, r, n_train)
     kinds = {g.name: g.kind for g in param_groups(r, n_train)}
     rep = Report(meta=dict(policy=pol.to_dict(), jax_policy=jpol.to_dict(),
                            torch_policy=tpol.to_dict(), recipe=r.name, widths=list(r.widths),
@@ -208,13 +125,15 @@ def run_policy(policy: str | P.Precision, *, recipe="airbench94_muon", width_sca
                       tol_name="dtype")
 
     x0, _ = stream.batch(0)
-    for side, got in (("torch", _torch_logits_dtype(ts, x0)), ("jax", _jax_logits_dtype(js, x0))):
-        dtype_row(f"{side}: activations are {pol.compute}", pol.compute, got)
+    dtypes = {"torch": ts.dtypes(x0), "jax": js.dtypes(x0)}
+    for side, got in dtypes.items():
+        dtype_row(f"{side}: activations are {pol.compute}", pol.compute, got["activations"])
     if r.optimizer == "muon":
-        for side, got in (("torch", torch_ns_dtype(ts)), ("jax", jax_ns_dtype(js))):
-            dtype_row(f"{side}: Newton-Schulz is {pol.newton_schulz}", pol.newton_schulz, got)
-    for side, got in (("torch", param_dtypes_torch(ts)), ("jax", param_dtypes_jax(js))):
-        bad = {k: v for k, v in got.items() if v != expected_dtype(k, pol)}
+        for side, got in dtypes.items():
+            dtype_row(f"{side}: Newton-Schulz is {pol.newton_schulz}", pol.newton_schulz,
+                      got["newton_schulz"])
+    for side, got in dtypes.items():
+        bad = {k: v for k, v in got["stored"].items() if v != expected_dtype(k, pol)}
         dtype_row(f"{side}: stored dtypes are the policy's", {}, bad,
                   ", ".join(f"{k} {v}" for k, v in list(bad.items())[:4]))
 
@@ -225,16 +144,11 @@ def run_policy(policy: str | P.Precision, *, recipe="airbench94_muon", width_sca
 
     for s in range(steps):
         x, y = stream.batch(s)
-        tl = float(t_step(ts, torch.from_numpy(to_nchw(x)), torch.from_numpy(y)))
-        js, jl = j_step(js, jnp.asarray(x), jnp.asarray(y))
-        rl = float(t_step(ref, torch.from_numpy(to_nchw(x)).double(), torch.from_numpy(y)))
-        jl = float(jl)
+        tl, jl, rl = ts.step(x, y), js.step(x, y), ref.step(x, y)
         rep.add_value(r.name, f"step {s + 1}: loss, jax vs torch (rel)", abs(jl - tl) / abs(rl),
                       bound(pol, r, "loss", s + 1),
                       **errors(abs(tl - rl) / abs(rl), abs(jl - rl) / abs(rl)))
-        t_arr = convert.torch_to_arrays(ts.net)
-        j_arr = convert.jax_to_arrays(_jax_net(js))
-        r_arr = convert.torch_to_arrays(ref.net)
+        t_arr, j_arr, r_arr = ts.arrays(), js.arrays(), ref.arrays()
         for g, names in gnames.items():
             if not names:
                 continue
@@ -254,11 +168,6 @@ def run_policy(policy: str | P.Precision, *, recipe="airbench94_muon", width_sca
                                       f"{pol.compute}-sized", min(t_err, j_err),
                               FLOOR * P.EPS[pol.compute], lower=True, impl=impl)
     return rep
-
-
-def _jax_net(state):
-    from airbench_jax.state import net_from_state
-    return net_from_state(state)
 
 
 def table(rep: Report) -> str:

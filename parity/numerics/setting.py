@@ -10,12 +10,10 @@ def setup_precision(threads: int | None = None) -> None:
     (no TF32 or bfloat16 passes), PyTorch's TF32 switches as the policy says, and PyTorch's
     deterministic algorithms (so that a rerun gives the same float32 results); `threads`: PyTorch's
     CPU threads."""
-    import jax
     import torch
-    from airbench_torch.device import apply_tf32
-    jax.config.update("jax_default_matmul_precision",
-                      "tensorfloat32" if NUMERICS.tf32 == "on" else "highest")
-    apply_tf32(NUMERICS)
+    from airbench_common.workload import get_workload
+    for name in ("jax", "torch"):
+        get_workload(name).set_precision(NUMERICS)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if threads:
         torch.set_num_threads(threads)
