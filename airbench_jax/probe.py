@@ -1,6 +1,7 @@
-"""What a JAX train state does, read from outside it, for the parity numerics (through the JAX
-workload, airbench_jax.workload): the learning rate each optimizer group is given at every step
-(probed from the optax transform itself), and the dtypes a state stores and computes in.
+"""What a JAX train state does, read from outside it, for parity (through the JAX workload,
+airbench_jax.workload): the learning rate each optimizer group is given at every step (probed
+from the optax transform itself), the dtypes a state stores and computes in, and what a
+benchmark records about where JAX runs.
 """
 from __future__ import annotations
 
@@ -111,3 +112,16 @@ def ns_dtype(state) -> str | None:
     jp = jax.make_jaxpr(state.tx.update)(state.params, state.opt_state, state.params)
     found = sorted(set(dots(jp.jaxpr)))
     return ",".join(found) if found else None
+
+
+def backend_info(conv_impl: str | None, recipe, batch: int | None) -> dict:
+    """JAX's device, the CPU (airbench_jax.cpu), and oneDNN's status and version with, where the
+    lowering is 'onednn', its kernels for the recipe's first 3x3 conv at `batch` images."""
+    from . import onednn
+    from .cpu import cpu_info, describe
+    st = onednn.status()
+    dnnl = dict(available=st.available, reason=st.reason, version=st.onednn_version)
+    if conv_impl == "onednn":
+        dnnl["kernels_first_conv"] = onednn.kernels(
+            (batch, 31, 31, 24), (3, 3, 24, get_recipe(recipe).widths[0]))
+    return dict(device=str(jax.devices()[0]), cpu=cpu_info(), summary=describe(), onednn=dnnl)

@@ -363,18 +363,10 @@ class JaxWorkload(W.Workload):
                           "tensorfloat32" if policy.tf32 == "on" else "highest")
 
     def backend_info(self, device=None, conv_impl=None, recipe=None, batch=None):
-        jax, _ = _jax()
-        from . import onednn
-        from .cpu import cpu_info, describe
+        from .probe import backend_info
         if device is not None:
             raise OptionError("the jax workload runs on JAX's default backend; give no device")
-        st = onednn.status()
-        dnnl = dict(available=st.available, reason=st.reason, version=st.onednn_version)
-        if conv_impl == "onednn":
-            dnnl["kernels_first_conv"] = onednn.kernels(
-                (batch, 31, 31, 24), (3, 3, 24, get_recipe(recipe).widths[0]))
-        return dict(device=str(jax.devices()[0]), cpu=cpu_info(), summary=describe(),
-                    onednn=dnnl)
+        return backend_info(conv_impl, recipe, batch)
 
 
 def _trainer64(r, n_train, arrays, conv_impl):
