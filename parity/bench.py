@@ -7,7 +7,8 @@ throughput benchmark (`python -m parity.gpu_check`'s throughput stage calls `ben
 
 Both frameworks take full optimizer steps (forward, backward, optimizer, schedules) of the
 recipe's net on the same random normalized batch, through their workloads' trainers
-(airbench_common.workload: `from_init`, then `stepper`), each on its default device (PyTorch: CUDA if there is one) in that device's default precision policy.
+(airbench_common.workload: `from_init`, then `stepper`), each on its default device (PyTorch:
+CUDA if there is one) in that device's default precision policy.
 JAX's step is compiled first and its compile time reported separately, and every stepper's first
 call (cuDNN's algorithm choice, allocators) is timed apart; the frameworks alternate rep by rep so
 machine noise hits both alike, and each rep runs its steps as a run's loop does, waiting for the
