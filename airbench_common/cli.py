@@ -14,6 +14,7 @@ import math
 import sys
 
 from . import validate as V
+from .errors import cli_main
 from .data import content_sha256, dataset_label, load_cifar10, resolve_data_dir
 from .precision import BN_DTYPES, POLICIES, TF32_MODES
 from .recipes import RECIPES, get_recipe, parse_overrides
@@ -102,6 +103,12 @@ def _interrupted(exc: BaseException) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def entry_point(wl: Workload):
+    """The `main(argv=None) -> exit status` of `python -m <wl.package>`: main() with bad input
+    as one line on stderr and exit status 2 (errors.cli_main)."""
+    return cli_main(lambda argv=None: main(wl, argv))
 
 
 def main(wl: Workload, argv=None) -> int:

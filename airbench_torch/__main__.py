@@ -8,18 +8,14 @@ from __future__ import annotations
 import sys
 
 from airbench_common import cli
-from airbench_common.errors import cli_main
 
 from .workload import WORKLOAD
+
+main = cli.entry_point(WORKLOAD)
 
 
 def build_parser():
     return cli.build_parser(WORKLOAD)
-
-
-@cli_main
-def main(argv=None) -> int:
-    return cli.main(WORKLOAD, argv)
 
 
 if __name__ == "__main__":
