@@ -443,11 +443,11 @@ def test_library_run_on_zero_training_images_is_a_one_line_error(framework):
     """run_recipe with an empty training set: a DatasetError naming the problem, before any work."""
     import importlib
     from airbench_common.errors import UsageError
-    train = importlib.import_module(f"{framework}.train")
+    package = importlib.import_module(framework)
     empty = (np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0,), np.int64))
     test = (np.zeros((4, 32, 32, 3), np.uint8), np.arange(4))
     with pytest.raises(UsageError, match="train_data: 0 images, expected at least 1"):
-        train.run_recipe("airbench94", 0, train_data=empty, test_data=test, device="cpu")
+        package.run_recipe("airbench94", 0, train_data=empty, test_data=test, device="cpu")
 
 
 # ---------------------------------------------------------------------- compare and gpu_check
