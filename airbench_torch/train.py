@@ -306,14 +306,16 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                train_data=None, test_data=None, device=None, ns_dtype=None, verbose=False,
                eval_every_epoch=True, log=print, compile=False, run_label=None,
                progress=False, channels_last: bool | None = None,
-               predictions: bool = False, precision=None, dtype=None, tf32=None) -> dict:
+               predictions: bool = False, precision=None, dtype=None, tf32=None,
+               data: dict | None = None) -> dict:
     """One complete run of a recipe; returns a run record (airbench_common.records schema).
     A non-finite loss gives a record with status 'diverged', acc None and an `error` string; a
     collapsed network (every test prediction the same class, see airbench_common.outcome) status
     'diverged' with its accuracies and the reason. The record's in-memory key `_predictions`
     holds the per-example TTA predictions (uint8). precision: the policy (None: the device's
     default), parts overridden by dtype, ns_dtype, tf32; it sets PyTorch's process-wide TF32
-    switches and is recorded as `precision` (with the switches as they were, `flags.tf32`)."""
+    switches and is recorded as `precision` (with the switches as they were, `flags.tf32`).
+    `data`: the record's data identity as the caller knows it (None: worked out here)."""
     keep_predictions = predictions
     overrides = dict(overrides or {})
     r = _as_recipe(recipe, overrides)
@@ -354,7 +356,8 @@ def run_recipe(recipe, seed: int, *, overrides: dict | None = None, data_dir=Non
                   flags=dict(compile=bool(compile), channels_last=cl,
                              threads=torch.get_num_threads(), tf32=tf32_state()),
                   tta_level=r.tta_level, ns_dtype=dtype_name(ns), precision=pol.to_dict(),
-                  data=data_identity(data_dir, n_train, n_test, arrays=train_data is not None),
+                  data=dict(data) if data is not None else data_identity(
+                      data_dir, n_train, n_test, arrays=train_data is not None),
                   recipe_params=r.to_dict(), eval_compile_seconds=None)
     state = make_train_state(r, n_train, whiten_inputs, seed=seed, device=dev, precision=pol,
                              compile=compile, channels_last=cl)

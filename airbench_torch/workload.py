@@ -39,11 +39,14 @@ class TorchTrainer(W.Trainer):
         self.state = state
         self._format = memory_format or (lambda t: t)   # the loader's memory format
 
+    def _images(self, x) -> torch.Tensor:
+        """NHWC images as NCHW, widened to float64 for a float64 net."""
+        xt = nchw(x)
+        return xt.double() if next(self.state.net.parameters()).dtype == torch.float64 else xt
+
     def _inputs(self, x, y):
-        x = self._format(nchw(x))
-        if next(self.state.net.parameters()).dtype == torch.float64:
-            x = x.double()
-        return x, torch.from_numpy(np.asarray(y).astype(np.int64))
+        return (self._format(self._images(x)),
+                torch.from_numpy(np.asarray(y).astype(np.int64)))
 
     def arrays(self):
         return convert.to_arrays(self.state.net)
@@ -89,11 +92,7 @@ class TorchTrainer(W.Trainer):
         return run, None
 
     def logits(self, x, tta_level):
-        xt = nchw(x)                                      # already normalized
-        if next(self.state.net.parameters()).dtype == torch.float64:
-            xt = xt.double()
-        return infer_images(self.state.net, xt, tta_level)[1].numpy()
-
+        return infer_images(self.state.net, self._images(x), tta_level)[1].numpy()
 
     def proxy_arrays(self):
         return None if self.state.proxy is None else convert.to_arrays(self.state.proxy.net)
@@ -146,15 +145,13 @@ class TorchWorkload(W.Workload):
                     compile=bool(x.get("compile", False)), channels_last=x.get("channels_last"))
 
     def run(self, options, seed):
-        rec = run_recipe(options.recipe, seed, data_dir=options.data_dir,
-                         train_data=options.train_data, test_data=options.test_data,
-                         verbose=options.verbose, eval_every_epoch=options.eval_every_epoch,
-                         log=options.log, run_label=options.run_label,
-                         progress=bool(options.extra.get("progress", False)),
-                         predictions=options.predictions, **self._kwargs(options))
-        if options.data is not None:
-            rec["data"] = dict(options.data)
-        return rec
+        return run_recipe(options.recipe, seed, data_dir=options.data_dir,
+                          train_data=options.train_data, test_data=options.test_data,
+                          verbose=options.verbose, eval_every_epoch=options.eval_every_epoch,
+                          log=options.log, run_label=options.run_label,
+                          progress=bool(options.extra.get("progress", False)),
+                          predictions=options.predictions, data=options.data,
+                          **self._kwargs(options))
 
     def warmup(self, options):
         warmup(options.recipe, test_data=options.test_data, **self._kwargs(options))
@@ -166,14 +163,14 @@ class TorchWorkload(W.Workload):
         r = get_recipe(recipe)
         net = net_for_recipe(r)
         convert.load_arrays(arrays, net)
-        if not isinstance(precision, str):   # a Precision: the state built in that policy
+        if isinstance(precision, str):
+            ns = NS_DTYPES[ns_dtype]
+            if precision == "float64":
+                net, ns = net.double(), torch.float64
+            st = make_train_state(r, n_train, None, net=net, ns_dtype=ns, device="cpu")
+        else:   # a Precision: the state built in that policy
             net = apply_precision(net, torch.device("cpu"), precision=precision)
             st = make_train_state(r, n_train, None, net=net, precision=precision, device="cpu")
-            return TorchTrainer(st)
-        ns = NS_DTYPES[ns_dtype]
-        if precision == "float64":
-            net, ns = net.double(), torch.float64
-        st = make_train_state(r, n_train, None, net=net, ns_dtype=ns, device="cpu")
         st.step = step
         if ema_arrays is not None and st.lookahead is not None:
             ema = copy.deepcopy(net)
