@@ -141,6 +141,15 @@ class Workload:
                               f"(its own options: {takes})")
         return options
 
+    def trainer_option(self, extra: Mapping, name: str, default):
+        """The one framework option this workload's trainers take (`name`) from a builder's
+        keyword arguments; any other is a one-line OptionError."""
+        other = sorted(set(extra) - {name})
+        if other:
+            raise OptionError(f"the {self.name} workload's trainers take {name}, not "
+                              f"{', '.join(other)}")
+        return extra.get(name, default)
+
     def devices(self) -> list[str]:
         raise NotImplementedError
 

@@ -59,12 +59,6 @@ def _net(recipe, arrays, conv_impl, float64=False):
     return net
 
 
-def _set_counts(tree, t: int):
-    """Every `count` field of an optax state tree set to t (probe.set_counts)."""
-    from .probe import set_counts
-    return set_counts(tree, t)
-
-
 class JaxTrainer(W.Trainer):
     """A JAX TrainState behind the Trainer interface."""
 
@@ -95,13 +89,14 @@ class JaxTrainer(W.Trainer):
         fresh optimizer state with counters at `step`."""
         _, jnp = _jax()
         from .model import split_net
+        from .probe import set_counts
         from .state import float_only
         t = self.state
         net = self.net()
         load_net_arrays(net, arrays)
         _, params, rest = split_net(net)
         kw = dict(step=jnp.asarray(step, t.step.dtype), params=params, rest=rest,
-                  opt_state=_set_counts(t.tx.init(params), step))
+                  opt_state=set_counts(t.tx.init(params), step))
         if t.ema is not None:
             ema_net = self.net()
             load_net_arrays(ema_net, arrays if ema_arrays is None else ema_arrays)
@@ -280,7 +275,7 @@ class JaxWorkload(W.Workload):
                     step=0, ema_arrays=None, proxy_arrays=None, template=None, **extra):
         _, jnp = _jax()
         from .state import init_train_state
-        conv_impl = _only(extra, "conv_impl", "matmul", self)
+        conv_impl = self.trainer_option(extra, "conv_impl", "matmul")
         r = get_recipe(recipe)
         if not isinstance(precision, str):
             t = JaxTrainer(_policy_state(r, n_train, arrays, precision, conv_impl))
@@ -304,7 +299,7 @@ class JaxWorkload(W.Workload):
         jax, jnp = _jax()
         from .precision import matmul_context
         from .state import init_train_state
-        conv_impl = _only(extra, "conv_impl", "auto", self)
+        conv_impl = self.trainer_option(extra, "conv_impl", "auto")
         if device is not None:
             raise OptionError("the jax workload's trainers run on JAX's default backend; "
                               "give no device")
@@ -386,15 +381,6 @@ def _policy_state(r, n_train, arrays, policy, conv_impl):
                    tf32=policy.tf32)
     load_net_arrays(net, arrays)
     return init_train_state(r, n_train, 0, net=net, precision=policy, conv_impl=conv_impl)
-
-
-def _only(extra: dict, name: str, default, wl: W.Workload):
-    """The one framework option a model builder takes; any other is a one-line error."""
-    other = sorted(set(extra) - {name})
-    if other:
-        raise OptionError(f"the {wl.name} workload's trainers take {name}, not "
-                          f"{', '.join(other)}")
-    return extra.get(name, default)
 
 
 WORKLOAD = JaxWorkload()

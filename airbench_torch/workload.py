@@ -182,12 +182,8 @@ class TorchWorkload(W.Workload):
 
     def from_init(self, recipe, n_train, images, seed=0, *, device=None, precision=None,
                   whiten_all=False, **extra):
-        unknown = sorted(set(extra) - {"channels_last"})
-        if unknown:
-            raise OptionError(f"the torch workload's trainers take channels_last, not "
-                              f"{', '.join(unknown)}")
         dev = resolve_device(device or "cpu")
-        cl = uses_channels_last(dev, extra.get("channels_last"))
+        cl = uses_channels_last(dev, self.trainer_option(extra, "channels_last", None))
         fmt = lambda t: to_memory_format(t, cl)  # noqa: E731
         x = fmt(nchw(images)).to(dev)
         st = make_train_state(get_recipe(recipe), n_train, x if whiten_all else x[:64],
