@@ -35,7 +35,8 @@ from . import onednn
 
 IMPLS = ("auto", "onednn", "native", "matmul", "hybrid")
 ENV_VAR = "AIRBENCH_JAX_CONV"
-# dw by im2col pays off from 7x7 outputs up (measured 1.4x at 7x7, 4x at 15x15, 0.65x at 3x3)
+# 'hybrid' takes dw by im2col only where the output has at least this many pixels: below about
+# 5x5 the column buffer costs more than XLA's own dw kernel (timings: docs/perf/README.md)
 HYBRID_MIN_PIXELS = 25
 
 
@@ -63,11 +64,9 @@ def resolve_impl(impl: str | None = "auto") -> str:
 
 
 # Evaluation's convolutions: where training used im2col ('matmul'/'hybrid', chosen for their
-# autodiff), the forward pass alone runs faster with XLA's own kernel ('native': 1.3-1.7x, widths
-# 32/64/64, 2000 images, 2-core CPU), which is what brought JAX's evaluation to PyTorch's speed;
-# where training used oneDNN, evaluation keeps it (1.5-2x faster again than 'native': 417 vs
-# 821 ms per 1000 images at widths 32/64/64, 2036 vs 3109 ms at full widths). 'native' and
-# 'onednn' on GPU are unchanged. $AIRBENCH_JAX_EVAL_CONV overrides: 'as-trained' keeps the
+# autodiff), a forward pass alone is faster with XLA's own kernel ('native'); where training used
+# oneDNN, evaluation keeps it, faster again than 'native' (timings: docs/perf/README.md). 'native'
+# and 'onednn' on GPU are unchanged. $AIRBENCH_JAX_EVAL_CONV overrides: 'as-trained' keeps the
 # training form, an implementation name forces it.
 EVAL_ENV_VAR = "AIRBENCH_JAX_EVAL_CONV"
 
