@@ -2,12 +2,13 @@
 
 CUDA default (policy `upstream`): half weights and activations, BatchNorm kept in float32,
 channels_last memory format, Newton-Schulz in bfloat16, TF32 as PyTorch leaves it (cuDNN convs
-may, matmuls do not). CPU default (policy `float32`): everything float32 (CPU half/bfloat16 kernels
-are slow), Newton-Schulz in float32 (measured on the 2-core EPYC: CPU bfloat16 matmul ~18x
-slower). Any policy runs on either device (`precision=`); weights are stored in the compute dtype
-(the net computes in its weights' dtype), so a policy with params != compute is refused. Memory
-format: channels_last on CUDA and CPU too (`python -m parity.bench --torch-channels-last both`: 1.2x the contiguous
-throughput on the 2-core EPYC, README "Measured here"). Other device types: contiguous (unmeasured).
+may, matmuls do not). CPU default (policy `float32`): everything float32, Newton-Schulz included,
+because CPU half and bfloat16 kernels are much slower than float32 ones. Any policy runs on either
+device (`precision=`); weights are stored in the compute dtype (the net computes in its weights'
+dtype), so a policy with params != compute is refused. Memory format: channels_last on CUDA and on
+the CPU too, where oneDNN's convolutions are faster in it (`python -m parity.bench
+--torch-channels-last both` measures both; the README has the numbers). Other device types:
+contiguous.
 """
 from __future__ import annotations
 
