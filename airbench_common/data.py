@@ -4,12 +4,8 @@ Both frameworks get plain numpy arrays from here: images uint8 (N, 32, 32, 3) NH
 int64 (N,). Accepted layouts in the data directory, first match wins:
   1. train.npz / test.npz with keys `images`, `labels` (our cache format; also ../shared's copies)
   2. jpeg/train.npz / jpeg/test.npz: the images as JPEG files (the 18 MB form of ../shared's JPEG
-     copy), keys `jpeg` (uint8, every file's bytes end to end), `offsets` (int64, n+1: image i is
-     jpeg[offsets[i]:offsets[i+1]]) and `labels` (uint8). Decoded with Pillow (an optional
-     dependency: `pip install pillow` or the `jpeg` extra) on first use; the decoded arrays are
-     cached in $XDG_CACHE_HOME (or ~/.cache)/airbench/cifar10-jpeg-decoded/<file sha256>.npz
-     with their sha256, which is checked on every read (a damaged cache is rebuilt), never next to
-     the data (that folder may be read-only).
+     copy), read, decoded with Pillow and cached in the user's cache folder by
+     airbench_common.jpeg (its docstring has the format and the cache)
   3. cifar-10-batches-py/ (the official python-version folder, extracted)
   4. cifar-10-python.tar.gz (the official archive; MD5 checked)
   5. nothing: the official archive is downloaded (MD5 checked), then converted to 1.
@@ -22,8 +18,9 @@ falls back to the folder's SOURCE.md ("jpeg" in its head: "JPEG CIFAR-10") or "C
 """
 from __future__ import annotations
 
-from .errors import UsageError
+from .errors import DatasetError  # defined there; `from airbench_common.data import` it too
 from .files import FileWriteError, atomic_write_bytes  # noqa: F401  (the one atomic writer)
+from .jpeg import JPEG_FIX, load_jpeg_npz
 
 import hashlib
 import io
@@ -58,11 +55,6 @@ KNOWN_JPEG_CIFAR10 = {
 JPEG_LABEL = "JPEG CIFAR-10"
 OTHER_DECODER_LABEL = "JPEG CIFAR-10 (decoded by another libjpeg: pixels differ)"
 UNKNOWN_JPEG_LABEL = "JPEG images (not the known JPEG CIFAR-10 files)"
-PILLOW_HINT = "pip install pillow (or the extra: pip install 'airbench-jax[jpeg]')"
-
-
-class DatasetError(UsageError, RuntimeError):
-    """A missing, truncated or corrupt dataset; the message says what to do."""
 
 
 def default_data_dir() -> Path:
@@ -311,169 +303,10 @@ def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     atomic_write_bytes(path, write)
 
 
-# ------------------------------------------------------------------ layout 2: jpeg/<split>.npz
-JPEG_FIX = ("replace it with an intact copy (../shared/data/cifar10-jpeg/jpeg/ has the known one) "
-            "or point --data-dir/AIRBENCH_DATA at another folder")
-
-
-def jpeg_cache_dir() -> Path:
-    """Where decoded JPEG files are cached: the user's cache folder, never the data folder."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "airbench" / "cifar10-jpeg-decoded"
-
-
-def _pillow(where: Path):
-    """PIL.Image, or one DatasetError line saying how to install Pillow."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise DatasetError(f"{where} holds JPEG files and decoding them needs Pillow, which is "
-                           f"not installed: {PILLOW_HINT}") from None
-    return Image
-
-
-def jpeg_decoder() -> str | None:
-    """The decoder this process would use ('Pillow X, libjpeg Y'), or None without Pillow."""
-    try:
-        import PIL
-        from PIL import features
-    except ImportError:
-        return None
-    return f"Pillow {PIL.__version__}, libjpeg {features.version('jpg')}"
-
-
-def _read_jpeg_npz(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-    """(file sha256, jpeg bytes, offsets, labels) of a jpeg/<split>.npz, every field checked."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if raw[:4] != b"PK\x03\x04":
-        raise DatasetError(f"{path} is not an .npz archive (truncated, corrupt or another "
-                           f"format); {JPEG_FIX}")
-    file_sha = hashlib.sha256(raw).hexdigest()
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            missing = {"jpeg", "offsets", "labels"} - set(z.files)
-            if missing:
-                raise DatasetError(f"{path}: missing key(s) {sorted(missing)} (has {z.files}); "
-                                   "expected jpeg (uint8 bytes), offsets (int64, n+1) and "
-                                   f"labels; {JPEG_FIX}")
-            jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
-    except DatasetError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
-                           f"{JPEG_FIX}") from None
-    if jpeg.dtype != np.uint8 or jpeg.ndim != 1:
-        raise DatasetError(f"{path}: jpeg has dtype {jpeg.dtype} and shape {jpeg.shape}, expected "
-                           f"1-D uint8 bytes; {JPEG_FIX}")
-    if not np.issubdtype(offsets.dtype, np.integer) or offsets.ndim != 1 or len(offsets) < 1:
-        raise DatasetError(f"{path}: offsets have dtype {offsets.dtype} and shape {offsets.shape}, "
-                           f"expected 1-D integers (n+1 for n images); {JPEG_FIX}")
-    n = len(offsets) - 1
-    if labels.ndim != 1 or len(labels) != n:
-        raise DatasetError(f"{path}: {labels.size} labels (shape {labels.shape}) but offsets "
-                           f"give {n} images (offsets must have n+1 entries); {JPEG_FIX}")
-    if not np.issubdtype(labels.dtype, np.integer) or (n and (labels.min() < 0
-                                                              or labels.max() > 9)):
-        lo, hi = (labels.min(), labels.max()) if n else ("", "")
-        raise DatasetError(f"{path}: labels ({labels.dtype}, range {lo}..{hi}) must be integers "
-                           f"0-9; {JPEG_FIX}")
-    offsets = offsets.astype(np.int64)
-    if offsets[0] != 0:
-        raise DatasetError(f"{path}: offsets start at {offsets[0]}, expected 0; {JPEG_FIX}")
-    back = np.flatnonzero(np.diff(offsets) <= 0)
-    if len(back):
-        i = int(back[0])
-        raise DatasetError(f"{path}: offsets are not increasing (image {i}: {offsets[i]} to "
-                           f"{offsets[i + 1]}); {JPEG_FIX}")
-    if offsets[-1] != len(jpeg):
-        where = "past the end of" if offsets[-1] > len(jpeg) else "short of the end of"
-        raise DatasetError(f"{path}: offsets end at byte {offsets[-1]}, {where} the {len(jpeg)} "
-                           f"bytes of jpeg (truncated?); {JPEG_FIX}")
-    return file_sha, jpeg, offsets, labels
-
-
-def _decode_jpegs(path: Path, jpeg: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Every image decoded with Pillow (Image.open(...).convert('RGB')), uint8 (n, 32, 32, 3)."""
-    Image = _pillow(path)
-    from PIL import UnidentifiedImageError
-
-    n = len(offsets) - 1
-    out = np.empty((n, 32, 32, 3), np.uint8)
-    data = jpeg.tobytes()
-    for i in range(n):
-        why = None
-        try:
-            with Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]])) as im:
-                if im.format != "JPEG":
-                    why = f"is a {im.format} image, not a JPEG"
-                elif im.size != (32, 32) or im.mode != "RGB":
-                    why = (f"decodes to {im.size[0]}x{im.size[1]} {im.mode}, expected 32x32 RGB")
-                else:
-                    out[i] = np.asarray(im.convert("RGB"))
-        except UnidentifiedImageError:
-            why = "is not a decodable JPEG (not an image file)"
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            why = f"is not a decodable JPEG ({type(exc).__name__}: {exc})"
-        if why is not None:
-            raise DatasetError(f"{path}: image {i} {why}; {JPEG_FIX}")
-    return out
-
-
-def _read_jpeg_cache(cache: Path, labels: np.ndarray, decoder: str | None):
-    """(images, images sha256) from a cache file that passes every check, else (None, why):
-    why is None for no file or a file of another decoder, else what is wrong with it."""
-    if not cache.exists():
-        return None, None
-    try:
-        with open(cache, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
-                return None, "not an .npz archive"
-        with np.load(cache, allow_pickle=False) as z:
-            if not {"images", "labels", "images_sha256", "decoder"} <= set(z.files):
-                return None, f"missing keys (has {z.files})"
-            made_by = str(z["decoder"])
-            if decoder is not None and made_by != decoder:
-                return None, None                    # stale: decode again with this decoder
-            images, cached_labels, sha = z["images"], z["labels"], str(z["images_sha256"])
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    if images.dtype != np.uint8 or images.shape != (len(labels), 32, 32, 3):
-        return None, f"images {images.dtype} {images.shape}"
-    if not np.array_equal(cached_labels, labels):
-        return None, "labels differ from the JPEG file's"
-    if hashlib.sha256(images.data).hexdigest() != sha:
-        return None, "images do not match their recorded sha256"
-    return images, sha
-
-
-def _write_jpeg_cache(cache: Path, images: np.ndarray, labels: np.ndarray, sha: str,
-                      decoder: str, source: Path) -> None:
-    def write(f):
-        buf = io.BytesIO()
-        np.savez(buf, images=images, labels=labels, images_sha256=np.array(sha),
-                 decoder=np.array(decoder), source=np.array(str(source)))
-        f.write(buf.getbuffer())
-    try:  # an unwritable cache folder only costs the decode next time
-        atomic_write_bytes(cache, write)
-    except (OSError, FileWriteError):
-        pass
-
-
 def _load_jpeg(d: Path, split: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    file_sha, jpeg, offsets, labels = _read_jpeg_npz(path)
-    cache = jpeg_cache_dir() / f"{file_sha}.npz"
-    decoder = jpeg_decoder()
-    images, got = _read_jpeg_cache(cache, labels, decoder)
-    if images is None:
-        if got is not None:
-            print(f"note: {cache}: damaged decoded cache ({got}); decoding {path} again",
-                  file=sys.stderr)
-        images = _decode_jpegs(path, jpeg, offsets)
-        got = hashlib.sha256(images.data).hexdigest()
-        _write_jpeg_cache(cache, images, labels, got, decoder, path)
+    """Layout 2 (airbench_common.jpeg decodes), then what load_cifar10 does with any file: warn
+    once where the known JPEG files decoded to other pixels, remember the hashes, check."""
+    file_sha, images, labels, got, decoder = load_jpeg_npz(path)
     known_file, known_images = KNOWN_JPEG_CIFAR10[split]
     if file_sha == known_file and got != known_images and file_sha not in _WARNED:
         _WARNED.add(file_sha)

@@ -4,7 +4,8 @@ Library code raises a subclass of `UsageError` (itself a ValueError, so callers 
 ValueError keep working) with a one-line message that names the bad value, says why it is wrong
 and what is accepted. Command-line entry points wrap their `main` in `cli_main`, which turns such an
 error into that one line on stderr and exit status 2, with no traceback unless `--verbose` is
-given (or AIRBENCH_TRACEBACK=1)."""
+given (or AIRBENCH_TRACEBACK=1). `DatasetError`, bad data, lives here too, so that jpeg.py raises
+the class data.py raises (and re-exports) without importing data.py."""
 from __future__ import annotations
 
 import functools
@@ -14,6 +15,10 @@ import sys
 
 class UsageError(ValueError):
     """Bad input (an option, a file, a recipe value): the message is one line for the user."""
+
+
+class DatasetError(UsageError, RuntimeError):
+    """A missing, truncated or corrupt dataset; the message says what to do."""
 
 
 def cli_main(main):

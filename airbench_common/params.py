@@ -4,7 +4,8 @@ Both implementations (and the parity suite) name parameters the way upstream air
 nn.Sequential does -- `0.weight`/`0.bias` (whitening conv), `{2,3,4}.conv{k}.weight`,
 `{2,3,4}.norm{k}.{weight,bias}`, `7.weight` (head) -- the PyTorch side natively, the JAX side
 through airbench_jax.convert.upstream_name. This module is the one place that maps those names to
-the group names of airbench_common.recipes.param_groups, so the two sides cannot group differently.
+the group names of airbench_common.schedules.param_groups, so the two sides cannot group
+differently.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def group_names(optimizer: str) -> tuple[str, ...]:
 
 
 def group_lr(group, schedules, step):
-    """The learning rate of `group` (a recipes.ParamGroup) at 0-based `step` (an int or an array
+    """The learning rate of `group` (a schedules.ParamGroup) at 0-based `step` (an int or an array
     of steps): group.lr * its schedule, and exactly 0 from group.frozen_after on.
 
     This is the one freezing mechanism of both implementations: every update of a group is

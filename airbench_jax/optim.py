@@ -1,4 +1,4 @@
-"""Optimizers built from airbench_common.recipes.param_groups / lr_schedules (no restated
+"""Optimizers built from airbench_common.schedules.param_groups / lr_schedules (no restated
 hyper-parameters). Each group is PyTorch-style Nesterov SGD with coupled weight decay
     g' = g + wd*p; buf = m*buf + g'; p -= lr_t*(g' + m*buf)
 = optax.add_decayed_weights(wd) -> optax.trace(m, nesterov=True) -> optax.scale_by_schedule(-lr_t),
@@ -17,7 +17,8 @@ import numpy as np
 import optax
 
 from airbench_common.params import group_lr, group_of
-from airbench_common.recipes import Recipe, lr_schedules, param_groups
+from airbench_common.recipes import Recipe
+from airbench_common.schedules import lr_schedules, param_groups
 
 from .convert import upstream_name
 from .precision import dtype_name

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from airbench_common.recipes import Recipe, get_recipe, param_groups
+from airbench_common.recipes import Recipe, get_recipe
+from airbench_common.schedules import param_groups
 
 
 def set_counts(tree, t: int):

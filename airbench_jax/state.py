@@ -18,7 +18,8 @@ import optax
 from flax import nnx, struct
 
 from airbench_common.precision import Precision
-from airbench_common.recipes import LOOKAHEAD_EVERY, Recipe, lookahead_decays
+from airbench_common.recipes import Recipe
+from airbench_common.schedules import LOOKAHEAD_EVERY, lookahead_decays
 
 from . import precision as prec
 from .model import CifarNet, make_net, set_whitening, split_net

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from airbench_common import workload as W
-from airbench_common.recipes import get_recipe, param_groups
+from airbench_common.recipes import get_recipe
+from airbench_common.schedules import param_groups
 from airbench_common.validate import OptionError
 
 from . import convert

@@ -40,7 +40,8 @@ from flax import nnx
 
 from airbench_common.data import load_cifar10
 from airbench_common.errors import UsageError
-from airbench_common.recipes import Recipe, get_recipe, lr_schedules, param_groups
+from airbench_common.recipes import Recipe, get_recipe
+from airbench_common.schedules import lr_schedules, param_groups
 from airbench_common.table import Table
 from airbench_common.validate import check_seed
 from airbench_jax import CifarLoader, evaluate, make_net
@@ -111,7 +112,7 @@ def make_optimizer(recipe: Recipe, n_train: int, params, ns_dtype):
     """Upstream's two optimizers as one optax.partition over the recipe's parameter groups:
     Nesterov SGD with coupled weight decay on the whitening bias, the BatchNorm biases and the
     head (upstream's optimizer1), Muon on the conv filters (optimizer2). Each group's learning
-    rate per step is its lr times its schedule (airbench_common.recipes.lr_schedules: linear
+    rate per step is its lr times its schedule (airbench_common.schedules.lr_schedules: linear
     decay to 0 over the run, and over its first 3 epochs for the whitening bias, frozen after).
     Muon's Newton-Schulz iteration runs in `ns_dtype`. -> an optax.GradientTransformation"""
     schedules = lr_schedules(recipe, n_train)

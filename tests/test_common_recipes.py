@@ -215,7 +215,7 @@ def test_param_groups_are_upstreams_optimizer_settings():
     airbench94_muon.py: SGD for the biases (0.053) and head (0.67) with wd = 2e-6 * batch,
     Muon(lr 0.24, momentum 0.6) for the filters); the whitening bias trains 3 epochs."""
     import dataclasses
-    from airbench_common.recipes import ParamGroup as G
+    from airbench_common.schedules import ParamGroup as G
 
     def fields(groups):      # numbers to 1e-12 relative: the same formula, rounded differently
         return [tuple(pytest.approx(v, rel=1e-12) if isinstance(v, float) else v

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from airbench_common import data as D
+from airbench_common import jpeg as J
 from airbench_common.data import DatasetError, load_cifar10
 from airbench_common.records import data_identity
 
@@ -107,23 +108,23 @@ def test_a_jpeg_folder_loads_as_pillow_decodes_it_and_is_cached(jpeg_dir, tmp_pa
         assert cache.is_file() and oct(cache.stat().st_mode & 0o777) == "0o644"
         with np.load(cache) as z:
             assert str(z["images_sha256"]) == hashlib.sha256(images.tobytes()).hexdigest()
-            assert str(z["decoder"]) == D.jpeg_decoder()
+            assert str(z["decoder"]) == J.jpeg_decoder()
     # nothing written beside the data
     assert sorted(p.name for p in d.rglob("*")) == ["jpeg", "test.npz", "train.npz"]
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
     def no_decode(*a):
         raise AssertionError("decoded again despite a good cache")
-    monkeypatch.setattr(D, "_decode_jpegs", no_decode)
+    monkeypatch.setattr(J, "_decode_jpegs", no_decode)
     again, _ = load_cifar10("train", d)
     np.testing.assert_array_equal(again, np.stack([decode(p) for p in made["train"][0]]))
 
 
 def test_the_cache_folder_follows_xdg_cache_home_or_home(tmp_path, monkeypatch):
-    assert D.jpeg_cache_dir() == tmp_path / "cache" / "airbench" / "cifar10-jpeg-decoded"
+    assert J.jpeg_cache_dir() == tmp_path / "cache" / "airbench" / "cifar10-jpeg-decoded"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert D.jpeg_cache_dir() == tmp_path / "home" / ".cache" / "airbench" / "cifar10-jpeg-decoded"
+    assert J.jpeg_cache_dir() == tmp_path / "home" / ".cache" / "airbench" / "cifar10-jpeg-decoded"
 
 
 def test_an_unwritable_cache_folder_only_costs_the_decode(jpeg_dir, tmp_path, monkeypatch):
@@ -172,17 +173,17 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(jpeg_dir, tmp_path, capsys, dama
     assert labels.tolist() == made["test"][1].tolist()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "damaged decoded cache" in err and str(cache) in err
-    assert D._read_jpeg_cache(cache, made["test"][1].astype(np.uint8), D.jpeg_decoder())[0] \
+    assert J._read_jpeg_cache(cache, made["test"][1].astype(np.uint8), J.jpeg_decoder())[0] \
         is not None                               # rebuilt: good again
 
 
 def test_a_cache_of_another_decoder_is_decoded_again(jpeg_dir, tmp_path, monkeypatch, capsys):
     d, _ = jpeg_dir
     load_cifar10("test", d)
-    monkeypatch.setattr(D, "jpeg_decoder", lambda: "Pillow 99, libjpeg 99")
+    monkeypatch.setattr(J, "jpeg_decoder", lambda: "Pillow 99, libjpeg 99")
     calls = []
-    real = D._decode_jpegs
-    monkeypatch.setattr(D, "_decode_jpegs", lambda *a: calls.append(1) or real(*a))
+    real = J._decode_jpegs
+    monkeypatch.setattr(J, "_decode_jpegs", lambda *a: calls.append(1) or real(*a))
     load_cifar10("test", d)
     assert calls == [1] and capsys.readouterr().err == ""      # stale, not damaged: no note
     with np.load(_cache_of(d, tmp_path)) as z:
@@ -193,7 +194,7 @@ def test_without_pillow_one_line_says_how_to_install_it(jpeg_dir, monkeypatch):
     d, _ = jpeg_dir
     for mod in ("PIL", "PIL.Image", "PIL.features"):
         monkeypatch.setitem(sys.modules, mod, None)   # `import PIL` raises ImportError
-    assert D.jpeg_decoder() is None
+    assert J.jpeg_decoder() is None
     with pytest.raises(DatasetError) as e:
         load_cifar10("train", d)
     msg = str(e.value)
@@ -301,7 +302,7 @@ def test_a_broken_jpeg_file_gives_one_line_naming_it(tmp_path, name):
         load_cifar10("train", tmp_path / "bad")
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(str(path))
-    assert msg.endswith(D.JPEG_FIX)
+    assert msg.endswith(J.JPEG_FIX)
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.npz"))
 
 

@@ -269,7 +269,7 @@ def test_lookahead_ema_formula_and_final_copy():
     EMA (which is still the init, p0) towards the net by 1 - d5 with d5 = 0.95**5 * (5/6)**3 and
     copies it into the net; step 6 is the last: its update is discarded by the final copy of the
     EMA (not moved on step 6). The plain trajectory comes from the same run without lookahead."""
-    from airbench_common.recipes import lookahead_decays
+    from airbench_common.schedules import lookahead_decays
     imgs, labels = _imgs(128)
     x = [aug.normalize(imgs[i * 32:(i + 1) * 32]) for i in range(4)] * 2
     y = [jnp.asarray(labels[i * 32:(i + 1) * 32]) for i in range(4)] * 2

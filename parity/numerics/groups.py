@@ -7,7 +7,8 @@ from typing import Iterable
 import numpy as np
 
 from airbench_common.params import group_of
-from airbench_common.recipes import Recipe, param_groups
+from airbench_common.recipes import Recipe
+from airbench_common.schedules import param_groups
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm state, no params
 
