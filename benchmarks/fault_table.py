@@ -213,14 +213,20 @@ def parity_cases(w, emit):
         emit(name, surface, res)
 
 
-def api_cases(w, emit):
-    code = "import json\nROOT = %r\nW_PATH = %r\n" % (str(ROOT), str(w)) + API + API_CHECKPOINTS
+def script_cases(w, emit, group, script):
+    """Run an in-process script (the `show` harness, then `script`) in a fresh interpreter and
+    emit the [case, surface, result] lines it prints; a script that dies is a case of its own."""
+    code = "import json\nROOT = %r\nW_PATH = %r\n" % (str(ROOT), str(w)) + API + script
     p = run(["-c", code])
     for line in p.stdout.splitlines():
         if line.startswith("["):
             emit(*json.loads(line))
     if p.returncode:
-        emit("api script", "api", summarise(p))
+        emit(f"{group} script", group, summarise(p))
+
+
+def api_cases(w, emit):
+    script_cases(w, emit, "api", API_CHECKPOINTS)
 
 
 def native_cases(w, emit):
@@ -259,13 +265,7 @@ def native_cases(w, emit):
 
 
 def library_cases(w, emit):
-    code = "import json\nROOT = %r\n" % str(ROOT) + API + LIBRARY
-    p = run(["-c", code])
-    for line in p.stdout.splitlines():
-        if line.startswith("["):
-            emit(*json.loads(line))
-    if p.returncode:
-        emit("library script", "library", summarise(p))
+    script_cases(w, emit, "library", LIBRARY)
 
 
 def main(argv=None) -> int:
