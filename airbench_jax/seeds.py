@@ -143,20 +143,10 @@ def auto_group_size(n_seeds: int, seed_bytes: int | None, free_bytes: int | None
 
 
 # ----------------------------------------------------------------------------- runs
-def run_seeds(recipe, seeds: Sequence[int], *, overrides=None, data_dir=None, train_data=None,
-              test_data=None, device=None, ns_dtype=None, conv_impl: str = "auto", dtype=None,
-              precision=None, param_dtype=None, tf32=None,
-              eval_every_epoch: bool = True, group_size: int | None = None,
-              predictions: bool = False, log: Callable = print,
-              verbose: bool = False, data: dict | None = None) -> list[dict]:
+def run_seeds(recipe, seeds: Sequence[int], **options) -> list[dict]:
     """One run record per seed (in the order of `seeds`), trained `group_size` seeds at a time
-    as one vmapped program (None: automatic, by memory)."""
-    return list(iter_seeds(recipe, seeds, overrides=overrides, data_dir=data_dir,
-                           train_data=train_data, test_data=test_data, device=device,
-                           ns_dtype=ns_dtype, conv_impl=conv_impl, dtype=dtype,
-                           precision=precision, param_dtype=param_dtype, tf32=tf32,
-                           eval_every_epoch=eval_every_epoch, group_size=group_size,
-                           predictions=predictions, log=log, verbose=verbose, data=data))
+    as one vmapped program (None: automatic, by memory). The keywords are iter_seeds's."""
+    return list(iter_seeds(recipe, seeds, **options))
 
 
 class Shared(NamedTuple):
