@@ -13,7 +13,8 @@ from airbench_common.library import upstream_api
 
 from .device import resolve_device
 from .loader import CifarLoader
-from .train import Table, evaluate, fit, make_train_state
+from .evaluation import evaluate
+from .train import Table, fit, make_train_state
 
 
 def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None, device=None,
