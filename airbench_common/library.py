@@ -42,6 +42,23 @@ def upstream_train_overrides(recipe, **given) -> dict:
     return out
 
 
+def check_train_args(recipe, loader, test_loader, make_net, seed, overrides: dict, *,
+                     loader_type: type, loader_name: str):
+    """A framework's train(recipe, loader, ...) arguments, checked before any work: `loader` and
+    `test_loader` are `loader_type` (spelled `loader_name` in messages) or None, make_net None or
+    callable, seed None or a seed. Returns (the recipe with `overrides`, the seed): as upstream,
+    the loader's batch size is the run's (it sets the recipe's batch_size unless overridden)."""
+    V.check_instance("train_loader", loader, loader_type, f"{loader_name} or None",
+                     optional=True)
+    V.check_instance("test_loader", test_loader, loader_type, f"{loader_name} or None",
+                     optional=True)
+    V.check_callable("make_net", make_net)
+    seed = None if seed is None else V.check_seed(seed)
+    if loader is not None:
+        overrides.setdefault("batch_size", loader.batch_size)
+    return get_recipe(recipe, **overrides), seed
+
+
 def _named(fn, name: str, module: str, doc: str | None):
     """`fn` as the module-level function `module.name` (for help(), repr and pickling)."""
     fn.__name__ = fn.__qualname__ = name

@@ -21,7 +21,7 @@ import numpy as np
 
 from airbench_common import validate as V
 from airbench_common.data import load_cifar10
-from airbench_common.library import check_loader_args, upstream_api
+from airbench_common.library import check_loader_args, check_train_args, upstream_api
 from airbench_common.outcome import EVAL_BATCH_ACCELERATOR
 from airbench_common.recipes import Recipe, get_recipe
 from airbench_common.table import Table
@@ -186,15 +186,8 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
     run number printed in the table (upstream's meaning); -1 or 'warmup' takes one step only.
     seed: the net's init and the proxy's (None: drawn at random). With verbose, the per-epoch
     table is evaluated on `test_loader` or the test split of the loader's folder."""
-    V.check_instance("train_loader", loader, CifarLoader, "an airbench_jax.CifarLoader or None",
-                     optional=True)
-    V.check_instance("test_loader", test_loader, CifarLoader,
-                     "an airbench_jax.CifarLoader or None", optional=True)
-    V.check_callable("make_net", make_net)
-    seed = None if seed is None else V.check_seed(seed)
-    if loader is not None:
-        overrides.setdefault("batch_size", loader.batch_size)
-    r = get_recipe(recipe, **overrides)
+    r, seed = check_train_args(recipe, loader, test_loader, make_net, seed, overrides,
+                               loader_type=CifarLoader, loader_name="an airbench_jax.CifarLoader")
     if loader is None:
         loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
                              altflip=r.altflip)

@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 from airbench_common import outcome
-from airbench_common import get_recipe
 from airbench_common import validate as V
-from airbench_common.library import upstream_api
+from airbench_common.library import check_train_args, upstream_api
 
 from .device import resolve_device
 from .loader import CifarLoader
@@ -26,15 +25,8 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     returning the net (upstream's); None builds the recipe's. run: the run number printed in the
     table (upstream's meaning); -1 or 'warmup': a single step only. seed: torch's global seed for
     the init (None: drawn from torch's global generator, as upstream's unseeded runs)."""
-    V.check_instance("train_loader", loader, CifarLoader,
-                     "an airbench_torch.CifarLoader or None", optional=True)
-    V.check_instance("test_loader", test_loader, CifarLoader,
-                     "an airbench_torch.CifarLoader or None", optional=True)
-    V.check_callable("make_net", make_net)
-    seed = None if seed is None else V.check_seed(seed)
-    if loader is not None:
-        overrides.setdefault("batch_size", loader.batch_size)
-    r = get_recipe(recipe, **overrides)
+    r, seed = check_train_args(recipe, loader, test_loader, make_net, seed, overrides,
+                               loader_type=CifarLoader, loader_name="an airbench_torch.CifarLoader")
     dev = resolve_device(device if loader is None else loader.device)
     if loader is None:
         loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=r.loader_aug(),

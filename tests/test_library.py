@@ -130,3 +130,16 @@ def test_loader_arguments_are_checked_in_order(bad, first):
     with pytest.raises(UsageError) as exc:
         L.check_loader_args(**_args(**bad), flags=flags)
     assert str(exc.value).startswith(first), str(exc.value)
+
+
+def test_train_args_take_the_loaders_batch_size_unless_overridden():
+    loader = Loader()
+    loader.batch_size = 64
+    check = dict(loader_type=Loader, loader_name="a Loader")
+    r, seed = L.check_train_args("airbench94", loader, None, None, 5, {}, **check)
+    assert (r.batch_size, seed) == (64, 5)
+    r, seed = L.check_train_args("airbench94", loader, None, None, None, {"batch_size": 32},
+                                 **check)
+    assert (r.batch_size, seed) == (32, None)
+    with pytest.raises(UsageError, match=r"^test_loader 3 \(int\) is not a Loader or None"):
+        L.check_train_args("airbench94", loader, 3, None, None, {}, **check)
