@@ -40,7 +40,7 @@ class DeviceError(UsageError):
 def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
     """`value` as an int in [low, high] (either bound optional); bools and non-integral numbers
     are refused."""
-    if _is_bool(value) or not isinstance(value, (int, float, np.integer, np.floating)) or (
+    if is_bool(value) or not isinstance(value, (int, float, np.integer, np.floating)) or (
             isinstance(value, (float, np.floating))
             and not (math.isfinite(value) and float(value).is_integer())):
         raise OptionError(f"{name} {value!r} is not an integer")
@@ -245,15 +245,9 @@ def check_device(requested: str | None, available: Iterable[str],
 # ----------------------------------------------------------------------------- library arguments
 # The library API (airbench_jax / airbench_torch: CifarLoader, make_net9x, train9x, infer,
 # evaluate, run_recipe, checkpoints) checks its arguments here, the same checks the command line
-# makes of the same values; messages name the parameter as the caller spelled it.
-AUG_KEYS = ("flip", "translate", "cutout")
-AUG_RANGES = {"translate": (0, 16), "cutout": (0, 32)}  # the recipe table's ranges of the fields
+# makes of the same values; messages name the parameter as the caller spelled it. What only
+# upstream's loader and train9x take (aug, their names) is checked in airbench_common.library.
 WIDTH_KEYS = ("block1", "block2", "block3")
-# upstream train9x's argument names -> recipe fields
-UPSTREAM_TRAIN_NAMES = {"epochs": "epochs", "label_smoothing": "label_smoothing",
-                        "learning_rate": "lr", "bias_scaler": "bias_scaler",
-                        "momentum": "momentum", "weight_decay": "weight_decay",
-                        "whiten_bias_epochs": "whiten_bias_epochs", "tta_level": "tta_level"}
 
 
 def show(value, limit: int = 60) -> str:
@@ -264,18 +258,19 @@ def show(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _is_bool(value) -> bool:
+def is_bool(value) -> bool:
+    """A Python or numpy bool."""
     return isinstance(value, (bool, np.bool_))
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     """A Python or numpy integer, not a bool."""
-    return isinstance(value, (int, np.integer)) and not _is_bool(value)
+    return isinstance(value, (int, np.integer)) and not is_bool(value)
 
 
 def check_seed(value, name: str = "seed") -> int:
     """A seed: an integer (not a bool, not a float) in [0, 2**32)."""
-    if not _is_int(value):
+    if not is_int(value):
         raise OptionError(f"{name} {show(value)} is not an integer; give a whole number in "
                           f"[0, {SEED_LIMIT})")
     value = int(value)
@@ -304,7 +299,7 @@ def check_batch_size(value, name: str = "batch_size") -> int:
 
 def check_flag(name: str, value) -> bool | None:
     """None (the default) or a bool."""
-    if value is None or _is_bool(value):
+    if value is None or is_bool(value):
         return None if value is None else bool(value)
     raise OptionError(f"{name} {show(value)} is not True, False or None")
 
@@ -336,35 +331,9 @@ def check_widths(widths, name: str = "widths") -> tuple[int, int, int]:
         raise OptionError(f"{name} {show(widths)} is not a dict or a sequence; {how}")
     else:
         values = list(widths)
-    if len(values) != 3 or not all(_is_int(v) and v >= 1 for v in values):
+    if len(values) != 3 or not all(is_int(v) and v >= 1 for v in values):
         raise OptionError(f"{name} {show(widths)} is not three positive integers; {how}")
     return tuple(int(v) for v in values)
-
-
-def check_aug(aug, name: str = "aug") -> dict:
-    """A loader's augmentation dict: keys flip (bool), translate (int pixels 0-16), cutout
-    (int square size 0-32), each optional; None is {}."""
-    if aug is None:
-        return {}
-    if not isinstance(aug, dict):
-        raise OptionError(f"{name} {show(aug)} is not a dict; give e.g. dict(flip=True, "
-                          "translate=2) or None")
-    out = {}
-    for key, value in aug.items():
-        if key not in AUG_KEYS:
-            raise OptionError(f"{name} key {key!r} is not an augmentation; valid keys: "
-                              f"{', '.join(AUG_KEYS)}")
-        if key == "flip":
-            if not _is_bool(value):
-                raise OptionError(f"{name} flip={show(value)} is not True or False")
-            out[key] = bool(value)
-            continue
-        low, high = AUG_RANGES[key]
-        if not _is_int(value) or not low <= value <= high:
-            raise OptionError(f"{name} {key}={show(value)} is not an integer in [{low}, {high}] "
-                              "(pixels)")
-        out[key] = int(value)
-    return out
 
 
 def check_path_like(name: str, value):
@@ -415,22 +384,3 @@ def check_data_pair(data, name: str) -> tuple:
     return check_arrays(images, labels, name, fix="give uint8 images (N, 32, 32, 3) with N >= 1 "
                         "and one integer label 0-9 per image")
 
-
-def upstream_train_overrides(recipe, **given) -> dict:
-    """Upstream train9x's hyper-parameter arguments (None: the recipe's value) -> recipe
-    overrides, each checked against the recipe; an error names the argument as upstream spells
-    it (learning_rate, not the recipe field lr)."""
-    from .recipes import RecipeError, get_recipe
-    out = {}
-    for arg, value in given.items():
-        if value is None:
-            continue
-        field = UPSTREAM_TRAIN_NAMES[arg]
-        try:
-            get_recipe(recipe, **{field: value})
-        except RecipeError as exc:
-            if field == arg:
-                raise
-            raise RecipeError(f"{arg}={show(value)} (the recipe's {field}): {exc}") from None
-        out[field] = value
-    return out

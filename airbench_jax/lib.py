@@ -21,6 +21,7 @@ import numpy as np
 
 from airbench_common import validate as V
 from airbench_common.data import load_cifar10
+from airbench_common.library import check_loader_args, check_train_args, upstream_api
 from airbench_common.outcome import EVAL_BATCH_ACCELERATOR
 from airbench_common.recipes import Recipe, get_recipe
 from airbench_common.table import Table
@@ -50,14 +51,9 @@ class CifarLoader:
 
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
                  shuffle=None, altflip=False, gpu=None, *, device=None, seed=None, data=None):
-        # every argument checked before the data is read (airbench_common.validate)
-        V.check_data_dir(path, "path")
-        V.check_flag("train", train)
-        batch_size = V.check_batch_size(batch_size)
-        checked_aug = V.check_aug(aug)
-        for name, flag in (("drop_last", drop_last), ("shuffle", shuffle), ("altflip", altflip)):
-            V.check_flag(name, flag)
-        seed = None if seed is None else V.check_seed(seed)
+        # every argument checked before the data is read (airbench_common.library)
+        settings = check_loader_args(path, train, batch_size, aug, drop_last, shuffle, altflip,
+                                     seed)
         gpu = None if gpu is None else V.integer("gpu", gpu, low=0)
         if device is None and gpu is not None:
             if gpu >= len(jax.devices()):
@@ -73,12 +69,7 @@ class CifarLoader:
         self.path = path
         self.images = jax.device_put(images, self.device)      # uint8 NHWC, on device
         self.labels = jax.device_put(labels.astype(np.int32), self.device)
-        self.aug = checked_aug
-        self.batch_size = batch_size
-        self.drop_last = train if drop_last is None else drop_last
-        self.shuffle = train if shuffle is None else shuffle
-        self.altflip = altflip
-        self.seed = _draw_seed() if seed is None else int(seed)
+        settings.settle(self, _draw_seed)
         self.key = jax.random.PRNGKey(self.seed)
         self._base = None
 
@@ -195,15 +186,8 @@ def train(recipe="airbench94", loader: CifarLoader | None = None, *, make_net=No
     run number printed in the table (upstream's meaning); -1 or 'warmup' takes one step only.
     seed: the net's init and the proxy's (None: drawn at random). With verbose, the per-epoch
     table is evaluated on `test_loader` or the test split of the loader's folder."""
-    V.check_instance("train_loader", loader, CifarLoader, "an airbench_jax.CifarLoader or None",
-                     optional=True)
-    V.check_instance("test_loader", test_loader, CifarLoader,
-                     "an airbench_jax.CifarLoader or None", optional=True)
-    V.check_callable("make_net", make_net)
-    seed = None if seed is None else V.check_seed(seed)
-    if loader is not None:
-        overrides.setdefault("batch_size", loader.batch_size)
-    r = get_recipe(recipe, **overrides)
+    r, seed = check_train_args(recipe, loader, test_loader, make_net, seed, overrides,
+                               loader_type=CifarLoader, loader_name="an airbench_jax.CifarLoader")
     if loader is None:
         loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
                              altflip=r.altflip)
@@ -276,46 +260,8 @@ def evaluate_arrays(net: CifarNet, inputs, labels) -> float:
     return float((infer_arrays(g, p, rest, inputs, 0).argmax(1) == labels).mean())
 
 
-def _upstream_train(name):
-    def fn(train_loader=None, epochs=None, label_smoothing=None, learning_rate=None,
-           bias_scaler=None, momentum=None, weight_decay=None, whiten_bias_epochs=None,
-           tta_level=None, make_net=None, run=0, verbose=True, **extra):
-        overrides = V.upstream_train_overrides(
-            name, epochs=epochs, label_smoothing=label_smoothing, learning_rate=learning_rate,
-            bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
-            whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
-        return train(name, train_loader, make_net=make_net, run=run, verbose=verbose,
-                     **overrides, **extra)
-    fn.__name__ = "train" + name.replace("airbench", "")
-    fn.__qualname__ = fn.__name__
-    fn.__doc__ = (f"Upstream-compatible {fn.__name__}: trains recipe {name!r} and returns the net. "
-                  "Arguments left as None take the recipe table's value; extra keywords are "
-                  "train()'s (seed, test_loader, ...) or recipe fields.")
-    return fn
-
-
-train93 = _upstream_train("airbench93")
-train94 = _upstream_train("airbench94")
-train95 = _upstream_train("airbench95")
-train96 = _upstream_train("airbench96")
-train94_muon = _upstream_train("airbench94_muon")
-train96_faster = _upstream_train("airbench96_faster")
-
-
-def warmup93(*args, **kwargs):
-    return train93(*args, run=-1, **kwargs)
-
-
-def warmup94(*args, **kwargs):
-    return train94(*args, run=-1, **kwargs)
-
-
-def warmup95(*args, **kwargs):
-    return train95(*args, run=-1, **kwargs)
-
-
-def warmup96(*args, **kwargs):
-    return train96(*args, run=-1, **kwargs)
+(train93, train94, train95, train96, train94_muon, train96_faster,
+ warmup93, warmup94, warmup95, warmup96) = upstream_api(train)
 
 
 # ----------------------------------------------------------------------------- checkpoints

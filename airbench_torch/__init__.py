@@ -9,8 +9,8 @@ from .api import (train, train93, train94, train94_muon, train95, train96, train
 from .loader import CifarLoader
 from .net import CifarNet, make_net, make_net93, make_net94, make_net95, make_net96
 from .optim import Lookahead, Muon, newton_schulz
-from .train import (TrainState, evaluate, infer, make_train_state, run_recipe, train_step,
-                    warmup)
+from .evaluation import evaluate, infer
+from .train import TrainState, make_train_state, run_recipe, train_step, warmup
 
 __all__ = [
     "CifarLoader", "CifarNet", "make_net", "make_net93", "make_net94", "make_net95", "make_net96",

@@ -7,15 +7,13 @@ import torch
 from torch import nn
 
 from airbench_common import outcome
-from airbench_common import get_recipe
 from airbench_common import validate as V
+from airbench_common.library import check_train_args, upstream_api
 
 from .device import resolve_device
 from .loader import CifarLoader
-from .train import Table, evaluate, fit, make_train_state
-
-# upstream argument names -> recipe fields (one table for both implementations)
-UPSTREAM_NAMES = V.UPSTREAM_TRAIN_NAMES
+from .evaluation import evaluate
+from .train import Table, fit, make_train_state
 
 
 def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None, device=None,
@@ -27,15 +25,8 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     returning the net (upstream's); None builds the recipe's. run: the run number printed in the
     table (upstream's meaning); -1 or 'warmup': a single step only. seed: torch's global seed for
     the init (None: drawn from torch's global generator, as upstream's unseeded runs)."""
-    V.check_instance("train_loader", loader, CifarLoader,
-                     "an airbench_torch.CifarLoader or None", optional=True)
-    V.check_instance("test_loader", test_loader, CifarLoader,
-                     "an airbench_torch.CifarLoader or None", optional=True)
-    V.check_callable("make_net", make_net)
-    seed = None if seed is None else V.check_seed(seed)
-    if loader is not None:
-        overrides.setdefault("batch_size", loader.batch_size)
-    r = get_recipe(recipe, **overrides)
+    r, seed = check_train_args(recipe, loader, test_loader, make_net, seed, overrides,
+                               loader_type=CifarLoader, loader_name="an airbench_torch.CifarLoader")
     dev = resolve_device(device if loader is None else loader.device)
     if loader is None:
         loader = CifarLoader(None, train=True, batch_size=r.batch_size, aug=r.loader_aug(),
@@ -75,41 +66,5 @@ def train(recipe, loader=None, *, make_net=None, run=0, verbose=True, seed=None,
     return state.net
 
 
-def _upstream_train(name):
-    def fn(train_loader=None, epochs=None, label_smoothing=None, learning_rate=None,
-           bias_scaler=None, momentum=None, weight_decay=None, whiten_bias_epochs=None,
-           tta_level=None, make_net=None, run=0, verbose=True, **extra):
-        overrides = V.upstream_train_overrides(
-            name, epochs=epochs, label_smoothing=label_smoothing, learning_rate=learning_rate,
-            bias_scaler=bias_scaler, momentum=momentum, weight_decay=weight_decay,
-            whiten_bias_epochs=whiten_bias_epochs, tta_level=tta_level)
-        overrides.update(extra)
-        return train(name, train_loader, make_net=make_net, run=run, verbose=verbose, **overrides)
-    fn.__name__ = fn.__qualname__ = "train" + name.replace("airbench", "")
-    fn.__doc__ = (f"Upstream-compatible {fn.__name__}: trains recipe {name!r} and returns the net. "
-                  "Arguments left as None take the recipe table's value.")
-    return fn
-
-
-train93 = _upstream_train("airbench93")
-train94 = _upstream_train("airbench94")
-train95 = _upstream_train("airbench95")
-train96 = _upstream_train("airbench96")
-train94_muon = _upstream_train("airbench94_muon")
-train96_faster = _upstream_train("airbench96_faster")
-
-
-def warmup93(*args, **kwargs):
-    return train93(*args, run=-1, **kwargs)
-
-
-def warmup94(*args, **kwargs):
-    return train94(*args, run=-1, **kwargs)
-
-
-def warmup95(*args, **kwargs):
-    return train95(*args, run=-1, **kwargs)
-
-
-def warmup96(*args, **kwargs):
-    return train96(*args, run=-1, **kwargs)
+(train93, train94, train95, train96, train94_muon, train96_faster,
+ warmup93, warmup94, warmup95, warmup96) = upstream_api(train)

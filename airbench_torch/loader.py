@@ -11,10 +11,9 @@ import torch.nn.functional as F
 
 from airbench_common import CIFAR_MEAN, CIFAR_STD, load_cifar10
 from airbench_common import validate as V
+from airbench_common.library import check_loader_args
 
 from .device import compute_dtype, resolve_device, to_memory_format, uses_channels_last
-
-AUG_KEYS = V.AUG_KEYS
 
 
 def _draw_seed() -> int:
@@ -70,15 +69,9 @@ class CifarLoader:
     def __init__(self, path=None, train=True, batch_size=500, aug=None, drop_last=None,
                  shuffle=None, altflip=False, gpu=None, device=None, seed=None, data=None,
                  channels_last=None):
-        # every argument checked before the data is read (airbench_common.validate)
-        V.check_data_dir(path, "path")
-        V.check_flag("train", train)
-        batch_size = V.check_batch_size(batch_size)
-        checked_aug = V.check_aug(aug)
-        for name, flag in (("drop_last", drop_last), ("shuffle", shuffle), ("altflip", altflip),
-                           ("channels_last", channels_last)):
-            V.check_flag(name, flag)
-        seed = None if seed is None else V.check_seed(seed)
+        # every argument checked before the data is read (airbench_common.library)
+        settings = check_loader_args(path, train, batch_size, aug, drop_last, shuffle, altflip,
+                                     seed, flags=(("channels_last", channels_last),))
         self.epoch = 0
         self.path = path
         if gpu is not None and not isinstance(gpu, (str, torch.device)):
@@ -99,13 +92,7 @@ class CifarLoader:
         self.mean = torch.tensor(CIFAR_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.std = torch.tensor(CIFAR_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.proc_images = {}
-
-        self.aug = checked_aug
-        self.batch_size = batch_size
-        self.drop_last = train if drop_last is None else drop_last
-        self.shuffle = train if shuffle is None else shuffle
-        self.altflip = altflip
-        self.seed = _draw_seed() if seed is None else int(seed)
+        settings.settle(self, _draw_seed)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
 

@@ -1,4 +1,5 @@
-"""Train state, one train step, the epoch loop, evaluation with TTA, and run_recipe."""
+"""Train state, one train step, the epoch loop, run_recipe and warmup (evaluation with TTA:
+airbench_torch.evaluation)."""
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ from airbench_common.records import data_identity, epoch_row, run_record
 
 from .device import (apply_precision, apply_tf32, compile_clock, dtype_name, resolve_device, resolve_precision,
                      synchronize, tf32_state, torch_dtype, uses_channels_last)
+from .evaluation import evaluate, infer, infer_both
 from .loader import CifarLoader
 from .net import CifarNet, init_whitening, net_for_recipe
 from .optim import Lookahead, build_optimizers, set_learning_rates
@@ -194,55 +196,6 @@ def train_step(state: TrainState, inputs: torch.Tensor, labels: torch.Tensor, *,
             state.lookahead.update(net, 1.0)
     state.last = dict(outputs=outputs.detach(), labels=labels, loss=loss.detach())
     return value
-
-
-# ---------------------------------------------------------------------- evaluation
-def infer(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> torch.Tensor:
-    """Logits for all of loader.images. TTA 0: plain; 1: mean of image and mirror; 2: 0.5*level-1
-    + 0.5*mean of level-1 on the reflect-pad-1 crops [0:32] and [2:34]."""
-    return infer_both(model, loader, tta_level)[1]
-
-
-def infer_both(model: nn.Module, loader: CifarLoader, tta_level: int = 0):
-    """(plain logits, TTA logits) for all of loader.images, in one pass: the plain forward is
-    part of every TTA level, so the plain accuracy costs nothing extra."""
-    _check_model_and_loader(model, loader)
-    return infer_images(model, loader.normalize(loader.images), tta_level)
-
-
-def infer_images(model: nn.Module, images: torch.Tensor, tta_level: int = 0):
-    """infer_both on already normalized NCHW images (the parity checks' shared inputs)."""
-    tta_level = V.check_tta_level(tta_level)
-
-    def mirror(x):
-        return 0.5 * model(x) + 0.5 * model(x.flip(-1))
-
-    def both(x):
-        plain = model(x)
-        if tta_level == 0:
-            return plain, plain
-        mirrored = 0.5 * plain + 0.5 * model(x.flip(-1))
-        if tta_level == 1:
-            return plain, mirrored
-        p = F.pad(x, (1,) * 4, mode="reflect")
-        shifted = [mirror(p[:, :, 0:32, 0:32]), mirror(p[:, :, 2:34, 2:34])]
-        return plain, 0.5 * mirrored + 0.5 * torch.stack(shifted).mean(0)
-
-    model.eval()
-    with torch.no_grad():
-        outs = [both(x) for x in images.split(outcome.eval_batch(images.device.type != "cpu"))]
-    return tuple(torch.cat([o[k].clone() for o in outs]) for k in (0, 1))
-
-
-def _check_model_and_loader(model, loader) -> None:
-    V.check_instance("model", model, nn.Module, "a torch nn.Module (airbench_torch's make_net9x "
-                     "or train9x return one)")
-    V.check_instance("loader", loader, CifarLoader, "an airbench_torch.CifarLoader")
-
-
-def evaluate(model: nn.Module, loader: CifarLoader, tta_level: int = 0) -> float:
-    logits = infer(model, loader, tta_level)
-    return (logits.argmax(1) == loader.labels).float().mean().item()
 
 
 # ---------------------------------------------------------------------- the loop

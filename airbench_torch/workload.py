@@ -25,7 +25,8 @@ from .device import (NS_DTYPES, apply_precision, apply_tf32, available_devices, 
                      dtype_name, resolve_device, resolve_precision, synchronize,
                      to_memory_format, uses_channels_last)
 from .net import net_for_recipe, whitening_filters
-from .train import infer_images, make_train_state, run_recipe, train_step, warmup
+from .evaluation import infer_images
+from .train import make_train_state, run_recipe, train_step, warmup
 from .optim import Lookahead, Muon, newton_schulz, set_learning_rates
 
 

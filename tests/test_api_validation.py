@@ -1,12 +1,13 @@
 """The library API checks its arguments as the command line checks the same values: every bad
 argument of a public function of airbench_jax and airbench_torch is a UsageError subclass with a
 one-line message naming the value, raised before any work (the checks live once, in
-airbench_common.validate and airbench_common.data.check_arrays)."""
+airbench_common.validate, airbench_common.library and airbench_common.data.check_arrays)."""
 import math
 
 import numpy as np
 import pytest
 
+from airbench_common import library as L
 from airbench_common import validate as V
 from airbench_common.data import DatasetError
 from airbench_common.errors import UsageError
@@ -289,7 +290,7 @@ def test_shared_checks_accept_what_they_should():
     assert V.check_seed(np.uint32(7)) == 7 and V.check_seed(2 ** 32 - 1) == 2 ** 32 - 1
     assert V.check_seed_list(range(3)) == [0, 1, 2]
     assert V.check_widths(WIDTHS) == V.check_widths([4, 8, 8]) == (4, 8, 8)
-    assert V.check_aug(None) == {} and V.check_aug(dict(flip=np.True_)) == dict(flip=True)
+    assert L.check_aug(None) == {} and L.check_aug(dict(flip=np.True_)) == dict(flip=True)
     imgs, labels = V.check_data_pair([X[:2], [3, 4]], "d")
     assert imgs.dtype == np.uint8 and labels.dtype == np.int64 and list(labels) == [3, 4]
     assert V.check_data_dir(None) is None

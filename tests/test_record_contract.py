@@ -56,7 +56,7 @@ def test_both_sides_evaluate_in_the_same_batches():
     from airbench_jax.evaluation import default_eval_batch, eval_batches
     from airbench_torch.loader import CifarLoader
     from airbench_torch.net import net_for_recipe
-    from airbench_torch.train import infer_both
+    from airbench_torch.evaluation import infer_both
 
     b = eval_batch(False)
     assert default_eval_batch() == b and eval_batch(True) == 2000   # upstream's on accelerators
