@@ -13,9 +13,5 @@ from .workload import WORKLOAD
 main = cli.entry_point(WORKLOAD)
 
 
-def build_parser():
-    return cli.build_parser(WORKLOAD)
-
-
 if __name__ == "__main__":
     sys.exit(main())

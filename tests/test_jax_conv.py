@@ -178,10 +178,11 @@ def test_cpu_info_reports_features(tmp_path, monkeypatch):
 
 def test_cli_offers_every_conv_lowering():
     """The JAX CLI's --conv-impl choices are the lowerings airbench_jax.conv implements."""
-    from airbench_jax import __main__ as jax_cli
+    from airbench_common import cli
+    from airbench_jax.workload import WORKLOAD
     from airbench_jax import conv
     from parity import lockstep
-    opt = next(a for a in jax_cli.build_parser()._actions if "--conv-impl" in a.option_strings)
+    opt = next(a for a in cli.build_parser(WORKLOAD)._actions if "--conv-impl" in a.option_strings)
     assert tuple(opt.choices) == tuple(conv.IMPLS) == tuple(lockstep.CONV_IMPLS)
 
 
