@@ -5,6 +5,7 @@ benchmark records about where JAX runs.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -35,7 +36,7 @@ def learning_rates(r: Recipe, n_train: int) -> dict[str, np.ndarray]:
     counters set to t, zero momentum, gradient of ones, SGD params at 0 (update = -lr*(1+m));
     Muon params of Frobenius norm sqrt(out) (renorm ~ identity) and update = -lr*NS((1+m)*g)."""
     from .model import make_net
-    from .muon import flatten_filter, newton_schulz, unflatten_filter
+    from .muon import muon
     from .optim import build_optimizer, labels_for
     small = get_recipe(r, widths=(2, 2, 2), proxy_widths=(2, 2, 2))
     _, params, _ = nnx.split(make_net(small, 0), nnx.Param, ...)
@@ -62,6 +63,16 @@ def learning_rates(r: Recipe, n_train: int) -> dict[str, np.ndarray]:
         return jax.tree.map(lambda a, b: a - b, tx.update(grads, set_counts(state0, t), pp)[0],
                             tx.update(zeros, set_counts(state0, t), pp)[0])
 
+    @functools.partial(jax.jit, static_argnums=0)
+    def unit_step(momentum, p):
+        # the group's own Muon transform at lr 1 on the same gradient and params: the direction
+        # the lr multiplies, by the same operations as inside the optimizer (a Newton-Schulz run
+        # as another program may round differently, by a few float32 ulps, and bias every lr)
+        one = muon(1.0, momentum, r.muon_ns_steps, r.muon_eps, jnp.float32)
+        state = one.init(p)
+        return -(one.update(jnp.ones_like(p), state, p)[0]
+                 - one.update(jnp.zeros_like(p), state, p)[0])
+
     leaves_l = jax.tree.leaves(labels)
     total = r.total_steps(n_train)
     out = {name: np.zeros(total) for name in groups}
@@ -76,10 +87,7 @@ def learning_rates(r: Recipe, n_train: int) -> dict[str, np.ndarray]:
             else:
                 key = p.shape
                 if key not in ns_dir:
-                    gm = (1 + g.momentum) * jnp.ones(p.shape, jnp.float32)
-                    o = unflatten_filter(newton_schulz(flatten_filter(gm), r.muon_ns_steps,
-                                                       r.muon_eps, jnp.float32), p.shape)
-                    ns_dir[key] = np.asarray(o, np.float64)
+                    ns_dir[key] = np.asarray(unit_step(g.momentum, p), np.float64)
                 o = ns_dir[key]
                 val = -float(np.sum(np.asarray(leaf, np.float64) * o) / np.sum(o * o))
             per.setdefault(lab, []).append(val)
