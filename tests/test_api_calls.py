@@ -76,7 +76,9 @@ def test_make_net9x_takes_upstream_arguments(side, n):
     assert ("2.conv3.weight" in a) == (n == 6)           # airbench96's residual third conv
 
 
-@pytest.mark.parametrize("n", [3, 4, 5, 6])
+# 93 and 95 are 94's net with other hyper-parameters: their train9x run in the slow suite
+@pytest.mark.parametrize("n", [pytest.param(3, marks=pytest.mark.slow), 4,
+                               pytest.param(5, marks=pytest.mark.slow), 6])
 def test_train9x_and_warmup9x_train_the_net_make_net_returns(side, n):
     """make_net's net is the one trained (its widths come back); warm-up takes one step."""
     made = []

@@ -83,6 +83,9 @@ def test_each_step_matches_the_packages_train_state_and_step(example, data):
     assert i == 3, "the epoch had fewer than 4 batches"
 
 
+# slow suite: a whole run; the default suite's test_each_step_matches_the_packages_train_state_and_step
+# holds the example to the package step for step
+@pytest.mark.slow
 def test_a_whole_run_matches_run_recipe(example, data):
     """Two epochs (8 steps: the batch order, the augmentation keys, altflip's odd epoch, the
     whitening bias's freezing after step 4, the stop at the last step) give the same final

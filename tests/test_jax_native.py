@@ -173,6 +173,9 @@ print("ok", onednn.status().library)
 """
 
 
+# slow suite: two interpreters and a rebuild by g++; the default suite checks the cache's other
+# failures in-process (below, and tests/test_jax_conv.py::test_onednn_build_is_cached_and_failures_are_one_line)
+@pytest.mark.slow
 def test_a_truncated_cached_library_is_rebuilt_and_jax_still_runs(tmp_path, built_library):
     """Before: a truncated cached library killed every JAX run that used oneDNN ('auto' too) with
     SIGBUS (exit 135) when it was loaded."""

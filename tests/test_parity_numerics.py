@@ -2,7 +2,7 @@
 
 Every recipe's net: conversion, logits (train and eval mode), loss, every gradient, BatchNorm
 running stats, and the learning rate each framework applies per group over a whole run. One
-recipe each for what is shared between recipes: TTA levels 0-2 and the native conv (airbench94),
+recipe each for what is shared between recipes: TTA levels 0-2 (airbench94),
 full train steps with Muon, freezing of the whitening bias and renorm (airbench94_muon), SGD steps
 with lookahead (airbench94), Newton-Schulz and the whitening init. Tolerances:
 parity.numerics.tolerances.
@@ -69,7 +69,9 @@ SAME_NET_AS = {"airbench93": "airbench94", "airbench95": "airbench94",
 def test_forward_backward(name, data):
     r, arrays, (x, y), _, _ = _setup(name, data, filter_keep=0)
     rep = Report()
-    impls = ("native", "matmul") if name == "airbench94" else ("matmul",)
+    # one JAX lowering here: tests/test_jax_core.py holds matmul to native and
+    # tests/test_jax_conv.py onednn to native; the full table (parity.numerics) runs all three
+    impls = ("matmul",)
     checks.check_forward(rep, name, arrays, r, x, y, impls)
     seen = {row.check for row in rep.rows}
     assert {"logits train mode", "logits eval mode", "grad 7.weight", "grad 0.bias"} <= seen
