@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from airbench_common import get_recipe, parse_overrides
-from airbench_common.env import machine_info, package_versions
+from airbench_common.env import code_version, machine_info, package_versions
 from airbench_common.errors import cli_main
 from airbench_common.validate import OptionError
 from airbench_common.workload import RunOptions, get_workload
@@ -183,7 +183,7 @@ def bench(recipe="airbench94_muon", batch=2000, steps=3, reps=3, conv_impl="auto
         gflops={k: v * flops / 1e9 for k, v in med.items()}, matmul_peak_gflops=peak,
         fraction_of_peak={k: v * flops / 1e9 / peak for k, v in med.items()},
         versions=package_versions("jax", "jaxlib", "flax", "optax", "torch", "onednn-cpu-gomp"),
-        machine=machine_info())
+        code=code_version(), machine=machine_info())
 
 
 @cli_main

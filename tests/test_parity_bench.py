@@ -6,6 +6,7 @@ pytest.importorskip("flax")
 
 from parity import bench  # noqa: E402
 from airbench_common import get_recipe  # noqa: E402
+from airbench_common.env import code_version  # noqa: E402
 
 
 def test_forward_flops_of_airbench94():
@@ -48,6 +49,7 @@ def test_bench_times_the_scan_program_and_reports_cpu_and_load():
     assert res["ratios_jax_over"] == {"torch": pytest.approx(ips["jax"] / ips["torch"])}
     assert set(res["compile_seconds"]) == {"jax", "jax_scan"}
     assert res["cpu"]["logical_cpus"] >= 1 and isinstance(res["cpu"]["features"], list)
+    assert res["code"] == code_version()              # which code measured it
     assert len(res["load_average"]["before"]) == 3
     assert set(res["page_faults_per_step"]) == set(ips)
     assert all(v >= 0 for v in res["page_faults_per_step"].values())

@@ -268,3 +268,21 @@ def test_full_width_depth3_forward_backward():
     assert len(wc) > 20 and len(f64) == 2 and all(r.via == "tol" for r in f64)
     # every row that needed the float32 floor says why
     assert all(r.note for r in rep.rows if r.via == "floor")
+
+
+@pytest.mark.slow
+def test_the_command_end_to_end_writes_rows_and_provenance(tmp_path):
+    """`python -m parity.numerics` at a small width: exit 0, and a JSON whose rows all pass and
+    whose meta says which code, versions, machine and inputs made it."""
+    import json
+
+    from airbench_common.env import code_version
+    from parity.numerics.__main__ import main
+    out = tmp_path / "n.json"
+    assert main(["--recipe", "airbench94", "--width-scale", "0.0625", "--batch", "8",
+                 "--data", "synthetic", "--whiten-images", "64", "--impls", "matmul",
+                 "--no-steps", "--no-bf16", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["n_fail"] == 0 and got["n_rows"] == len(got["rows"]) > 20
+    assert got["meta"]["code"] == code_version() and got["meta"]["versions"]["jax"]
+    assert len(got["meta"]["recipes"]["airbench94"]["inputs_sha256"]) == 64

@@ -105,8 +105,10 @@ def main(argv=None) -> int:
     setup_precision(args.threads)
     rep = Report(meta=dict(argv=sys.argv[1:] if argv is None else list(argv),
                            width_scale=args.width_scale, batch=args.batch, seed=args.seed))
-    from airbench_common.env import cpu_flags_of_interest, machine_info, package_versions
+    from airbench_common.env import (code_version, cpu_flags_of_interest, machine_info,
+                                     package_versions)
     rep.meta["versions"] = package_versions("jax", "jaxlib", "flax", "optax", "torch")
+    rep.meta["code"] = code_version()
     rep.meta["machine"] = dict(machine_info(), cpu_flags=cpu_flags_of_interest())
     rep.meta["floor_rule"] = (f"pass iff max_abs <= atol + rtol*scale, or (rows marked 'floor') "
                               f"max_abs <= {NOISE_FACTOR:g} * floor, floor = max(max|torch32 - "
