@@ -19,7 +19,7 @@ falls back to the folder's SOURCE.md ("jpeg" in its head: "JPEG CIFAR-10") or "C
 from __future__ import annotations
 
 from .errors import DatasetError  # defined there; `from airbench_common.data import` it too
-from .files import FileWriteError, atomic_write_bytes  # noqa: F401  (the one atomic writer)
+from .files import FileWriteError, atomic_write_bytes, user_cache_dir  # noqa: F401  (the one atomic writer)
 from .jpeg import JPEG_FIX, load_jpeg_npz
 
 import hashlib
@@ -58,8 +58,7 @@ UNKNOWN_JPEG_LABEL = "JPEG images (not the known JPEG CIFAR-10 files)"
 
 
 def default_data_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "airbench" / "cifar10"
+    return user_cache_dir() / "airbench" / "cifar10"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

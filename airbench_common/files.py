@@ -28,6 +28,12 @@ from .errors import UsageError
 FILE_MODE = 0o644
 
 
+def user_cache_dir() -> Path:
+    """The user's cache folder ($XDG_CACHE_HOME, else ~/.cache), under which every cache of this
+    project lives (the data download, decoded JPEGs, the oneDNN build): never the data folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 class FileWriteError(UsageError):
     """A file could not be written completely (disk full, read-only place, ...)."""
 

@@ -17,11 +17,10 @@ layout and calls load_jpeg_npz.
 from __future__ import annotations
 
 from .errors import DatasetError
-from .files import FileWriteError, atomic_write_bytes
+from .files import FileWriteError, atomic_write_bytes, user_cache_dir
 
 import hashlib
 import io
-import os
 import sys
 import zipfile
 from pathlib import Path
@@ -35,8 +34,7 @@ JPEG_FIX = ("replace it with an intact copy (../shared/data/cifar10-jpeg/jpeg/ h
 
 def jpeg_cache_dir() -> Path:
     """Where decoded JPEG files are cached: the user's cache folder, never the data folder."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "airbench" / "cifar10-jpeg-decoded"
+    return user_cache_dir() / "airbench" / "cifar10-jpeg-decoded"
 
 
 def _pillow(where: Path):

@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
+from airbench_common.files import user_cache_dir
+
 SOURCE = Path(__file__).with_name("csrc") / "onednn_conv.cc"
 TARGETS = ("AirbenchConvFwd", "AirbenchConvBwdData", "AirbenchConvBwdWeights")
 CACHE_ENV = "AIRBENCH_JAX_CACHE"
@@ -75,9 +77,7 @@ def find_onednn() -> tuple[Path, Path] | None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME")
-                                             or Path.home() / ".cache") / "airbench_jax"
-    return Path(base)
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir() / "airbench_jax")
 
 
 def _build_key(cxx: str, inc: Path, lib: Path) -> str:

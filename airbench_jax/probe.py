@@ -52,16 +52,18 @@ def learning_rates(r: Recipe, n_train: int) -> dict[str, np.ndarray]:
         return jnp.zeros_like(p)
 
     pp = jax.tree.map(probe_params, params, labels)
-    grads = jax.tree.map(jnp.ones_like, params)
-    zeros = jax.tree.map(jnp.zeros_like, params)
     state0 = tx.init(pp)
+
+    def gradient_part(tx, state, params):
+        # the update for a gradient of ones minus the same update for a zero gradient (NS(0) =
+        # 0): leaves -lr*NS((1+m)g) alone, without the renormalization's rounding residue
+        with_grad = tx.update(jax.tree.map(jnp.ones_like, params), state, params)[0]
+        without = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)[0]
+        return jax.tree.map(lambda a, b: a - b, with_grad, without)
 
     @jax.jit
     def upd(t):
-        # minus the same update with a zero gradient (NS(0) = 0): leaves -lr*NS((1+m)g) alone,
-        # without the renormalization's rounding residue
-        return jax.tree.map(lambda a, b: a - b, tx.update(grads, set_counts(state0, t), pp)[0],
-                            tx.update(zeros, set_counts(state0, t), pp)[0])
+        return gradient_part(tx, set_counts(state0, t), pp)
 
     @functools.partial(jax.jit, static_argnums=0)
     def unit_step(momentum, p):
@@ -69,9 +71,7 @@ def learning_rates(r: Recipe, n_train: int) -> dict[str, np.ndarray]:
         # the lr multiplies, by the same operations as inside the optimizer (a Newton-Schulz run
         # as another program may round differently, by a few float32 ulps, and bias every lr)
         one = muon(1.0, momentum, r.muon_ns_steps, r.muon_eps, jnp.float32)
-        state = one.init(p)
-        return -(one.update(jnp.ones_like(p), state, p)[0]
-                 - one.update(jnp.zeros_like(p), state, p)[0])
+        return -gradient_part(one, one.init(p), p)
 
     leaves_l = jax.tree.leaves(labels)
     total = r.total_steps(n_train)
