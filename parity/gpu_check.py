@@ -60,15 +60,28 @@ from .gpu.studies import parse_study, studies
 from .gpu.subset import load_subset, make_subset, synthetic_data
 
 
-class BudgetExceeded(Exception):
-    """The time budget (or SIGTERM) ended the check; what is measured is already written."""
+class BudgetExceeded(BaseException):
+    """The time budget (or SIGTERM) ended the check; what is measured is already written.
+
+    A BaseException, like KeyboardInterrupt: the alarm can fire anywhere inside a stage, and an
+    `except Exception` there (a numerics row that records its error, JAX re-raising with context)
+    must not turn the end of the budget into that stage's failure and run the next stages."""
 
 
 STAGES = ("environment", "numerics", "throughput", "runs", "studies")
 
 
-def _on_budget(signum, frame):
-    raise BudgetExceeded("SIGTERM" if signum == signal.SIGTERM else "time budget")
+class _Stopper:
+    """The SIGTERM and SIGALRM (budget) handler: raises BudgetExceeded to end the stage now, and
+    remembers why, so that library code which catches the exception, or wraps it in its own
+    (JAX's caches and pytree comparisons do), cannot make the check forget it was stopped."""
+
+    def __init__(self):
+        self.why = None
+
+    def __call__(self, signum, frame):
+        self.why = "SIGTERM" if signum == signal.SIGTERM else "time budget"
+        raise BudgetExceeded(self.why)
 
 
 def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = False,
@@ -124,9 +137,14 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
     overrides = {}
     if dry_run:  # tiny: every stage in seconds on a CPU
         overrides = dict(widths=(4, 8, 8), batch_size=64, epochs=1.0)
-    old = {s: signal.signal(s, _on_budget) for s in (signal.SIGTERM, signal.SIGALRM)}
+    stopper = _Stopper()
+    old = {s: signal.signal(s, stopper) for s in (signal.SIGTERM, signal.SIGALRM)}
     signal.alarm(max(1, int(deadline - time.time())))
     summary["status"] = "running"
+
+    def stopped(t, error=None):
+        res = dict(status="stopped by the budget or SIGTERM", seconds=round(time.time() - t, 1))
+        return res if error is None else dict(res, error=error[:2000])
 
     def save():
         summary["seconds"] = round(time.time() - start, 1)
@@ -156,11 +174,17 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
                 else:
                     raise ValueError(f"unknown stage {name!r}")
             except BudgetExceeded:
-                summary["stages"][name] = dict(status="stopped by the budget or SIGTERM",
-                                               seconds=round(time.time() - t, 1))
+                summary["stages"][name] = stopped(t)
                 raise
             except Exception as exc:  # noqa: BLE001 - one stage's failure is a result; go on
+                if stopper.why:   # the signal's exception, wrapped by a library in its own
+                    summary["stages"][name] = stopped(t, error=f"{type(exc).__name__}: {exc}")
+                    raise BudgetExceeded(stopper.why) from exc
                 res = dict(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
+            if stopper.why:   # swallowed inside the stage: its result is not trusted
+                summary["stages"][name] = stopped(t, error="the signal's exception was caught "
+                                                  "inside the stage, which then went on")
+                raise BudgetExceeded(stopper.why)
             res["seconds"] = round(time.time() - t, 1)
             summary["stages"][name] = res
             save()

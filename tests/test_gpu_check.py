@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,16 +149,101 @@ def test_dry_run_writes_every_stage_without_the_absent_packages(tmp_path):
     assert again["stages"]["numerics"] == summary["stages"]["numerics"]
 
 
+def _check_with_stages(monkeypatch, tmp_path, **stage_fns):
+    """check() in-process on a dry run whose stages are `stage_fns` (environment quick and ok;
+    a stage not given fails the test if it runs)."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_user_flag")      # restored after the test
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    monkeypatch.setenv("AIRBENCH_DATA", str(tmp_path / "data"))
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a stage after the budget ran")
+    monkeypatch.setattr(G, "environment", lambda env_set: dict(jax="x", gpu=None))
+    for name in ("numerics", "throughput", "runs"):
+        monkeypatch.setattr(G, name, stage_fns.get(name, must_not_run))
+    return G.check(tmp_path / "out", budget_minutes=stage_fns.get("budget", 1.0), dry_run=True,
+                   log=lambda _: None)
+
+
+def _alarm_now():
+    """The budget's alarm, now (check()'s handler raises in this thread at the next bytecode)."""
+    os.kill(os.getpid(), signal.SIGALRM)
+    time.sleep(5)
+    raise AssertionError("the alarm's handler did not run")
+
+
+def _catching_exception(out, dry):   # a numerics row that records its error
+    try:
+        _alarm_now()
+    except Exception:   # noqa: BLE001 - the point of the test
+        pass
+    return dict(status="ok")
+
+
+def _wrapping(out, dry):   # a library re-raising whatever it caught as its own error
+    try:
+        _alarm_now()
+    except BaseException as exc:   # noqa: BLE001 - the point of the test
+        raise RuntimeError("wrapped") from exc
+
+
+def _swallowing(out, dry):   # a cache that treats any failed lookup as a miss, and goes on
+    try:
+        _alarm_now()
+    except BaseException:   # noqa: BLE001 - the point of the test
+        pass
+    return dict(status="ok")
+
+
+@pytest.mark.parametrize("stage", [_catching_exception, _wrapping, _swallowing])
+def test_the_budget_alarm_stops_the_check_whatever_the_stage_catches(stage, monkeypatch,
+                                                                      tmp_path):
+    before = signal.getsignal(signal.SIGALRM)
+    s = _check_with_stages(monkeypatch, tmp_path, numerics=stage)
+    assert s["status"].startswith("stopped: time budget"), s
+    assert s["stages"]["environment"]["status"] == "ok"
+    assert s["stages"]["numerics"]["status"].startswith("stopped"), s
+    assert set(s["stages"]) == {"environment", "numerics"}   # throughput, runs never started
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == s["status"]
+    assert signal.getsignal(signal.SIGALRM) is before   # the handlers are given back
+
+
+def test_an_error_inside_the_budget_is_that_stage_s_failure(monkeypatch, tmp_path):
+    def broken(out, dry):
+        raise RuntimeError("broken stage")
+    s = _check_with_stages(monkeypatch, tmp_path, numerics=broken,
+                           throughput=lambda *a: dict(status="ok"),
+                           runs=lambda *a: dict(status="ok"))
+    assert s["status"] == "failed" and s["stages"]["numerics"]["status"] == "error"
+    assert s["stages"]["runs"]["status"] == "ok"   # one stage's failure is a result; go on
+
+
 @pytest.mark.slow
-def test_budget_ends_cleanly_with_what_was_measured(tmp_path):
+def test_sigterm_ends_cleanly_with_what_was_measured(tmp_path):
+    """The real command, stopped by SIGTERM once the environment stage is written (no timing
+    assumption: it waits for the file, then signals)."""
     out = tmp_path / "out"
-    p = _run_blocked(["--dry-run", "--out", str(out), "--budget-minutes", "0.1"], tmp_path)
+    code = ("import sys, runpy\n"
+            + "".join(f"sys.modules[{m!r}] = None\n" for m in ABSENT_THERE)
+            + f"sys.argv = ['parity.gpu_check', '--dry-run', '--out', {str(out)!r}]\n"
+            + "runpy.run_module('parity.gpu_check', run_name='__main__')\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "environment.json").exists() and p.poll() is None:
+        assert time.time() < deadline, "the environment stage never ended"
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
     summary = json.loads((out / "summary.json").read_text())
-    assert p.returncode == 1 and summary["status"].startswith("stopped"), summary
+    assert p.returncode == 1 and summary["status"].startswith("stopped: SIGTERM"), err[-3000:]
     assert summary["stages"]["environment"]["status"] == "ok"
-    assert (out / "environment.json").exists()
+    # the signal lands inside a stage (that stage says stopped) or between two (none does)
     stopped = [k for k, s in summary["stages"].items() if s["status"].startswith("stopped")]
-    assert len(stopped) == 1
+    assert len(stopped) <= 1 and "Traceback" not in err
+    assert all(s["status"] == "ok" for k, s in summary["stages"].items() if k not in stopped)
 
 
 @pytest.mark.parametrize("study, word", [
