@@ -13,7 +13,7 @@ import argparse
 import math
 import sys
 
-from . import validate as V
+from . import interrupts, validate as V
 from .errors import cli_main
 from .data import content_sha256, dataset_label, load_cifar10, resolve_data_dir
 from .precision import BN_DTYPES, POLICIES, TF32_MODES
@@ -94,17 +94,6 @@ def _summary(i: int, seed: int, rec: dict) -> str:
     return line
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Is `exc` a KeyboardInterrupt, or an exception raised while handling one?"""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def entry_point(wl: Workload):
     """The `main(argv=None) -> exit status` of `python -m <wl.package>`: main() with bad input
     as one line on stderr and exit status 2 (errors.cli_main)."""
@@ -161,10 +150,11 @@ def main(wl: Workload, argv=None) -> int:
     for i, seed in enumerate(seeds):
         try:
             rec = next(runs)
+            interrupts.checkpoint()   # a Ctrl-C swallowed by library code during the run
         except (KeyboardInterrupt, Exception) as exc:
             # Ctrl-C inside a library's own try block can come out as another exception caused
             # by the KeyboardInterrupt (JAX's pytree metadata comparison re-raises a ValueError)
-            if not _interrupted(exc):
+            if not interrupts.interrupted(exc):
                 raise
             raise KeyboardInterrupt(f"interrupted (Ctrl-C) in run {i}; {i} finished run(s) are "
                                     f"in {out}") from None

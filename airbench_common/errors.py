@@ -12,6 +12,8 @@ import functools
 import os
 import sys
 
+from . import interrupts
+
 
 class UsageError(ValueError):
     """Bad input (an option, a file, a recipe value): the message is one line for the user."""
@@ -29,7 +31,8 @@ def cli_main(main):
         args = sys.argv[1:] if argv is None else list(argv)
         verbose = "--verbose" in args or os.environ.get("AIRBENCH_TRACEBACK") == "1"
         try:
-            return main(argv)
+            with interrupts.remembered_sigint():   # a swallowed Ctrl-C is still acted on
+                return main(argv)
         except UsageError as exc:
             if verbose:
                 raise

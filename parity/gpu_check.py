@@ -54,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from airbench_common import interrupts
+
 from .gpu.environment import environment, setup_environment
 from .gpu.stages import RECIPE, numerics, runs, throughput, write_json
 from .gpu.studies import parse_study, studies
@@ -71,17 +73,8 @@ class BudgetExceeded(BaseException):
 STAGES = ("environment", "numerics", "throughput", "runs", "studies")
 
 
-class _Stopper:
-    """The SIGTERM and SIGALRM (budget) handler: raises BudgetExceeded to end the stage now, and
-    remembers why, so that library code which catches the exception, or wraps it in its own
-    (JAX's caches and pytree comparisons do), cannot make the check forget it was stopped."""
-
-    def __init__(self):
-        self.why = None
-
-    def __call__(self, signum, frame):
-        self.why = "SIGTERM" if signum == signal.SIGTERM else "time budget"
-        raise BudgetExceeded(self.why)
+def _budget_exceeded(signum) -> BudgetExceeded:
+    return BudgetExceeded("SIGTERM" if signum == signal.SIGTERM else "time budget")
 
 
 def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = False,
@@ -137,13 +130,27 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
     overrides = {}
     if dry_run:  # tiny: every stage in seconds on a CPU
         overrides = dict(widths=(4, 8, 8), batch_size=64, epochs=1.0)
-    stopper = _Stopper()
-    old = {s: signal.signal(s, stopper) for s in (signal.SIGTERM, signal.SIGALRM)}
-    signal.alarm(max(1, int(deadline - time.time())))
     summary["status"] = "running"
 
+    def stage(name):
+        if name == "environment":
+            info = environment(env_set)
+            write_json(out / "environment.json", info)
+            return dict(status="ok", gpu=info.get("gpu"), jax=info["jax"])
+        if name == "numerics":
+            return numerics(out, dry_run)
+        if name == "throughput":
+            return throughput(out, 32 if dry_run else 2000, 2 if dry_run else 5,
+                              1 if dry_run else 10, 1 / 16 if dry_run else 1.0)
+        if name == "runs":
+            return runs(out, deadline, train, test, ident, overrides, max_pairs, log)
+        if name == "studies":
+            return studies(out, deadline, study_specs, data_dir=data_dir or study_data,
+                           upstream_dir=upstream_dir, commit=commit, dry_run=dry_run, log=log)
+        raise ValueError(f"unknown stage {name!r}")
+
     def stopped(t, error=None):
-        res = dict(status="stopped by the budget or SIGTERM", seconds=round(time.time() - t, 1))
+        res = dict(status="stopped (budget, SIGTERM or Ctrl-C)", seconds=round(time.time() - t, 1))
         return res if error is None else dict(res, error=error[:2000])
 
     def save():
@@ -151,59 +158,49 @@ def check(out: Path, *, budget_minutes: float, subset=None, dry_run: bool = Fals
         write_json(out / "summary.json", summary)
 
     save()
-    try:
-        for name in stages:
-            t = time.time()
-            log(f"[gpu_check] {name} ...")
-            try:
-                if name == "environment":
-                    info = environment(env_set)
-                    write_json(out / "environment.json", info)
-                    res = dict(status="ok", gpu=info.get("gpu"), jax=info["jax"])
-                elif name == "numerics":
-                    res = numerics(out, dry_run)
-                elif name == "throughput":
-                    res = throughput(out, 32 if dry_run else 2000, 2 if dry_run else 5,
-                                     1 if dry_run else 10, 1 / 16 if dry_run else 1.0)
-                elif name == "runs":
-                    res = runs(out, deadline, train, test, ident, overrides, max_pairs, log)
-                elif name == "studies":
-                    res = studies(out, deadline, study_specs, data_dir=data_dir or study_data,
-                                  upstream_dir=upstream_dir, commit=commit, dry_run=dry_run,
-                                  log=log)
-                else:
-                    raise ValueError(f"unknown stage {name!r}")
-            except BudgetExceeded:
-                summary["stages"][name] = stopped(t)
-                raise
-            except Exception as exc:  # noqa: BLE001 - one stage's failure is a result; go on
-                if stopper.why:   # the signal's exception, wrapped by a library in its own
-                    summary["stages"][name] = stopped(t, error=f"{type(exc).__name__}: {exc}")
-                    raise BudgetExceeded(stopper.why) from exc
-                res = dict(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
-            if stopper.why:   # swallowed inside the stage: its result is not trusted
-                summary["stages"][name] = stopped(t, error="the signal's exception was caught "
-                                                  "inside the stage, which then went on")
-                raise BudgetExceeded(stopper.why)
-            res["seconds"] = round(time.time() - t, 1)
-            summary["stages"][name] = res
+    # library code in a stage may catch the signal's exception: the handler remembers the signal
+    # (airbench_common.interrupts) and the check stops after that stage at the latest
+    with interrupts.remembered((signal.SIGTERM, signal.SIGALRM), _budget_exceeded) as stopper:
+        signal.alarm(max(1, int(deadline - time.time())))
+        try:
+            for name in stages:
+                t = time.time()
+                log(f"[gpu_check] {name} ...")
+                try:
+                    res = stage(name)
+                except (BudgetExceeded, KeyboardInterrupt):
+                    summary["stages"][name] = stopped(t)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one stage's failure is a result; go on
+                    if stopper.pending() or interrupts.interrupted(exc):   # wrapped by a library
+                        summary["stages"][name] = stopped(t, f"{type(exc).__name__}: {exc}")
+                        interrupts.checkpoint()
+                        raise KeyboardInterrupt from exc
+                    res = dict(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
+                try:
+                    interrupts.checkpoint()   # swallowed inside the stage: its result untrusted
+                except BaseException:
+                    summary["stages"][name] = stopped(t, "the signal's exception was caught "
+                                                      "inside the stage, which then went on")
+                    raise
+                res["seconds"] = round(time.time() - t, 1)
+                summary["stages"][name] = res
+                save()
+                log(f"[gpu_check] {name}: {res['status']} ({res['seconds']} s)")
+            summary["status"] = ("ok" if all(summary["stages"][s].get("status") == "ok"
+                                             for s in stages) else "failed")
+        except (BudgetExceeded, KeyboardInterrupt) as exc:
+            why = str(exc) or "Ctrl-C"
+            summary["status"] = f"stopped: {why} (everything before is written)"
+        finally:
+            signal.alarm(0)
             save()
-            log(f"[gpu_check] {name}: {res['status']} ({res['seconds']} s)")
-        summary["status"] = ("ok" if all(summary["stages"][s].get("status") == "ok"
-                                         for s in stages) else "failed")
-    except (BudgetExceeded, KeyboardInterrupt) as exc:
-        summary["status"] = f"stopped: {exc or 'Ctrl-C'} (everything before is written)"
-    finally:
-        signal.alarm(0)
-        for s, h in old.items():
-            signal.signal(s, h)
-        save()
-        if data_tmp is not None:
-            data_tmp.cleanup()
-        if env_data is None:
-            os.environ.pop("AIRBENCH_DATA", None)
-        else:
-            os.environ["AIRBENCH_DATA"] = env_data
+            if data_tmp is not None:
+                data_tmp.cleanup()
+            if env_data is None:
+                os.environ.pop("AIRBENCH_DATA", None)
+            else:
+                os.environ["AIRBENCH_DATA"] = env_data
     return summary
 
 

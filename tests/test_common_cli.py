@@ -2,11 +2,14 @@
 order of validation, the run loop's records and output, and upstream's table format."""
 
 import hashlib
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
 
-from airbench_common import cli
+from airbench_common import cli, interrupts
 from airbench_common.errors import cli_main
 from airbench_common.recipes import RECIPES
 from airbench_common.records import make_record, read_records
@@ -52,7 +55,8 @@ def tiny(tmp_path_factory):
     return d
 
 
-def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_at=None):
+def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_at=None,
+         swallowed_interrupt_at=None):
     def run(o, seed):
         recipe, overrides, i, (train, test) = o.recipe, o.overrides, o.run_label, (o.train_data,
                                                                                   o.test_data)
@@ -64,6 +68,13 @@ def fake(calls, status=lambda seed: "ok", interrupt_at=None, wrapped_interrupt_a
                 raise KeyboardInterrupt
             except KeyboardInterrupt as exc:
                 raise ValueError("Exception raised while checking equality") from exc
+        if swallowed_interrupt_at == i:  # a real Ctrl-C, caught by library code that goes on
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+                raise AssertionError("no handler raised on SIGINT")
+            except KeyboardInterrupt:
+                pass
         calls.append((recipe, dict(overrides), seed, i, len(train[0]), len(test[0]), o.device))
         ok = status(seed) == "ok"
         rec = make_record(recipe=recipe, overrides=overrides, seed=seed, framework="fake",
@@ -157,7 +168,18 @@ def test_ctrl_c_wrapped_by_a_library_is_still_ctrl_c(tiny, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"interrupted (Ctrl-C) in run 1; 1 finished "
                                                f"run(s) are in {out}")
     assert len(read_records(out)) == 1
-    assert not cli._interrupted(RuntimeError("x"))   # other errors still propagate as they are
+    assert not interrupts.interrupted(RuntimeError("x"))   # other errors still propagate as they are
+
+
+def test_ctrl_c_swallowed_by_a_library_stops_before_the_run_is_stored(tiny, tmp_path, capsys):
+    out, calls = tmp_path / "runs.jsonl", []
+    main = cli_main(lambda argv: cli.main(fake(calls, swallowed_interrupt_at=1), argv))
+    assert main(["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "3",
+                 "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted (Ctrl-C) in run 1; 1 finished "
+                                               f"run(s) are in {out}")
+    assert len(read_records(out)) == 1 and len(calls) == 2   # run 1 ended, was not stored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # given back
 
 
 def test_everything_is_checked_before_any_run(tiny, tmp_path):
@@ -396,45 +418,3 @@ def test_records_name_the_data_dir_that_was_given(tiny, tmp_path, monkeypatch):
     assert cli.main(fake([]), ["--data-dir", str(jpeg), "--set", "batch_size=16",
                                "--out", str(out)]) == 0
     assert read_records(out)[0]["data"]["label"] == "JPEG CIFAR-10"
-
-
-# ------------------------------------------------------------------- Ctrl-C seen through wrappers
-def _raised(make):
-    try:
-        make()
-    except BaseException as exc:  # noqa: BLE001 - the test wants whatever was raised
-        return exc
-
-
-def test_interrupted_follows_causes_and_contexts():
-    def from_ctrl_c():                          # `raise ... from` outside any handler: a cause
-        raise ValueError("wrapped") from KeyboardInterrupt()
-
-    def during_ctrl_c():                        # raised while handling Ctrl-C: a context
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            raise ValueError("while handling")
-
-    def deep():
-        try:
-            during_ctrl_c()
-        except ValueError as exc:
-            raise RuntimeError("outer") from exc
-    caused = _raised(from_ctrl_c)
-    assert caused.__context__ is None and cli._interrupted(caused)
-    assert cli._interrupted(_raised(during_ctrl_c)) and cli._interrupted(_raised(deep))
-    assert cli._interrupted(KeyboardInterrupt())
-    assert not cli._interrupted(_raised(lambda: 1 / 0))
-
-
-def test_interrupted_ends_on_a_cycle_of_exceptions():
-    """Exceptions can point at each other (a context loop); the walk must still end."""
-    import threading
-    a, b = ValueError("a"), ValueError("b")
-    a.__context__, b.__context__ = b, a
-    result = []
-    t = threading.Thread(target=lambda: result.append(cli._interrupted(a)), daemon=True)
-    t.start()
-    t.join(timeout=10)
-    assert result == [False]

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -33,9 +34,11 @@ class FakeRunner(Workload):
     """A fake workload: deterministic fake accuracies/timings; raises on call number `fail_on` (1-based, counted
     over all frameworks sharing `calls`); diverges for the seeds in `diverge`."""
 
-    def __init__(self, framework, calls, *, shift=0.0, fail_on=None, diverge=(), noise=0.002):
+    def __init__(self, framework, calls, *, shift=0.0, fail_on=None, diverge=(), noise=0.002,
+                 ctrl_c=None):
         self.framework, self.calls, self.shift, self.noise = framework, calls, shift, noise
         self.fail_on, self.diverge = fail_on, set(diverge)
+        self.ctrl_c = ctrl_c   # (seed, how): a Ctrl-C during that run, "wrapped" or "swallowed"
         self.warmups = 0
 
     def warmup(self, options):
@@ -50,6 +53,8 @@ class FakeRunner(Workload):
             self.calls.append((self.framework, "failed", seed))
             raise RuntimeError("simulated kill\nsecond line")
         self.calls.append((self.framework, seed))
+        if self.ctrl_c is not None and self.ctrl_c[0] == seed:
+            _ctrl_c_inside_a_library(self.ctrl_c[1])
         assert train_data[0].shape[1:] == (32, 32, 3)
         start = time.process_time()
         while time.process_time() - start < 0.02:   # some CPU work, for the records' cpu_seconds
@@ -74,6 +79,18 @@ class FakeRunner(Workload):
         return rec
 
 
+def _ctrl_c_inside_a_library(how):
+    """A real SIGINT landing in library code that re-raises it as its own error ("wrapped", as
+    JAX's pytree comparison does) or drops it and goes on ("swallowed")."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        raise AssertionError("no handler raised on SIGINT")
+    except KeyboardInterrupt as exc:
+        if how == "wrapped":
+            raise ValueError("Exception raised while checking equality") from exc
+
+
 def fakes(**kw):
     calls = []
     per = {fw: kw.pop(fw, {}) for fw in ("jax", "torch")}
@@ -83,6 +100,22 @@ def fakes(**kw):
 def argv(out, data_dir, *extra, runs=4):
     return ["--recipe", "airbench94_muon", "--preset", "smoke", "--runs", str(runs), "--out",
             str(out), "--data-dir", str(data_dir), "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("how", ["wrapped", "swallowed"])
+def test_ctrl_c_inside_a_library_still_stops_the_study(how, tmp_path, data_dir, capsys):
+    """Ctrl-C during torch seed 1 that library code wrapped or swallowed: exit 130, that run is not
+    stored, the finished ones are, and the same command resumes after it."""
+    calls, runners = fakes(torch=dict(ctrl_c=(1, how)))
+    out = tmp_path / "cmp"
+    assert compare.main(argv(out, data_dir, runs=3), workloads=runners) == 130
+    assert "interrupted; finished runs are in" in capsys.readouterr().err
+    assert sorted((r["framework"], r["seed"]) for r in read_records(out / "runs.jsonl")) == [
+        ("jax", 0), ("jax", 1), ("torch", 0)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    calls, runners = fakes()
+    assert compare.main(argv(out, data_dir, runs=3), workloads=runners) == 0
+    assert [c for c in calls if c[1] != "warmup"][0] == ("torch", 1)   # resumed where it stopped
 
 
 def test_alternating_order_warmup_and_outputs(tmp_path, data_dir, capsys):

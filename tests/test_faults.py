@@ -199,9 +199,9 @@ def test_sigint_mid_run_keeps_finished_runs(tiny, tmp_path):
     """Ctrl-C during run 2 of 3 of the JAX CLI: one line, exit 130, run 1's record intact."""
     out = tmp_path / "runs.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
-    # 2000 epochs of 4 steps: each run takes seconds even on a fast idle machine, so the signal
+    # 400 epochs of 4 steps: each run takes seconds even on a fast idle machine, so the signal
     # lands inside run 2 (with 30 epochs runs 2 and 3 could finish before it: exit 0 or 2)
-    args = ["--data-dir", str(tiny), *TINY, "--epochs", "2000", "--runs", "3", "--out", str(out)]
+    args = ["--data-dir", str(tiny), *TINY, "--epochs", "400", "--runs", "3", "--out", str(out)]
     # SIGINT's default disposition in the child: a shell that starts this suite in the background
     # (`.ci/run &`) ignores SIGINT, the child would inherit that, and Python installs no
     # KeyboardInterrupt handler for an ignored SIGINT (the Ctrl-C would be lost, not the CLI's bug)
@@ -215,14 +215,10 @@ def test_sigint_mid_run_keeps_finished_runs(tiny, tmp_path):
             assert time.time() < deadline, "the first run did not finish in time"
             time.sleep(0.2)
         time.sleep(0.5)  # into the second run
+        # one Ctrl-C suffices: where library code swallows its KeyboardInterrupt (JAX has bare
+        # `except:` clauses), the CLI still stops at the end of run 2 (airbench_common.interrupts)
         proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            # once in ~4 idle runs the first Ctrl-C was not acted on within 120 s (cause not found
-            # yet; see the README's open items): a second one, as a user would press it
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from airbench_common import interrupts
 from parity import gpu_check as G
 from parity.gpu import environment, stages, subset
 
@@ -206,6 +207,21 @@ def test_the_budget_alarm_stops_the_check_whatever_the_stage_catches(stage, monk
     assert set(s["stages"]) == {"environment", "numerics"}   # throughput, runs never started
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == s["status"]
     assert signal.getsignal(signal.SIGALRM) is before   # the handlers are given back
+
+
+def test_a_swallowed_ctrl_c_stops_the_check_after_that_stage(monkeypatch, tmp_path):
+    def swallowing_ctrl_c(out, dry):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        return dict(status="ok")
+    with interrupts.remembered_sigint():   # as errors.cli_main installs it around main()
+        s = _check_with_stages(monkeypatch, tmp_path, numerics=swallowing_ctrl_c)
+    assert s["status"].startswith("stopped: Ctrl-C"), s
+    assert s["stages"]["numerics"]["status"].startswith("stopped")
+    assert "throughput" not in s["stages"]
 
 
 def test_an_error_inside_the_budget_is_that_stage_s_failure(monkeypatch, tmp_path):

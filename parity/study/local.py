@@ -13,10 +13,11 @@ import time
 import traceback
 from typing import Callable, Mapping
 
-from . import plan as P
-from .errors import CompareError, one_line
+from airbench_common import interrupts
 from airbench_common.workload import Workload
 
+from . import plan as P
+from .errors import CompareError, one_line
 from .runs import group_run, one_run, prepare, run_options
 from .store import RunFolder, latest_by_run
 
@@ -116,6 +117,8 @@ def _run_locked(config, folder: RunFolder, workloads, train_data, test_data, *, 
         try:
             workloads[fw].warmup(options)
         except Exception as exc:  # noqa: BLE001
+            if interrupts.interrupted(exc):   # a Ctrl-C a library wrapped in its own error
+                raise KeyboardInterrupt from exc
             result["error"] = f"{fw} warm-up failed: {type(exc).__name__}: {one_line(exc)}"
             if verbose:
                 traceback.print_exc()
@@ -154,6 +157,8 @@ def _run_locked(config, folder: RunFolder, workloads, train_data, test_data, *, 
                     else:
                         recs = [one_run(config, folder, workloads[fw], fw, seed, options)[0]]
                 except Exception as exc:  # noqa: BLE001
+                    if interrupts.interrupted(exc):
+                        raise KeyboardInterrupt from exc
                     result["error"] = (f"{fw} seed {seed} failed: {type(exc).__name__}: "
                                        f"{one_line(exc)}")
                     if verbose:

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from airbench_common import interrupts
 from airbench_common.workload import RunOptions, Workload, get_workload
 
 from .config import check_config
@@ -88,6 +89,7 @@ def store_run(config, folder: RunFolder, rec, fw, seed, wall, options: RunOption
     """Check a workload's record (its framework, seed and the data identity it was given) and
     complete it (the comparison's preset, wall time, machine load), then store it with its
     predictions (RunFolder.add_run). (The record, whether it was appended.)"""
+    interrupts.checkpoint()   # a Ctrl-C that library code swallowed during the run: not stored
     preds = rec.get("_predictions")
     # keys starting with "_" are in-memory extras (predictions, the jax net state)
     rec = {k: v for k, v in rec.items() if not str(k).startswith("_")}
