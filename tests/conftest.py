@@ -1,6 +1,7 @@
 """Shared fixtures. Real-data tests use $AIRBENCH_DATA (CI points it at ../shared's JPEG copy)."""
 import atexit
 import os
+import signal
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,6 +45,16 @@ def lossless_subset():
         pytest.skip(f"{LOSSLESS} not present (it sits beside the repo in ../shared)")
     with np.load(LOSSLESS / "train.npz") as tr, np.load(LOSSLESS / "test.npz") as te:
         return (tr["images"], tr["labels"]), (te["images"], te["labels"])
+
+
+@pytest.fixture()
+def ctrl_c():
+    """SIGINT as Python's default handler takes it (KeyboardInterrupt), for a test that sends a
+    real Ctrl-C: a suite started in the background (`.ci/run &`, nohup) inherits an ignored
+    SIGINT, and Python then installs no handler at all."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 # CI sets AIRBENCH_REQUIRE_DATA=1: a test skipped for want of the dataset is then a failure, so a

@@ -171,7 +171,8 @@ def test_ctrl_c_wrapped_by_a_library_is_still_ctrl_c(tiny, tmp_path, capsys):
     assert not interrupts.interrupted(RuntimeError("x"))   # other errors still propagate as they are
 
 
-def test_ctrl_c_swallowed_by_a_library_stops_before_the_run_is_stored(tiny, tmp_path, capsys):
+def test_ctrl_c_swallowed_by_a_library_stops_before_the_run_is_stored(tiny, tmp_path, capsys,
+                                                                      ctrl_c):
     out, calls = tmp_path / "runs.jsonl", []
     main = cli_main(lambda argv: cli.main(fake(calls, swallowed_interrupt_at=1), argv))
     assert main(["--data-dir", str(tiny), "--set", "batch_size=16", "--runs", "3",

@@ -103,7 +103,7 @@ def argv(out, data_dir, *extra, runs=4):
 
 
 @pytest.mark.parametrize("how", ["wrapped", "swallowed"])
-def test_ctrl_c_inside_a_library_still_stops_the_study(how, tmp_path, data_dir, capsys):
+def test_ctrl_c_inside_a_library_still_stops_the_study(how, tmp_path, data_dir, capsys, ctrl_c):
     """Ctrl-C during torch seed 1 that library code wrapped or swallowed: exit 130, that run is not
     stored, the finished ones are, and the same command resumes after it."""
     calls, runners = fakes(torch=dict(ctrl_c=(1, how)))

@@ -209,7 +209,7 @@ def test_the_budget_alarm_stops_the_check_whatever_the_stage_catches(stage, monk
     assert signal.getsignal(signal.SIGALRM) is before   # the handlers are given back
 
 
-def test_a_swallowed_ctrl_c_stops_the_check_after_that_stage(monkeypatch, tmp_path):
+def test_a_swallowed_ctrl_c_stops_the_check_after_that_stage(monkeypatch, tmp_path, ctrl_c):
     def swallowing_ctrl_c(out, dry):
         try:
             os.kill(os.getpid(), signal.SIGINT)

@@ -37,7 +37,7 @@ def test_a_swallowed_signal_is_raised_again_at_the_checkpoint():
     interrupts.checkpoint()               # outside the block nothing is remembered
 
 
-def test_ctrl_c_is_remembered_only_where_python_s_default_handler_was():
+def test_ctrl_c_is_remembered_only_where_python_s_default_handler_was(ctrl_c):
     with interrupts.remembered_sigint() as h:
         assert signal.getsignal(signal.SIGINT) is h
         _swallow(signal.SIGINT)
@@ -53,7 +53,7 @@ def test_ctrl_c_is_remembered_only_where_python_s_default_handler_was():
         signal.signal(signal.SIGINT, old)
 
 
-def test_outside_the_main_thread_nothing_is_installed():
+def test_outside_the_main_thread_nothing_is_installed(ctrl_c):
     errors = []
 
     def body():
