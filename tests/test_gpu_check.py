@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deliver import deliver
 
 from airbench_common import interrupts
 from parity import gpu_check as G
@@ -25,17 +26,23 @@ LOSSLESS = Path(os.environ.get("AIRBENCH_LOSSLESS_SUBSET",
 ABSENT_THERE = ("filelock", "hypothesis")
 
 
-def _run_blocked(args, tmp_path, timeout=600):
-    """`python -m parity.gpu_check ARGS` from the source tree (PYTHONPATH=.) with ABSENT_THERE
-    made unimportable."""
+def _blocked_command(args):
+    """(argv, env) of `python -m parity.gpu_check ARGS` from the source tree (PYTHONPATH=.) with
+    ABSENT_THERE made unimportable."""
     code = ("import sys, runpy\n"
             + "".join(f"sys.modules[{m!r}] = None\n" for m in ABSENT_THERE)
             + f"sys.argv = ['parity.gpu_check'] + {list(args)!r}\n"
             + "runpy.run_module('parity.gpu_check', run_name='__main__')\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return [sys.executable, "-c", code], env
+
+
+def _run_blocked(args, tmp_path, timeout=600):
+    """_blocked_command(args) run to its end."""
+    cmd, env = _blocked_command(args)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_help(capsys):
@@ -166,16 +173,9 @@ def _check_with_stages(monkeypatch, tmp_path, **stage_fns):
                    log=lambda _: None)
 
 
-def _alarm_now():
-    """The budget's alarm, now (check()'s handler raises in this thread at the next bytecode)."""
-    os.kill(os.getpid(), signal.SIGALRM)
-    time.sleep(5)
-    raise AssertionError("the alarm's handler did not run")
-
-
 def _catching_exception(out, dry):   # a numerics row that records its error
     try:
-        _alarm_now()
+        deliver(signal.SIGALRM)   # the budget's alarm, now
     except Exception:   # noqa: BLE001 - the point of the test
         pass
     return dict(status="ok")
@@ -183,14 +183,14 @@ def _catching_exception(out, dry):   # a numerics row that records its error
 
 def _wrapping(out, dry):   # a library re-raising whatever it caught as its own error
     try:
-        _alarm_now()
+        deliver(signal.SIGALRM)   # the budget's alarm, now
     except BaseException as exc:   # noqa: BLE001 - the point of the test
         raise RuntimeError("wrapped") from exc
 
 
 def _swallowing(out, dry):   # a cache that treats any failed lookup as a miss, and goes on
     try:
-        _alarm_now()
+        deliver(signal.SIGALRM)   # the budget's alarm, now
     except BaseException:   # noqa: BLE001 - the point of the test
         pass
     return dict(status="ok")
@@ -212,8 +212,7 @@ def test_the_budget_alarm_stops_the_check_whatever_the_stage_catches(stage, monk
 def test_a_swallowed_ctrl_c_stops_the_check_after_that_stage(monkeypatch, tmp_path, ctrl_c):
     def swallowing_ctrl_c(out, dry):
         try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
+            deliver(signal.SIGINT)
         except KeyboardInterrupt:
             pass
         return dict(status="ok")
@@ -239,14 +238,9 @@ def test_sigterm_ends_cleanly_with_what_was_measured(tmp_path):
     """The real command, stopped by SIGTERM once the environment stage is written (no timing
     assumption: it waits for the file, then signals)."""
     out = tmp_path / "out"
-    code = ("import sys, runpy\n"
-            + "".join(f"sys.modules[{m!r}] = None\n" for m in ABSENT_THERE)
-            + f"sys.argv = ['parity.gpu_check', '--dry-run', '--out', {str(out)!r}]\n"
-            + "runpy.run_module('parity.gpu_check', run_name='__main__')\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd, env = _blocked_command(["--dry-run", "--out", str(out)])
+    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (out / "environment.json").exists() and p.poll() is None:
         assert time.time() < deadline, "the environment stage never ended"
